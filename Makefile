@@ -1,0 +1,36 @@
+# Set-up and the everyday commands. Every target creates .venv first if it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+# torch and torchaudio are pinned to the builds this machine holds as local files; override on another machine.
+TORCH_PINS ?= torch==2.14.1 torchaudio==2.11.0
+PIP = $(VENV)/bin/pip
+
+.PHONY: quickstart test bench check-plugins clean
+
+quickstart: $(VENV)/.installed
+	$(VENV)/bin/vvframe run recipes/quickstart.yaml
+
+test: $(VENV)/.installed-test
+	$(VENV)/bin/python -m pytest -q tests
+
+bench: $(VENV)/.installed
+	@for script in bench/*.py; do echo "== $$script"; $(VENV)/bin/python $$script || exit 1; done
+
+check-plugins: $(VENV)/.installed
+	$(VENV)/bin/vvframe plugins --check
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel
+
+$(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml
+	$(PIP) install $(TORCH_PINS)
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info

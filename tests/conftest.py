@@ -1,0 +1,77 @@
+"""Shared fixtures: a registry of hand-made entry points, a real third-party distribution, the CLI."""
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vvframe import registry
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+
+FAKE = {
+    "frontends": {"fake_fbank": "fake_components:Frontend"},
+    "models": {"tiny": "fake_components:Model", "tiny_v2": "fake_components:Model"},
+    "losses": {"margin_loss": "fake_components:Loss"},
+    "augmentors": {"noise": "fake_components:noise", "exploding": "fake_components:exploding"},
+    "optimizers": {"sgd": "torch.optim:SGD"},
+    "stages": {"write": "fake_components:WriteStage", "fail": "fake_components:fail_stage"},
+}
+
+
+def make_entry_points(spec: dict[str, dict[str, str]]) -> list[md.EntryPoint]:
+    """Hand-made entry points: ``{kind: {name: 'module:attr'}}``."""
+    return [md.EntryPoint(name, value, f"vvframe.{kind}") for kind, items in spec.items()
+            for name, value in items.items()]
+
+
+@pytest.fixture
+def fake_registry(monkeypatch):
+    """Replace the discovery seam with FAKE; call the fixture's value with another spec to change it."""
+    def install(spec: dict[str, dict[str, str]] = FAKE) -> None:
+        monkeypatch.setattr(registry, "_entry_points", lambda: make_entry_points(spec))
+        registry.refresh()
+    install()
+    yield install
+    registry.refresh()
+
+
+def write_distribution(site: Path, name: str, entry_points: dict[str, dict[str, str]], modules: list[Path] = (),
+                       version: str = "0.1") -> Path:
+    """A real installed distribution in ``site``: a .dist-info with METADATA and entry_points.txt, plus modules."""
+    site.mkdir(parents=True, exist_ok=True)
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    lines = []
+    for kind, items in entry_points.items():
+        lines.append(f"[vvframe.{kind}]")
+        lines += [f"{n} = {v}" for n, v in items.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    for module in modules:
+        shutil.copy(module, site / module.name)
+    return site
+
+
+@pytest.fixture
+def third_party(tmp_path):
+    """Environment for a subprocess in which a third-party distribution 'vvframe-fakes' is installed."""
+    spec = {kind: items for kind, items in FAKE.items() if kind != "optimizers"}  # vvframe declares those
+    site = write_distribution(tmp_path / "site", "vvframe-fakes", spec, [TESTS / "fake_components.py"])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH", "")]))
+    env.pop("COLUMNS", None)
+    return env
+
+
+def vvframe_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the installed ``vvframe`` console script."""
+    script = Path(sys.executable).parent / "vvframe"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "vvframe"]
+    return subprocess.run([*command, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)

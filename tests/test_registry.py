@@ -1,0 +1,172 @@
+"""The registry against hand-made entry points: lookup, messages, building, contracts."""
+from __future__ import annotations
+
+import importlib.metadata as md
+import sys
+
+import pytest
+
+from vvframe import registry
+from vvframe.errors import ArgumentError, ComponentNotFound, PluginImportError, RecipeError
+
+
+def test_every_kind_of_the_design_is_known_with_what_the_engine_supplies():
+    assert {k: v.supplies for k, v in registry.KINDS.items()} == {
+        "frontends": ("sample_rate",), "models": ("in_dim", "sample_rate"), "losses": ("embed_dim", "num_classes"),
+        "augmentors": ("sample_rate",), "samplers": ("labels", "batch_size", "rank", "world_size", "seed"),
+        "normalizers": (), "optimizers": ("params",), "schedulers": ("optimizer", "steps_per_epoch", "epochs"),
+        "stages": ("ctx",)}
+
+
+def test_unknown_kind_suggests_the_plural():
+    with pytest.raises(ComponentNotFound, match=r"unknown kind 'model' \(did you mean 'models'\?\)"):
+        registry.kind("model")
+
+
+def test_unknown_name_suggests_close_names_and_how_to_list(fake_registry):
+    with pytest.raises(ComponentNotFound) as info:
+        registry.find("models", "tinny")
+    assert str(info.value) == ("no models component named 'tinny' is installed (did you mean 'tiny'?)"
+                               " (`vvframe plugins models` lists all 2)")
+    assert isinstance(info.value, LookupError) and not isinstance(info.value, KeyError)
+
+
+def test_no_components_at_all_says_vvframe_is_probably_not_installed(fake_registry):
+    fake_registry({})
+    with pytest.raises(ComponentNotFound, match=r"vvframe itself is probably not installed \(pip install -e \.\)"):
+        registry.find("models", "tiny")
+
+
+def test_none_of_a_kind_installed(fake_registry):
+    with pytest.raises(ComponentNotFound, match="none of kind schedulers is installed"):
+        registry.find("schedulers", "cosine")
+
+
+def test_the_same_name_from_two_distributions_is_an_error_naming_both(fake_registry, monkeypatch):
+    eps = [md.EntryPoint("tiny", "fake_components:Model", "vvframe.models"),
+           md.EntryPoint("tiny", "other_pkg.nets:Tiny", "vvframe.models")]
+    monkeypatch.setattr(registry, "_entry_points", lambda: eps)
+    registry.refresh()
+    with pytest.raises(ComponentNotFound) as info:
+        registry.find("models", "tiny")
+    message = str(info.value)
+    assert "two installed models components are named 'tiny'" in message
+    assert "fake_components:Model" in message and "other_pkg.nets:Tiny" in message
+    assert "name: fake_components:Model" in message  # how to pick one
+
+
+def test_a_module_attr_reference_needs_no_entry_point(fake_registry):
+    comp, problems = registry.resolve("models", {"name": "fake_components:Model", "embed_dim": "8"}, "model")
+    assert problems == []
+    assert comp.build(in_dim=3).embed_dim == 8
+
+
+def test_a_malformed_reference_is_reported(fake_registry):
+    with pytest.raises(ComponentNotFound, match="not a valid reference"):
+        registry.find("models", "fake components:Model")
+
+
+def test_listing_imports_nothing(fake_registry, tmp_path, monkeypatch):
+    (tmp_path / "lazy_probe_module.py").write_text("raise RuntimeError('imported!')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fake_registry({"models": {"probe": "lazy_probe_module:Net"}})
+    rows = registry.listing()
+    assert rows == [("models", "probe", "lazy_probe_module:Net", "-", "")]
+    assert "lazy_probe_module" not in sys.modules
+
+
+def test_a_plugin_that_fails_to_import_is_named_with_its_cause(fake_registry):
+    fake_registry({"models": {"broken": "broken_plugin:Net", "tiny": "fake_components:Model"}})
+    with pytest.raises(PluginImportError) as info:
+        registry.load(registry.find("models", "broken"))
+    assert str(info.value).startswith("models 'broken' (broken_plugin:Net, from -) failed to import: ImportError:")
+    assert isinstance(info.value.__cause__, ImportError)
+    assert registry.load(registry.find("models", "tiny")) is not None  # the others still work
+    assert [r[1] for r in registry.listing("models")] == ["broken", "tiny"]
+
+
+def test_engine_values_are_passed_by_parameter_name_only_where_asked(fake_registry):
+    comp, problems = registry.resolve("models", {"name": "tiny", "embed_dim": 32}, "model")
+    assert problems == []
+    model = comp.build(in_dim=80, sample_rate=16000)  # Model does not take sample_rate: not passed
+    assert (model.in_dim, model.embed_dim) == (80, 32)
+
+
+def test_a_value_the_engine_supplies_cannot_be_set_in_the_recipe(fake_registry):
+    _, problems = registry.resolve("models", {"name": "tiny", "in_dim": 80}, "model")
+    assert problems == [("model.in_dim", "'in_dim' is set by vvframe for models; remove it")]
+
+
+def test_resolve_reports_unknown_argument_with_path_and_accepted_parameters(fake_registry):
+    _, problems = registry.resolve("losses", {"name": "margin_loss", "margn": 0.3}, "loss")
+    assert problems == [("loss.margn", "unknown argument 'margn' for losses 'margin_loss' (did you mean 'margin'?);"
+                                       " it accepts: margin=0.2, scale=30.0")]
+
+
+def test_resolve_shorthand_null_and_missing_name(fake_registry):
+    comp, problems = registry.resolve("models", "tiny", "model")
+    assert problems == [] and comp.name == "tiny" and comp.args == {}
+    assert registry.resolve("models", None, "model") == (None, [])
+    _, problems = registry.resolve("models", {"embed_dim": 3}, "model")
+    assert problems[0][0] == "model.name" and "missing 'name'" in problems[0][1]
+
+
+def test_yaml_strings_are_coerced_by_annotation(fake_registry):
+    comp, problems = registry.resolve("optimizers", {"name": "sgd", "lr": "1e-3", "nesterov": True,
+                                                     "momentum": 0.9}, "optimizer")
+    assert problems == [] and comp.args["lr"] == 1e-3 and isinstance(comp.args["lr"], float)
+
+
+def test_an_exception_inside_a_component_keeps_its_type_and_gains_a_note(fake_registry):
+    comp, _ = registry.resolve("augmentors", {"name": "exploding", "level": 11}, "augment.1")
+    with pytest.raises(ValueError, match="level 11 is too loud") as info:
+        comp.build(sample_rate=16000)
+    assert "while building augmentors 'exploding' (recipe path 'augment.1')" in info.value.__notes__
+
+
+def test_build_refuses_values_the_kind_is_not_supplied(fake_registry):
+    comp, _ = registry.resolve("models", "tiny", "model")
+    with pytest.raises(ArgumentError, match="not among the values vvframe supplies to models"):
+        comp.build(in_dim=3, num_classes=4)
+
+
+def test_public_build_in_one_step(fake_registry):
+    import torch
+    net = torch.nn.Linear(2, 1)
+    opt = registry.build("optimizers", {"name": "sgd", "lr": 0.5}, params=net.parameters())
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["lr"] == 0.5
+    with pytest.raises(RecipeError, match="optimizers.lrr"):
+        registry.build("optimizers", {"name": "sgd", "lrr": 0.5}, params=net.parameters())
+
+
+def test_describe_shows_parameters_supplied_values_and_docstring(fake_registry):
+    text = registry.describe("losses", "margin_loss")
+    assert text.splitlines() == [
+        "losses 'margin_loss'  ->  fake_components:Loss  (-)",
+        "  A loss that only records its settings.",
+        "  arguments:",
+        "    margin: float = 0.2",
+        "    scale: float = 30.0",
+        "  supplied by vvframe: embed_dim, num_classes",
+    ]
+
+
+def test_check_all_flags_each_broken_contract(fake_registry):
+    fake_registry({
+        "models": {"tiny": "fake_components:Model", "Bad-Name": "fake_components:Model",
+                   "broken": "broken_plugin:Net"},
+        "augmentors": {"bag": "fake_components:with_kwargs", "wrong_supply": "fake_components:needs_embed_dim"},
+        "model": {"typo_group": "fake_components:Model"},
+    })
+    problems = registry.check_all()
+    text = "\n".join(problems)
+    assert len(problems) == 5, text
+    assert "vvframe.models 'Bad-Name'" in text and "lowercase snake_case" in text
+    assert "models 'broken' (broken_plugin:Net, from -) failed to import" in text
+    assert "takes **extra" in text
+    assert "required parameter 'embed_dim' is supplied by vvframe only to other kinds" in text
+    assert "vvframe.model 'typo_group'" in text and "did you mean 'models'" in text
+
+
+def test_check_all_passes_on_good_components(fake_registry):
+    assert registry.check_all() == []

@@ -1,0 +1,17 @@
+"""vvframe: speaker-verification experiments composed from plugins by recipes.
+
+The kernel knows kinds of component, finds components through entry points, builds them from recipe
+entries and runs stages. Importing it does not import torch.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import (ArgumentError, BadValue, ComponentNotFound, ContractError, PluginImportError, Problem,
+                     RecipeError, VvframeError)
+from .registry import KINDS, Component, build, describe, find, listing
+from .run import RunContext
+
+__all__ = ["__version__", "VvframeError", "ComponentNotFound", "PluginImportError", "ArgumentError", "BadValue",
+           "ContractError", "RecipeError", "Problem", "KINDS", "Component", "RunContext", "build", "describe", "find",
+           "listing"]

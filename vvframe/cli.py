@@ -1,0 +1,186 @@
+"""The ``vvframe`` command: run | check | show | plugins.
+
+Exit codes: 0 success; 2 a mistake in the recipe or the arguments (a message, no traceback unless
+``--traceback``); 1 a failure during a run (traceback in the run's log.txt, one line on the console).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import VvframeError
+
+COMMANDS = {
+    "run": "validate a recipe, then run its stages in a new run directory",
+    "check": "validate and resolve a recipe; build nothing",
+    "show": "print the resolved recipe with defaults filled in",
+    "plugins": "list installed components, describe one, or --check them all",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = argparse.ArgumentParser(prog="vvframe", description="speaker-verification experiments from recipes",
+                                  epilog="commands:\n" + "\n".join(f"  {c:<8} {h}" for c, h in COMMANDS.items())
+                                  + "\n\n`vvframe COMMAND -h` shows a command's options.",
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--version", action="version", version=f"vvframe {__version__}")
+    top.add_argument("--traceback", action="store_true", help="show Python tracebacks for recipe mistakes too")
+    top.add_argument("command", choices=list(COMMANDS), metavar="COMMAND")
+    top.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    if not argv:
+        top.print_help(sys.stderr)
+        return 2
+    opts = top.parse_args(argv)
+    handler = globals()[f"_{opts.command}"]
+    try:
+        return handler(opts.rest)
+    except VvframeError as exc:
+        if opts.traceback:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _recipe_parser(command: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"vvframe {command}", description=COMMANDS[command])
+    parser.add_argument("args", nargs="*", metavar="RECIPE [KEY=VALUE ...]",
+                        help="a recipe file, then overrides such as trainer.epochs=2 (YAML values)")
+    return parser
+
+
+def _split(parser: argparse.ArgumentParser, args: list[str], *, recipe_optional: bool = False) -> tuple[str | None, list[str]]:
+    if args and not ("=" in args[0] and not args[0].endswith((".yaml", ".yml"))):
+        return args[0], args[1:]
+    if recipe_optional:
+        return None, args
+    parser.error("the recipe file is missing (vvframe %s RECIPE [KEY=VALUE ...])" % parser.prog.split()[-1])
+    raise AssertionError  # unreachable: parser.error exits
+
+
+def _run(rest: list[str]) -> int:
+    parser = _recipe_parser("run")
+    parser.add_argument("--stage", action="append", default=[], metavar="NAME",
+                        help="run only this stage (repeatable); on --resume it runs again even if finished")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run in its own directory")
+    parser.add_argument("--run-dir", metavar="DIR", help="a new, empty directory for this run (default runs/NAME/TIME)")
+    parser.add_argument("--runs", default="runs", metavar="ROOT", help="where new run directories go (default: runs)")
+    opts = parser.parse_intermixed_args(rest)
+    path, overrides = _split(parser, opts.args, recipe_optional=bool(opts.resume))
+    if opts.resume and opts.run_dir:
+        parser.error("--resume and --run-dir exclude each other: --resume continues RUN_DIR itself")
+
+    from . import recipe as recipes
+    from . import run as runs
+    path = path or runs.resume_recipe_path(opts.resume)
+    resolved = recipes.check(path, overrides)
+    if opts.resume:
+        run_dir = runs.resume_recipe_path(opts.resume).parent
+    elif opts.run_dir:
+        run_dir = runs.claim_run_dir(opts.run_dir)
+    else:
+        run_dir = runs.new_run_dir(resolved.name, opts.runs)
+    runs.setup_logging(run_dir)
+    ctx = runs.RunContext(resolved, run_dir, resumed=bool(opts.resume))
+    ctx.log.info("vvframe %s: %s %s in %s", __version__, "resuming" if opts.resume else "running", path, run_dir)
+    for warning in resolved.warnings:
+        ctx.log.warning(warning)
+    try:
+        runs.write_snapshot(ctx)
+        runs.execute(ctx, opts.stage)
+    except runs.StageFailed as exc:
+        print(f"error: {exc.summary()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"interrupted; continue with: vvframe run --resume {run_dir}", file=sys.stderr)
+        return 130
+    finally:
+        ctx.close()
+    ctx.log.info("run finished: %s", run_dir)
+    return 0
+
+
+def _check(rest: list[str]) -> int:
+    parser = _recipe_parser("check")
+    opts = parser.parse_intermixed_args(rest)
+    path, overrides = _split(parser, opts.args)
+    from . import recipe as recipes
+    resolved = recipes.check(path, overrides)
+    _warn(resolved.warnings)
+    comps = [c for v in resolved.components.values() for c in (v if isinstance(v, list) else [v]) if c is not None]
+    print(f"ok: {path}: stages {', '.join(s.name for s in resolved.stages)};"
+          f" {len(comps)} component{'s' if len(comps) != 1 else ''}, {len(resolved.settings)} settings"
+          f" section{'s' if len(resolved.settings) != 1 else ''}")
+    return 0
+
+
+def _show(rest: list[str]) -> int:
+    parser = _recipe_parser("show")
+    opts = parser.parse_intermixed_args(rest)
+    path, overrides = _split(parser, opts.args)
+    from . import recipe as recipes
+    resolved = recipes.check(path, overrides)
+    _warn(resolved.warnings)
+    print(recipes.dump(resolved.to_dict()), end="")
+    return 0
+
+
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def _plugins(rest: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="vvframe plugins", description=COMMANDS["plugins"])
+    parser.add_argument("kind", nargs="?", metavar="KIND", help="one kind (models, losses, ...)")
+    parser.add_argument("name", nargs="?", metavar="NAME", help="describe this component")
+    parser.add_argument("--check", action="store_true", help="import and validate every entry point (for CI)")
+    opts = parser.parse_args(rest)
+    from . import registry
+    if opts.check:
+        return _check_plugins()
+    if opts.name:
+        registry.kind(opts.kind)
+        print(registry.describe(opts.kind, opts.name))
+        return 0
+    rows = registry.listing(opts.kind)
+    kinds = [opts.kind] if opts.kind else list(registry.KINDS)
+    table = [("KIND", "NAME", "TARGET", "DISTRIBUTION")]
+    for k in kinds:
+        mine = [r for r in rows if r[0] == k]
+        table += [(r[0], r[1], r[2], f"{r[3]} {r[4]}".strip()) for r in mine] or [(k, "-", "(none installed)", "")]
+    table += [(r[0], r[1], r[2], f"{r[3]} {r[4]} (unknown kind)") for r in rows if r[0] not in registry.KINDS]
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    for row in table:
+        print(("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3]).rstrip())
+    print("\n`vvframe plugins KIND NAME` describes one; `vvframe plugins --check` imports and checks them all.")
+    return 0
+
+
+def _check_plugins() -> int:
+    from . import recipe as recipes
+    from . import registry
+    from .schema import parameters
+    problems = registry.check_all()
+    for ep in registry.entry_points("stages"):
+        try:
+            params = parameters(registry.load(ep))
+        except VvframeError:
+            continue  # already reported by check_all
+        problems += [f"vvframe.stages '{ep.name}' ({ep.value}): {m}" for m in recipes.stage_contract(params)]
+    count = len(registry.entry_points())
+    if problems:
+        print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {count} entry points:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    print(f"ok: {count} entry points import and have explicit signatures")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

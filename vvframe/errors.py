@@ -1,0 +1,84 @@
+"""The errors vvframe raises for a user's mistake: one base class, each also a matching builtin."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+class VvframeError(Exception):
+    """Base of every error that reports a user's mistake (the CLI prints it without a traceback)."""
+
+
+class ComponentNotFound(VvframeError, LookupError):
+    """A name that no installed component of the kind carries, or one carried by two distributions."""
+
+
+class PluginImportError(VvframeError, ImportError):
+    """A plugin module that failed to import; the original exception is its ``__cause__``."""
+
+
+class ArgumentError(VvframeError, TypeError):
+    """An argument that a component's signature does not accept, or a required one that is missing."""
+
+
+class BadValue(VvframeError, ValueError):
+    """A value that cannot be read as the type a signature asks for."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One mistake in a recipe: where it is (``loss.margin``), where the value came from, and what is wrong."""
+
+    path: str
+    origin: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path} ({self.origin})" if self.path and self.origin else self.path or self.origin
+        return f"{where}: {self.message}" if where else self.message
+
+
+class RecipeError(VvframeError, ValueError):
+    """Everything wrong with a recipe, reported at once."""
+
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = list(problems)
+        count = len(self.problems)
+        head = f"{source}: {count} problem{'s' if count != 1 else ''}"
+        super().__init__("\n  ".join([head, *map(str, self.problems)]))
+
+
+class ContractError(VvframeError, TypeError):
+    """A plugin whose callable cannot serve as a component (no readable signature, ``**kwargs``, ...)."""
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """``" (did you mean 'a' or 'b'?)"`` for up to three close candidates, or ``""``.
+
+    Case and ``-``/``_`` are ignored first, then a strict difflib cutoff keeps only near misses.
+    """
+    by_norm: dict[str, str] = {}
+    for cand in candidates:
+        by_norm.setdefault(_norm(cand), cand)
+    norm = _norm(word)
+    close = [by_norm[norm]] if norm in by_norm else []
+    close += [by_norm[c] for c in by_norm if _swapped(norm, c) and by_norm[c] not in close]
+    close += [by_norm[c] for c in difflib.get_close_matches(norm, list(by_norm), n=3, cutoff=0.75) if by_norm[c] not in close]
+    if not close:
+        return ""
+    quoted = [f"'{c}'" for c in close[:3]]
+    return f" (did you mean {' or '.join(quoted)}?)"
+
+
+def _norm(text: str) -> str:
+    return text.lower().replace("-", "_")
+
+
+def _swapped(a: str, b: str) -> bool:
+    """Whether ``b`` is ``a`` with two neighbouring letters exchanged (``sdg`` for ``sgd``)."""
+    if len(a) != len(b) or a == b:
+        return False
+    diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+    return len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]

@@ -1,0 +1,244 @@
+"""The run directory, its logging, TensorBoard writer and progress bars, and running stages in order."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import sys
+import time
+import traceback
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import recipe as recipes
+from .atomic import atomic_json, atomic_write
+from .errors import VvframeError
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "run.json"
+RECIPE_FILE = "recipe.yaml"
+LOG_FILE = "log.txt"
+
+
+class RunError(VvframeError, RuntimeError):
+    """A run directory that cannot be used (exists already, is not a run, ...)."""
+
+
+class StageFailed(Exception):
+    """A stage raised; the traceback is in log.txt and ``__cause__`` holds the original exception."""
+
+    def __init__(self, stage: str, log_file: Path):
+        self.stage = stage
+        self.log_file = log_file
+        super().__init__(stage)
+
+    def summary(self) -> str:
+        cause = self.__cause__
+        what = f"{type(cause).__name__}: {cause}".splitlines()[0] if cause else "failed"
+        return f"stage '{self.stage}' failed: {what} (traceback in {self.log_file})"
+
+
+class RunContext:
+    """What every stage of a run shares: the resolved recipe, the run directory, rank, logger, writer, progress.
+
+    Only rank 0 writes files, logs progress and owns the TensorBoard writer; other ranks get a writer of
+    ``None`` and disabled progress bars.
+    """
+
+    def __init__(self, resolved: recipes.Resolved, run_dir: str | Path, *, rank: int = 0, world_size: int = 1,
+                 resumed: bool = False):
+        self.resolved = resolved
+        self.recipe: dict[str, Any] = resolved.to_dict()
+        self.name = resolved.name
+        self.seed = resolved.seed
+        self.run_dir = Path(run_dir)
+        self.rank = rank
+        self.world_size = world_size
+        self.resumed = resumed
+        self.log = logging.getLogger("vvframe.run")
+        self._writer = None
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process is rank 0 (the one that writes files and logs progress)."""
+        return self.rank == 0
+
+    @property
+    def writer(self):
+        """TensorBoard ``SummaryWriter`` writing into the run directory (rank 0), else ``None``."""
+        if self._writer is None and self.is_main:
+            from torch.utils.tensorboard import SummaryWriter  # heavy: imported when first used
+            self._writer = SummaryWriter(log_dir=str(self.run_dir))
+        return self._writer
+
+    def path(self, *parts: str) -> Path:
+        """A path inside the run directory, its parent folders created."""
+        p = self.run_dir.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def progress(self, iterable: Iterable | None = None, **kwargs: Any):
+        """A tqdm progress bar, shown only on rank 0 and only when stderr is a terminal."""
+        from tqdm.auto import tqdm
+        kwargs.setdefault("disable", not (self.is_main and sys.stderr.isatty()))
+        kwargs.setdefault("dynamic_ncols", True)
+        return tqdm(iterable, **kwargs)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def new_run_dir(name: str, root: str | Path = "runs") -> Path:
+    """Create ``<root>/<name>/<timestamp>`` (a suffix ``-1``, ``-2``... if that second is taken); never reuses one."""
+    base = Path(root) / name
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    for n in range(1000):
+        candidate = base / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise RunError(f"cannot create a new run directory under {base}")
+
+
+def claim_run_dir(path: str | Path) -> Path:
+    """Use ``path`` (from ``--run-dir``) for a new run: it must not exist or be an empty directory."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise RunError(f"--run-dir {path} exists and is not empty; a new run never writes into an old run's"
+                       f" directory (continue that run with --resume {path})")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resume_recipe_path(run_dir: str | Path) -> Path:
+    """The recipe snapshot of a run to resume; a ``RunError`` if ``run_dir`` is not a run directory."""
+    run_dir = Path(run_dir)
+    snapshot = run_dir / RECIPE_FILE
+    if not snapshot.is_file():
+        raise RunError(f"--resume {run_dir}: not a run directory (no {RECIPE_FILE} in it)")
+    return snapshot
+
+
+def setup_logging(run_dir: Path | None, *, rank: int = 0, verbose: bool = False) -> None:
+    """Log to the console and (rank 0) to ``run_dir/log.txt`` with timestamps."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_vvframe", False):
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(message)s" if rank == 0 else f"[rank {rank}] %(message)s"))
+    console._vvframe = True  # type: ignore[attr-defined]
+    root.addHandler(console)
+    if run_dir is not None and rank == 0:
+        file = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
+        file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        file._vvframe = True  # type: ignore[attr-defined]
+        root.addHandler(file)
+
+
+def write_snapshot(ctx: RunContext) -> None:
+    """Write the resolved recipe into the run directory; never overwrite one (a changed recipe is saved beside it)."""
+    text = f"# resolved by vvframe from {ctx.resolved.recipe.source}\n" + recipes.dump(ctx.recipe)
+    target = ctx.run_dir / RECIPE_FILE
+    if target.exists():
+        if _body(target.read_text(encoding="utf-8")) == _body(text):
+            return
+        target = ctx.run_dir / f"recipe.{_dt.datetime.now().strftime('%Y-%m-%d_%H-%M-%S')}.yaml"
+        ctx.log.warning("the recipe differs from the one this run started with; saved as %s", target.name)
+    atomic_write(target, text)
+
+
+def _body(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """The stage statuses of a run (``run.json``), empty for a new run."""
+    path = run_dir / STATUS_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"stages": {}}
+
+
+def execute(ctx: RunContext, only: Sequence[str] = ()) -> None:
+    """Build the selected stages, then run them in recipe order; finished stages are skipped on resume.
+
+    ``only`` names stages to run (each must be in the recipe); empty means all. A stage that raises
+    stops the run with ``StageFailed`` after its traceback has gone to the log.
+    """
+    names = [s.name for s in ctx.resolved.stages]
+    for name in only:
+        if name not in names:
+            raise RunError(f"--stage {name}: not a stage of this recipe (its stages: {', '.join(names)})")
+    status = read_status(ctx.run_dir)
+    todo = []
+    for stage in ctx.resolved.stages:
+        done = status["stages"].get(stage.name, {}).get("status") == "done"
+        if only and stage.name not in only:
+            continue
+        if done and not only:
+            ctx.log.info("stage %s: finished already, skipped (name it with --stage to run it again)", stage.name)
+            continue
+        todo.append(stage)
+    if ctx.is_main:
+        ctx.writer.add_text("recipe", "```\n" + recipes.dump(ctx.recipe) + "\n```")
+    runners = []
+    for stage in todo:  # build every stage first, so a mistake in a late one shows before hours of work
+        runners.append((stage, _guard(ctx, stage, "building", lambda s=stage: _build(ctx, s), status)))
+    for stage, runner in runners:
+        ctx.log.info("stage %s: started", stage.name)
+        _set_status(ctx, status, stage.name, "running")
+        start = time.monotonic()
+        _guard(ctx, stage, "running", runner, status)
+        _set_status(ctx, status, stage.name, "done", seconds=round(time.monotonic() - start, 3))
+        ctx.log.info("stage %s: done in %.1f s", stage.name, time.monotonic() - start)
+
+
+def _build(ctx: RunContext, stage: recipes.Stage):
+    from . import registry
+    factory = registry.load(stage.entry_point)
+    args = ctx.resolved.stage_arguments(stage)
+    if any(p.name == "ctx" for p in stage.params):
+        args["ctx"] = ctx
+    runner = factory(**args)
+    if not callable(runner):
+        raise TypeError(f"stage '{stage.name}' returned {type(runner).__name__}, not a callable to run")
+    return runner
+
+
+def _guard(ctx: RunContext, stage: recipes.Stage, doing: str, fn, status: dict):
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        _set_status(ctx, status, stage.name, "interrupted")
+        ctx.log.error("stage %s: interrupted while %s", stage.name, doing)
+        raise
+    except Exception as exc:
+        exc.add_note(f"while {doing} stage '{stage.name}' ({stage.path})")
+        _set_status(ctx, status, stage.name, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        _log_file_only(ctx, "".join(traceback.format_exception(exc)))
+        raise StageFailed(stage.name, ctx.run_dir / LOG_FILE) from exc
+
+
+def _log_file_only(ctx: RunContext, text: str) -> None:
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(logging.LogRecord("vvframe.run", logging.ERROR, __file__, 0, "traceback:\n%s", (text,), None))
+
+
+def _set_status(ctx: RunContext, status: dict, stage: str, state: str, **extra: Any) -> None:
+    if not ctx.is_main:
+        return
+    entry = status["stages"].setdefault(stage, {})
+    entry.update(status=state, updated=_dt.datetime.now().isoformat(timespec="seconds"), **extra)
+    if state != "failed":
+        entry.pop("error", None)
+    atomic_json(ctx.run_dir / STATUS_FILE, status)
