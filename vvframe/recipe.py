@@ -434,8 +434,17 @@ def resolve(recipe: Recipe) -> Resolved:
                 report(p.name, f"missing section '{p.name}' ({COMPONENT_SECTIONS[p.name]}), required by stage"
                                f" '{stage.name}' (`vvframe plugins {COMPONENT_SECTIONS[p.name]}` lists choices)")
     if problems:
-        raise RecipeError(recipe.source, problems)
+        raise RecipeError(recipe.source, sorted(problems, key=_reading_order))
     return Resolved(recipe, name, seed, stages, components, settings, warnings)
+
+
+def _reading_order(problem: Problem) -> tuple:
+    """Problems in the order a reader meets them: by file and line, then the overrides in order, then the rest."""
+    file, _, line = problem.origin.rpartition(":")
+    if line.isdigit():
+        return (0, file, int(line))
+    override = re.match(r"command-line override (\d+)", problem.origin)
+    return (1, "", int(override.group(1))) if override else (2, "", 0)
 
 
 def _stage(entry: Any, path: str) -> tuple[Stage | None, list[tuple[str, str]]]:
