@@ -35,6 +35,11 @@ def noise(sample_rate: int, prob: float = 0.5, snr: tuple[float, float] = (0.0, 
     return {"sample_rate": sample_rate, "prob": prob, "snr": snr}
 
 
+def gain(sample_rate: int, db: float) -> dict:
+    """An augmentor stand-in with a required argument."""
+    return {"sample_rate": sample_rate, "db": db}
+
+
 def exploding(sample_rate: int, level: int = 1) -> None:
     """A component whose factory raises."""
     raise ValueError(f"level {level} is too loud")

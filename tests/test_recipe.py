@@ -180,11 +180,19 @@ def test_every_problem_is_reported_at_once_with_path_and_origin(fake_registry, t
         f"loss.margn ({f}:5): unknown argument 'margn' for losses 'margin_loss' (did you mean 'margin'?);"
         " it accepts: margin=0.2, scale=30.0",
         f"augment.1.name ({f}:6): no augmentors component named 'nosie' is installed (did you mean 'noise'?)"
-        " (`vvframe plugins augmentors` lists all 2)",
+        " (`vvframe plugins augmentors` lists all 3)",
         f"optimizer.lr ({f}:7): expected a number, got 'abc'",
     ]
     assert got[0].startswith(f"stages.1 ({f}:2): no stages component named 'trian'")
     assert str(info.value).startswith(f"{f}: 6 problems\n  stages.1")
+
+
+def test_a_missing_required_argument_is_named_with_its_path_and_type(fake_registry, tmp_path):
+    path = write(tmp_path / "r.yaml", GOOD.replace("prob: 0.4}]", "prob: 0.4}, {name: gain}]"))
+    with pytest.raises(RecipeError) as info:
+        recipes.check(path)
+    assert problems(info) == [f"augment.1.db ({path}:9): missing required argument 'db' for augmentors 'gain'"
+                              " (float)"]
 
 
 def test_settings_sections_come_from_stage_signatures(fake_registry, tmp_path):

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import ArgumentError, ComponentNotFound, ContractError, PluginImportError, RecipeError, Problem, did_you_mean
+from .errors import (ArgumentError, ComponentNotFound, ContractError, PluginImportError, Problem, RecipeError,
+                     add_note, did_you_mean)
 from .schema import Param, bind, parameters, type_name
 
 GROUP_PREFIX = "vvframe."
@@ -196,7 +197,7 @@ class Component:
         try:
             return self.factory(**self.args, **passed)
         except Exception as exc:
-            exc.add_note(f"while building {self.kind} '{self.name}' ({self.where()})")
+            add_note(exc, f"while building {self.kind} '{self.name}' ({self.where()})")
             raise
 
     def where(self) -> str:

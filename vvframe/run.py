@@ -13,7 +13,7 @@ from typing import Any
 
 from . import recipe as recipes
 from .atomic import atomic_json, atomic_write
-from .errors import VvframeError
+from .errors import VvframeError, add_note
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ def _guard(ctx: RunContext, stage: recipes.Stage, doing: str, fn, status: dict):
         ctx.log.error("stage %s: interrupted while %s", stage.name, doing)
         raise
     except Exception as exc:
-        exc.add_note(f"while {doing} stage '{stage.name}' ({stage.path})")
+        add_note(exc, f"while {doing} stage '{stage.name}' ({stage.path})")
         _set_status(ctx, status, stage.name, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
         _log_file_only(ctx, "".join(traceback.format_exception(exc)))
         raise StageFailed(stage.name, ctx.run_dir / LOG_FILE) from exc
