@@ -2,26 +2,16 @@
 from __future__ import annotations
 
 import json
-import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import ROOT, TESTS, vvframe_cli, write_distribution
+from test_recipe import GOOD
 
-DEMO = """\
-name: demo
-stages: [write, fail]
-data: {root: /data/demo, sample_rate: 8000}
-trainer: {epochs: 2}
-frontend: {name: fake_fbank, n_mels: 24}
-model: {name: tiny, embed_dim: 12}
-loss: {name: margin_loss, margin: 0.3}
-augment: [{name: noise, prob: 0.4}]
-optimizer: {name: sgd, lr: 0.1}
-"""
+# the recipe tests' demo, with a second stage that fails once and an optimizer
+DEMO = GOOD.replace("stages: [write]", "stages: [write, fail]") + "optimizer: {name: sgd, lr: 0.1}\n"
 
 
 @pytest.fixture
@@ -109,9 +99,9 @@ def test_a_misspelled_component_and_argument_are_both_reported_with_exit_2(third
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"error: {bad}: 2 problems",
-        f"  model.name ({bad}:6): no models component named 'tinny' is installed (did you mean 'tiny'?)"
+        f"  model.name ({bad}:7): no models component named 'tinny' is installed (did you mean 'tiny'?)"
         " (`vvframe plugins models` lists all 2)",
-        f"  loss.margn ({bad}:7): unknown argument 'margn' for losses 'margin_loss' (did you mean 'margin'?);"
+        f"  loss.margn ({bad}:8): unknown argument 'margn' for losses 'margin_loss' (did you mean 'margin'?);"
         " it accepts: margin=0.2, scale=30.0",
     ]
     assert not (tmp_path / "runs").exists()  # nothing was started

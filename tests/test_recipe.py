@@ -206,9 +206,14 @@ def test_settings_sections_come_from_stage_signatures(fake_registry, tmp_path):
 
 
 def test_a_section_read_only_by_a_stage_not_in_the_recipe_is_still_checked(fake_registry, tmp_path):
-    path = write(tmp_path / "r.yaml", "stages: [write]\nmodel: tiny\ndata: {root: /d}\n")
-    resolved = recipes.check(path)
-    assert "trainer" in {k for k, _ in resolved.settings}
+    path = write(tmp_path / "r.yaml", "stages: [fail]\ndata: {root: /d, sample_rat: 8000}\n")  # only 'write' reads data
+    with pytest.raises(RecipeError) as info:
+        recipes.check(path)
+    assert problems(info) == [f"data.sample_rat ({path}:2): unknown argument 'sample_rat' for section 'data' (read"
+                              " by stage 'write') (did you mean 'sample_rate'?); it accepts: root, sample_rate=16000"]
+    resolved = recipes.check(write(tmp_path / "ok.yaml", "stages: [fail]\ndata: {root: /d}\n"))
+    assert {section for section, _ in resolved.settings} == {"trainer", "data"}
+    assert resolved.to_dict()["data"] == {"root": "/d", "sample_rate": 16000}
 
 
 def test_a_missing_component_section_required_by_a_stage(fake_registry, tmp_path):

@@ -104,13 +104,19 @@ def _run(rest: list[str]) -> int:
     return 0
 
 
-def _check(rest: list[str]) -> int:
-    parser = _recipe_parser("check")
-    opts = parser.parse_intermixed_args(rest)
-    path, overrides = _split(parser, opts.args)
+def _resolve(command: str, rest: list[str]):
+    """Parse ``RECIPE [overrides]``, load and validate; warnings go to stderr."""
+    parser = _recipe_parser(command)
+    path, overrides = _split(parser, parser.parse_intermixed_args(rest).args)
     from . import recipe as recipes
     resolved = recipes.check(path, overrides)
-    _warn(resolved.warnings)
+    for warning in resolved.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return path, resolved
+
+
+def _check(rest: list[str]) -> int:
+    path, resolved = _resolve("check", rest)
     comps = [c for v in resolved.components.values() for c in (v if isinstance(v, list) else [v]) if c is not None]
     print(f"ok: {path}: stages {', '.join(s.name for s in resolved.stages)};"
           f" {len(comps)} component{'s' if len(comps) != 1 else ''}, {len(resolved.settings)} settings"
@@ -119,19 +125,9 @@ def _check(rest: list[str]) -> int:
 
 
 def _show(rest: list[str]) -> int:
-    parser = _recipe_parser("show")
-    opts = parser.parse_intermixed_args(rest)
-    path, overrides = _split(parser, opts.args)
-    from . import recipe as recipes
-    resolved = recipes.check(path, overrides)
-    _warn(resolved.warnings)
-    print(recipes.dump(resolved.to_dict()), end="")
+    from .recipe import dump
+    print(dump(_resolve("show", rest)[1].to_dict()), end="")
     return 0
-
-
-def _warn(warnings: list[str]) -> None:
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _plugins(rest: list[str]) -> int:
