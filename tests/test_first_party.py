@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import configparser
+import importlib
 import importlib.metadata as md
 from pathlib import Path
 
@@ -45,24 +46,12 @@ def test_every_plugins_package_is_packaged():
     assert on_disk <= listed, f"add to setup.cfg [options] packages: {sorted(on_disk - listed)}"
 
 
-def _optimizer_descends(factory) -> None:
-    import torch
-    torch.manual_seed(0)
-    net = torch.nn.Linear(4, 1)
-    x, y = torch.randn(32, 4), torch.randn(32, 1)
-    opt = registry.build("optimizers", {"name": f"{factory.__module__}:{factory.__qualname__}", "lr": 0.05},
-                         params=net.parameters())
-    losses = []
-    for _ in range(20):
-        opt.zero_grad()
-        loss = torch.nn.functional.mse_loss(net(x), y)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0] * 0.9
-
-
-BEHAVIOUR = {"optimizers": _optimizer_descends}
+def behaviour(kind: str):
+    """The behavioural check for a kind: ``behaves(name, factory)`` in ``tests/behaviour_<kind>.py``."""
+    try:
+        return importlib.import_module(f"behaviour_{kind}").behaves
+    except ModuleNotFoundError:
+        return None
 
 
 @pytest.mark.parametrize("ep", declared(), ids=lambda ep: f"{ep.group}:{ep.name}")
@@ -72,8 +61,9 @@ def test_contract_of_each_first_party_component(ep):
     kind = ep.group.removeprefix("vvframe.")
     supplied_elsewhere = {n for k in registry.KINDS.values() for n in k.supplies} - set(registry.KINDS[kind].supplies)
     assert not [p.name for p in params if p.required and p.name in supplied_elsewhere]
-    assert kind in BEHAVIOUR, f"no behavioural check for kind {kind}: add one to BEHAVIOUR"
-    BEHAVIOUR[kind](factory)
+    behaves = behaviour(kind)
+    assert behaves is not None, f"no behavioural check for kind {kind}: write tests/behaviour_{kind}.py"
+    behaves(ep.name, factory)
 
 
 def test_plugins_check_runs_clean_in_the_suite():
