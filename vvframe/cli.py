@@ -1,4 +1,4 @@
-"""The ``vvframe`` command: run | check | show | plugins.
+"""The ``vvframe`` command: run | check | show | plugins | data.
 
 Exit codes: 0 success; 2 a mistake in the recipe or the arguments (a message, no traceback unless
 ``--traceback``); 1 a failure during a run (traceback in the run's log.txt, one line on the console).
@@ -18,6 +18,7 @@ COMMANDS = {
     "check": "validate and resolve a recipe; build nothing",
     "show": "print the resolved recipe with defaults filled in",
     "plugins": "list installed components, describe one, or --check them all",
+    "data": "prepare data: lists, trials, convert, shards, synth (`vvframe data -h`)",
 }
 
 
@@ -155,6 +156,11 @@ def _plugins(rest: list[str]) -> int:
         print(("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3]).rstrip())
     print("\n`vvframe plugins KIND NAME` describes one; `vvframe plugins --check` imports and checks them all.")
     return 0
+
+
+def _data(rest: list[str]) -> int:
+    from .data_commands import main as data_main
+    return data_main(rest)
 
 
 def _check_plugins() -> int:

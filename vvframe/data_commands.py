@@ -1,0 +1,166 @@
+"""``vvframe data``: build lists and trials, convert audio, pack shards, generate a synthetic corpus.
+
+Each sub-command shows a progress bar on a terminal and leaves its sources untouched.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from . import lists
+from .errors import BadValue
+
+COMMANDS = {
+    "lists": "scan ROOT/<speaker>/**/*.{wav,flac} into train.txt and val.txt",
+    "trials": "balanced target / non-target trials from an utterance list",
+    "convert": "every audio file under SRC to mono at one rate, mirroring the tree under DST",
+    "shards": "pack an utterance list into tar shards for streaming",
+    "synth": "a synthetic multi-speaker corpus with its lists and trials (tests, the quickstart)",
+}
+
+
+def main(rest: list[str]) -> int:
+    """Run one ``vvframe data`` sub-command; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="vvframe data", description="prepare data for recipes;"
+                                     " `vvframe data COMMAND -h` shows a command's options")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("lists", help=COMMANDS["lists"], description=COMMANDS["lists"])
+    p.add_argument("root", type=Path, metavar="ROOT")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--split-ratio", type=float, default=-1.0, metavar="R",
+                   help="fraction of each speaker held out for validation in (0, 1); -1: three files of each"
+                        " speaker (default); 0: no validation list")
+    p.add_argument("--min-utterances", type=int, default=2, metavar="N", help="leave out smaller speakers (2)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("trials", help=COMMANDS["trials"], description=COMMANDS["trials"])
+    p.add_argument("list", type=Path, metavar="LIST")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE")
+    p.add_argument("--per-utterance", type=int, default=2, metavar="K",
+                   help="target trials per enrollment utterance, and as many non-target ones (2)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("convert", help=COMMANDS["convert"], description=COMMANDS["convert"])
+    p.add_argument("src", type=Path, metavar="SRC")
+    p.add_argument("dst", type=Path, metavar="DST")
+    p.add_argument("--sample-rate", type=int, default=16000)
+    p.add_argument("--format", choices=["wav", "flac"], default="wav")
+    p.add_argument("--jobs", type=int, default=1, metavar="N")
+    p.add_argument("--overwrite", action="store_true", help="convert files again even if DST has them")
+    p.add_argument("--report", type=Path, metavar="FILE", help="where the report goes (default DST/convert-report.txt)")
+
+    p = sub.add_parser("shards", help=COMMANDS["shards"], description=COMMANDS["shards"])
+    p.add_argument("list", type=Path, metavar="LIST")
+    p.add_argument("--root", type=Path, default=Path("."), help="the folder the list's paths are relative to")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--per-shard", type=int, default=1000, metavar="N")
+
+    p = sub.add_parser("synth", help=COMMANDS["synth"], description=COMMANDS["synth"])
+    p.add_argument("out", type=Path, metavar="OUT")
+    p.add_argument("--speakers", type=int, required=True, metavar="N", help="training speakers")
+    p.add_argument("--utterances", type=int, required=True, metavar="M", help="utterances per speaker")
+    p.add_argument("--eval-speakers", type=int, default=20, metavar="E", help="other speakers, for trials (20)")
+    p.add_argument("--cohort-speakers", type=int, default=20, metavar="C",
+                   help="other speakers again, for score normalization (20; 0 for none)")
+    p.add_argument("--seconds", default="2-4", metavar="A-B", help="utterance duration range in seconds (2-4)")
+    p.add_argument("--sample-rate", type=int, default=16000)
+    p.add_argument("--per-utterance", type=int, default=2, metavar="K", help="target trials per utterance (2)")
+    p.add_argument("--seed", type=int, default=0)
+
+    opts = parser.parse_args(rest)
+    return globals()[f"_{opts.command}"](opts)
+
+
+@contextlib.contextmanager
+def _bar(total: int | None, desc: str, unit: str = "file") -> Iterator:
+    from tqdm.auto import tqdm
+    with tqdm(total=total, desc=desc, unit=unit, disable=None, file=sys.stderr, dynamic_ncols=True) as bar:
+        yield bar.update
+
+
+def _lists(opts: argparse.Namespace) -> int:
+    with _bar(None, "scanning", "speaker") as update:
+        by_speaker = lists.scan(opts.root, progress=update)
+    if not by_speaker:
+        raise BadValue(f"{opts.root}: no audio files found as {opts.root}/<speaker>/**/*.wav|flac")
+    train, val = lists.split(by_speaker, opts.split_ratio, opts.min_utterances, opts.seed)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    lists.write_utterances(opts.out / "train.txt", train)
+    written = [f"{opts.out / 'train.txt'} ({len(train)} utterances, {len({u.speaker for u in train})} speakers)"]
+    if val:
+        lists.write_utterances(opts.out / "val.txt", val)
+        written.append(f"{opts.out / 'val.txt'} ({len(val)} utterances)")
+    left_out = len(by_speaker) - len({u.speaker for u in train})
+    if left_out:
+        written.append(f"left out {left_out} speaker(s) with fewer than {opts.min_utterances} utterances")
+    print("wrote " + ", ".join(written))
+    return 0
+
+
+def _trials(opts: argparse.Namespace) -> int:
+    utterances = lists.read_utterances(opts.list)
+    trials = lists.make_trials(utterances, opts.per_utterance, opts.seed)
+    lists.write_trials(opts.out, trials)
+    targets = sum(t.label for t in trials)
+    print(f"wrote {opts.out}: {len(trials)} trials ({targets} target, {len(trials) - targets} non-target)")
+    return 0
+
+
+def _convert(opts: argparse.Namespace) -> int:
+    from .convert import convert_tree
+    with _bar(None, "converting") as update:
+        report = convert_tree(opts.src, opts.dst, opts.sample_rate, opts.format, opts.jobs, opts.overwrite, update)
+    report_path = opts.report or opts.dst / "convert-report.txt"
+    report.write(report_path)
+    print(f"converted {report.converted}, up to date {report.skipped}, failed {len(report.failures)}"
+          f" (report: {report_path})")
+    for path, reason in report.failures[:10]:
+        print(f"  failed: {path}: {reason}", file=sys.stderr)
+    return 1 if report.failures else 0
+
+
+def _shards(opts: argparse.Namespace) -> int:
+    from .shards import write_shards
+    utterances = lists.read_utterances(opts.list)
+    lists.check_files([u.path for u in utterances], opts.root, str(opts.list))
+    with _bar(len(utterances), "packing") as update:
+        shards = write_shards(utterances, opts.root, opts.out, opts.per_shard, update)
+    print(f"wrote {len(shards)} shards of up to {opts.per_shard} utterances to {opts.out}")
+    return 0
+
+
+def _synth(opts: argparse.Namespace) -> int:
+    from .synth import synthesize
+    try:
+        low, high = (float(x) for x in opts.seconds.split("-"))
+    except ValueError:
+        raise BadValue(f"--seconds {opts.seconds}: expected a range such as 2-4") from None
+    if not 0 < low <= high:
+        raise BadValue(f"--seconds {opts.seconds}: expected 0 < A <= B")
+    groups = {"train": [f"spk{i:04d}" for i in range(opts.speakers)],
+              "eval": [f"eval{i:04d}" for i in range(opts.eval_speakers)],
+              "cohort": [f"coh{i:04d}" for i in range(opts.cohort_speakers)]}
+    audio = opts.out / "audio"
+    total = sum(len(v) for v in groups.values()) * opts.utterances
+    written = {}
+    with _bar(total, "synthesizing") as update:
+        for group, speakers in groups.items():
+            if not speakers:
+                continue
+            paths = synthesize(audio, speakers, opts.utterances, (low, high), opts.seed, opts.sample_rate, update)
+            utterances = [lists.Utterance(s, p) for s in speakers for p in paths[s]]
+            lists.write_utterances(opts.out / f"{group}.txt", utterances)
+            written[group] = utterances
+    notes = [f"{opts.out / 'audio'} ({total} files)"]
+    if len(groups["eval"]) >= 2:
+        trials = lists.make_trials(written["eval"], opts.per_utterance, opts.seed)
+        lists.write_trials(opts.out / "trials.txt", trials)
+        lists.write_trials(opts.out / "pairs.txt", [lists.Trial(t.enroll, t.test) for t in trials])
+        notes.append(f"trials.txt and pairs.txt ({len(trials)} trials)")
+    notes.append(", ".join(f"{g}.txt" for g in written) + " (paths relative to audio/)")
+    print("wrote " + "; ".join(notes))
+    return 0

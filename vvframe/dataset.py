@@ -1,0 +1,81 @@
+"""Training data: random fixed-length crops of a list's utterances, with labels; broken files skipped and counted.
+
+A file that cannot be read (missing, corrupt, empty, silent) is logged and replaced by another utterance of
+the same speaker, so one bad file does not end a week-long run; more than ``max_skipped`` of them stops it
+with the list, since then something is wrong with the data rather than with a file.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .audio import AudioError, info, read
+from .errors import VvframeError
+from .lists import Utterance, speaker_labels
+
+log = logging.getLogger(__name__)
+
+
+class TooManySkipped(VvframeError, RuntimeError):
+    """More unreadable files than a run allows; the message lists them."""
+
+
+class CropDataset(torch.utils.data.Dataset):
+    """``dataset[i]`` is ``(crop (T,), speaker label)``: a random crop of utterance ``i``, repeated if short.
+
+    Crop positions come from ``(seed, epoch, i)``, so a resumed epoch reads the same crops.
+    """
+
+    def __init__(self, utterances: Sequence[Utterance], root: str | Path, sample_rate: int, crop_seconds: float,
+                 max_skipped: int = 100, seed: int = 0):
+        self.utterances = list(utterances)
+        self.root = Path(root)
+        self.sample_rate = sample_rate
+        self.frames = int(round(crop_seconds * sample_rate))
+        self.labels, self.speakers = speaker_labels(self.utterances)
+        self.max_skipped = max_skipped
+        self.seed = seed
+        self.epoch = 0
+        self.skipped: list[str] = []
+        self._by_label: dict[int, list[int]] = defaultdict(list)
+        for i, label in enumerate(self.labels):
+            self._by_label[label].append(i)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose crops ``__getitem__`` returns."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        label = self.labels[index]
+        same = self._by_label[label]
+        start = same.index(index)
+        for attempt in range(len(same)):  # the utterance itself, then the speaker's others in turn
+            i = same[(start + attempt) % len(same)]
+            try:
+                return self._crop(i), label
+            except AudioError as exc:
+                self._skip(exc)
+        raise TooManySkipped(f"no readable file of speaker {self.speakers[label]!r}; skipped so far:\n  "
+                             + "\n  ".join(self.skipped))
+
+    def _crop(self, index: int) -> torch.Tensor:
+        path = self.root / self.utterances[index].path
+        meta = info(path)
+        total = int(meta.frames * self.sample_rate / meta.sample_rate)
+        gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
+        start = int(torch.randint(0, total - self.frames + 1, (1,), generator=gen)) if total > self.frames else 0
+        return read(path, self.sample_rate, start, self.frames)
+
+    def _skip(self, exc: AudioError) -> None:
+        self.skipped.append(f"{exc.path}: {exc.reason}")
+        log.warning("skipped %s (%d so far, at most %d allowed)", exc, len(self.skipped), self.max_skipped)
+        if len(self.skipped) > self.max_skipped:
+            raise TooManySkipped(f"{len(self.skipped)} unreadable files, more than the {self.max_skipped} allowed"
+                                 " (data.max_skipped):\n  " + "\n  ".join(self.skipped)) from exc
