@@ -19,7 +19,7 @@ FAKE = {
     "frontends": {"fake_fbank": "fake_components:Frontend"},
     "models": {"tiny": "fake_components:Model", "tiny_v2": "fake_components:Model"},
     "losses": {"margin_loss": "fake_components:Loss"},
-    "augmentors": {"noise": "fake_components:noise", "gain": "fake_components:gain",
+    "augmentors": {"hiss": "fake_components:noise", "boost": "fake_components:gain",
                    "exploding": "fake_components:exploding"},
     "optimizers": {"sgd": "torch.optim:SGD"},
     "stages": {"write": "fake_components:WriteStage", "fail": "fake_components:fail_stage"},

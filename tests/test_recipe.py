@@ -19,7 +19,7 @@ trainer: {epochs: 2}
 frontend: {name: fake_fbank, n_mels: 24}
 model: {name: tiny, embed_dim: 12}
 loss: {name: margin_loss, margin: 0.3}
-augment: [{name: noise, prob: 0.4}]
+augment: [{name: hiss, prob: 0.4}]
 """
 
 
@@ -37,7 +37,7 @@ def test_a_good_recipe_resolves_with_components_and_settings(fake_registry, tmp_
     resolved = recipes.check(write(tmp_path / "demo.yaml", GOOD))
     assert (resolved.name, resolved.seed, [s.name for s in resolved.stages]) == ("demo", 7, ["write"])
     assert resolved.components["model"].args == {"embed_dim": 12}
-    assert [c.name for c in resolved.components["augment"]] == ["noise"]
+    assert [c.name for c in resolved.components["augment"]] == ["hiss"]
     args = resolved.stage_arguments(resolved.stages[0])
     assert args["trainer"].epochs == 2 and args["trainer"].batch_size == 8
     assert args["data"].root == Path("/data/demo")
@@ -148,7 +148,7 @@ def test_an_override_of_a_key_that_exists_nowhere_names_the_closest_key(fake_reg
 
 
 def test_malformed_overrides(tmp_path):
-    path = write(tmp_path / "demo.yaml", "stages: [write]\naugment: [{name: noise}]\nseed: 3\n")
+    path = write(tmp_path / "demo.yaml", "stages: [write]\naugment: [{name: hiss}]\nseed: 3\n")
     with pytest.raises(RecipeError) as info:
         recipes.load(path, ["epochs", "augment.3.prob=1", "seed.x=1", "a.b=[1,"])
     got = problems(info)
@@ -166,7 +166,7 @@ def test_every_problem_is_reported_at_once_with_path_and_origin(fake_registry, t
         data: {root: /x, sample_rate: fast}
         model: {name: tinny}
         loss: {name: margin_loss, margn: 0.3}
-        augment: [{name: noise}, {name: nosie}]
+        augment: [{name: hiss}, {name: hsis}]
         optimizer: {name: sgd, lr: abc}
         """)
     with pytest.raises(RecipeError) as info:
@@ -179,7 +179,7 @@ def test_every_problem_is_reported_at_once_with_path_and_origin(fake_registry, t
         " (`vvframe plugins models` lists all 2)",
         f"loss.margn ({f}:5): unknown argument 'margn' for losses 'margin_loss' (did you mean 'margin'?);"
         " it accepts: margin=0.2, scale=30.0",
-        f"augment.1.name ({f}:6): no augmentors component named 'nosie' is installed (did you mean 'noise'?)"
+        f"augment.1.name ({f}:6): no augmentors component named 'hsis' is installed (did you mean 'hiss'?)"
         " (`vvframe plugins augmentors` lists all 3)",
         f"optimizer.lr ({f}:7): expected a number, got 'abc'",
     ]
@@ -188,10 +188,10 @@ def test_every_problem_is_reported_at_once_with_path_and_origin(fake_registry, t
 
 
 def test_a_missing_required_argument_is_named_with_its_path_and_type(fake_registry, tmp_path):
-    path = write(tmp_path / "r.yaml", GOOD.replace("prob: 0.4}]", "prob: 0.4}, {name: gain}]"))
+    path = write(tmp_path / "r.yaml", GOOD.replace("prob: 0.4}]", "prob: 0.4}, {name: boost}]"))
     with pytest.raises(RecipeError) as info:
         recipes.check(path)
-    assert problems(info) == [f"augment.1.db ({path}:9): missing required argument 'db' for augmentors 'gain'"
+    assert problems(info) == [f"augment.1.db ({path}:9): missing required argument 'db' for augmentors 'boost'"
                               " (float)"]
 
 

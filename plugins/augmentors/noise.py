@@ -1,0 +1,151 @@
+"""Additive noise at a random SNR from a MUSAN-style folder: ``root/<category>/**/*.wav|flac``."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vvframe import BadValue
+from vvframe.audio import AudioError, random_crop
+
+from .common import audio_files, check_batch, check_prob, check_range, chosen_rows, randint, uniform
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CATEGORIES: dict[str, tuple[float, float]] = {"noise": (0.0, 15.0), "music": (5.0, 15.0),
+                                                      "speech": (13.0, 20.0)}
+BABBLE = "speech"  # the category mixed as a babble of several talkers
+ATTEMPTS = 5  # files tried for one noise crop before an unreadable-file error is raised
+
+
+def add_noise(clean: torch.Tensor, noise: torch.Tensor, snr_db: float | torch.Tensor) -> torch.Tensor:
+    """``clean + a * noise`` with ``a`` such that ``10 log10(P_clean / P_(a*noise)) = snr_db``.
+
+    Powers are mean squares over the last dimension; leading dimensions broadcast (``snr_db`` a scalar or one
+    value per row). A silent ``clean`` stays silent.
+    """
+    snr = torch.as_tensor(snr_db, dtype=torch.float64, device=clean.device)
+    p_clean = clean.double().pow(2).mean(-1)
+    p_noise = noise.double().pow(2).mean(-1).clamp_min(1e-20)
+    scale = torch.sqrt(p_clean / (p_noise * 10.0 ** (snr / 10.0)))
+    return (clean.double() + scale.unsqueeze(-1) * noise.double()).to(clean.dtype)
+
+
+@dataclass(frozen=True)
+class NoiseDraw:
+    """What one augmented utterance gets: its row, the category, the SNR and the noise files (several: babble)."""
+
+    row: int
+    category: str
+    snr_db: float
+    files: tuple[str, ...]
+
+
+class Noise:
+    """Additive noise from a MUSAN-style folder: per utterance a category, an SNR in its range, babble for speech.
+
+    ``categories``: subfolder -> SNR range in dB; by default noise 0-15, music 5-15, speech 13-20 (those
+    of voxceleb_trainer), written out in a run's resolved recipe. Only the subfolders present with audio are used. ``babble``: the
+    range of talkers (both ends included) mixed for ``speech``; each talker's crop is brought to the same
+    power, the crops summed, and the sum scaled to the SNR.
+    """
+
+    on = "waveform"
+    label_multiplier = 1
+
+    def __init__(self, sample_rate: int, root: str, categories: dict[str, tuple[float, float]] = DEFAULT_CATEGORIES,
+                 babble: tuple[int, int] = (3, 7), prob: float = 0.6):
+        self.sample_rate = int(sample_rate)
+        self.root = str(root)
+        self.prob = check_prob(prob, "noise")
+        wanted = dict(categories)  # a copy: the shared default is never modified
+        if not wanted:
+            raise BadValue("noise: categories is empty; expected e.g. {noise: [0, 15], music: [5, 15]}")
+        self.babble = tuple(int(k) for k in check_range(*babble, "noise: babble (talkers)"))
+        if self.babble[0] < 1:
+            raise BadValue(f"noise: babble={list(self.babble)}; expected at least one talker")
+        base = Path(self.root).expanduser()
+        if not base.is_dir():
+            raise BadValue(f"noise: root {self.root} is not a folder; expected a MUSAN-style folder with"
+                           f" subfolders {', '.join(f'{c}/' for c in wanted)} of .wav/.flac files")
+        self.categories: dict[str, tuple[float, float]] = {}
+        self.files: dict[str, list[str]] = {}
+        missing = []
+        for name, snr in wanted.items():
+            low_high = tuple(snr)
+            if len(low_high) != 2:
+                raise BadValue(f"noise: categories.{name}={list(low_high)}; expected an SNR range [low, high] in dB")
+            folder = base / name
+            try:
+                files = audio_files(folder, f"noise: category {name}")
+            except BadValue:
+                missing.append(name)
+                continue
+            self.categories[name] = check_range(*low_high, f"noise: categories.{name} (SNR dB)")
+            self.files[name] = files
+        if not self.categories:
+            raise BadValue(f"noise: {self.root} has none of the categories {', '.join(wanted)}; expected a"
+                           f" MUSAN-style folder with subfolders {', '.join(f'{c}/' for c in wanted)} holding"
+                           " .wav/.flac files")
+        if missing:
+            log.warning("noise: %s has no audio in %s; using %s", self.root, ", ".join(f"{m}/" for m in missing),
+                        ", ".join(self.categories))
+        self._names = sorted(self.categories)  # a fixed order, whatever order the recipe wrote
+
+    def draw(self, batch: int, generator: torch.Generator) -> list[NoiseDraw]:
+        """Which utterances get noise, and each one's category, SNR and files (the random choices of a call)."""
+        rows = chosen_rows(batch, self.prob, generator).nonzero().flatten().tolist()
+        n = len(rows)
+        cats = randint(0, len(self._names) - 1, n, generator).tolist()
+        unit = uniform(0.0, 1.0, n, generator).tolist()
+        talkers = randint(self.babble[0], self.babble[1], n, generator).tolist()
+        draws = []
+        for row, c, u, k in zip(rows, cats, unit, talkers):
+            name = self._names[c]
+            low, high = self.categories[name]
+            files = self.files[name]
+            count = k if name == BABBLE else 1
+            if count <= len(files):  # distinct talkers when there are enough files
+                picks = torch.randperm(len(files), generator=generator, device=generator.device)[:count].tolist()
+            else:
+                picks = randint(0, len(files) - 1, count, generator).tolist()
+            draws.append(NoiseDraw(row, name, low + (high - low) * u, tuple(files[i] for i in picks)))
+        return draws
+
+    def mix(self, x: torch.Tensor, draws: list[NoiseDraw], generator: torch.Generator) -> torch.Tensor:
+        """``x`` with each draw's noise added at its SNR (crop positions come from ``generator``)."""
+        check_batch(x, self.on, "noise")
+        if not draws:
+            return x
+        frames = x.shape[1]
+        out = x.clone()
+        for d in draws:
+            noise = torch.zeros(frames, dtype=torch.float64)
+            for path in d.files:
+                crop = self._crop(path, d.category, frames, generator).double()
+                if len(d.files) > 1:  # babble: each talker at the same level, then summed
+                    crop = crop / crop.pow(2).mean().sqrt().clamp_min(1e-10)
+                noise += crop
+            out[d.row] = add_noise(x[d.row], noise.to(x.device), d.snr_db)
+        return out
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Noise added to a random share (``prob``) of the ``(B, T)`` batch."""
+        return self.mix(x, self.draw(x.shape[0], generator), generator)
+
+    def _crop(self, path: str, category: str, frames: int, generator: torch.Generator) -> torch.Tensor:
+        """A random crop of ``path``; an unreadable or silent file is reported and another one tried."""
+        for _ in range(ATTEMPTS):
+            try:
+                return random_crop(path, frames, self.sample_rate, generator)
+            except AudioError as exc:
+                log.warning("noise: skipping %s", exc)
+                files = self.files[category]
+                path = files[int(randint(0, len(files) - 1, 1, generator))]
+        raise AudioError(path, f"noise: {ATTEMPTS} attempts in {category}/ gave no readable crop; check the folder")
+
+    def __repr__(self) -> str:
+        return (f"Noise(root={self.root!r}, categories={self.categories}, babble={list(self.babble)},"
+                f" prob={self.prob})")

@@ -1,0 +1,89 @@
+"""Reverberation: convolution with a room impulse response from a folder (e.g. RIRS_NOISES simulated_rirs)."""
+from __future__ import annotations
+
+import logging
+
+import torch
+from torchaudio.functional import fftconvolve
+
+from vvframe.audio import info, read
+
+from .common import audio_files, check_batch, check_prob, chosen_rows, randint
+
+log = logging.getLogger(__name__)
+
+
+def reverberate(wave: torch.Tensor, rir: torch.Tensor) -> torch.Tensor:
+    """``wave`` convolved with the energy-normalised ``rir``, aligned to its direct path, same length as ``wave``.
+
+    ``rir`` is divided by its L2 norm; output sample ``t`` corresponds to input sample ``t`` (the full
+    convolution is shifted by the index of the RIR's largest absolute value). Leading dimensions broadcast.
+    """
+    dtype = wave.dtype
+    rir = rir.to(wave.device, torch.float32)
+    rir = rir / rir.pow(2).sum(-1, keepdim=True).sqrt().clamp_min(1e-20)
+    wave = wave.float()
+    while rir.dim() < wave.dim():  # fftconvolve broadcasts leading dimensions only between equal ranks
+        rir = rir.unsqueeze(0)
+    while wave.dim() < rir.dim():
+        wave = wave.unsqueeze(0)
+    full = fftconvolve(wave, rir)
+    peak = rir.abs().argmax(-1, keepdim=True)  # (..., 1)
+    frames = wave.shape[-1]
+    index = peak + torch.arange(frames, device=wave.device)
+    index = index.expand(*full.shape[:-1], frames)
+    return full.gather(-1, index).to(dtype)
+
+
+def _smooth(n: int) -> int:
+    """The smallest ``m >= n`` whose prime factors are 2, 3 and 5 (FFTs of such sizes are fast)."""
+    best = 1 << max(0, (n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35 * (1 << max(0, (-(-n // p35) - 1).bit_length()))  # the power of two bringing p35 to >= n
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+class Reverb:
+    """Reverberation with a randomly chosen, energy-normalised room impulse response aligned to its direct path."""
+
+    on = "waveform"
+    label_multiplier = 1
+
+    def __init__(self, sample_rate: int, root: str, prob: float = 0.6):
+        self.sample_rate = int(sample_rate)
+        self.root = str(root)
+        self.prob = check_prob(prob, "reverb")
+        self.files = audio_files(self.root, "reverb: root (room impulse responses)")
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A random share (``prob``) of the ``(B, T)`` batch reverberated, each utterance with its own RIR."""
+        check_batch(x, self.on, "reverb")
+        rows = chosen_rows(x.shape[0], self.prob, generator).nonzero().flatten()
+        if not len(rows):
+            return x
+        picks = randint(0, len(self.files) - 1, len(rows), generator).tolist()
+        frames = x.shape[1]
+        rirs = [self._rir(self.files[i], frames) for i in picks]
+        longest = _smooth(frames + max(len(r) for r in rirs) - 1) - frames + 1  # an FFT size with small factors
+        bank = torch.stack([torch.nn.functional.pad(r, (0, longest - len(r))) for r in rirs])
+        out = x.clone()
+        out[rows] = reverberate(x[rows], bank)
+        return out
+
+    def _rir(self, path: str, frames: int) -> torch.Tensor:
+        """The first ``frames`` + 1 s of an RIR at the recipe's rate (a longer tail cannot reach the kept output).
+
+        Strictly, taps up to ``frames`` + the direct path's index reach it; direct paths come well within 1 s.
+        """
+        meta = info(path)
+        total = meta.frames * self.sample_rate // meta.sample_rate
+        return read(path, self.sample_rate, 0, max(1, min(total, frames + self.sample_rate)))
+
+    def __repr__(self) -> str:
+        return f"Reverb(root={self.root!r}, {len(self.files)} files, prob={self.prob})"

@@ -1,0 +1,1 @@
+"""Frontends (kind ``frontends``): waveform batches to feature batches, on the device."""

@@ -1,0 +1,1 @@
+"""Samplers (kind ``samplers``): batches of indices, seeded per epoch, split across ranks."""

@@ -1,0 +1,146 @@
+"""``speaker_balanced``: batches of distinct speakers, ``per_speaker`` utterances each (voxceleb_trainer's sampler,
+except that a group whose speaker is already in the batch waits for a later batch instead of being dropped).
+
+How an epoch is drawn, from a generator seeded by (seed, epoch) and so the same on every rank:
+
+1. Each speaker's utterances are shuffled, the first ``max_per_speaker`` kept, and cut into groups of
+   ``per_speaker`` (a remainder smaller than a group is left out). Speaker ``s`` has ``c_s`` groups.
+2. The epoch holds ``K`` batches of ``G = batch_size // per_speaker`` groups, ``K`` the largest number that can be
+   filled without a speaker twice in a batch: a speaker appears at most once per batch, so ``K`` batches can hold
+   at most ``sum_s min(c_s, K)`` groups, and ``K`` is feasible exactly when that is at least ``K * G``.
+   ``K`` is rounded down to a multiple of ``world_size``; it depends only on the labels, not on the epoch.
+3. Batch by batch, the speakers are drawn like groups from a shuffled pool of the remaining ones: each next
+   speaker with probability proportional to its remaining groups, a speaker already in the batch skipped, so its
+   group waits for a later batch (Efraimidis-Spirakis keys ``Exp(1) / c_s``, the ``G`` smallest win). One
+   correction keeps every remaining batch fillable: with ``k`` batches left, a speaker with at least ``k``
+   groups left must appear in all but ``slack = sum_s min(c_s, k) - k * G`` of them, so when more than ``slack``
+   such speakers would be missing from this batch, enough of them (by their keys) are placed first.
+4. Rank ``r`` takes batches ``r, r + world_size, ...``: disjoint utterances and the same number of batches.
+
+Only the groups that no full batch can take (and the rounding to ``world_size``) are left out; ``dropped`` says
+how many utterances within the cap that is per epoch (the same every epoch).
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from vvframe import BadValue
+
+from .random import EpochBatchSampler
+
+log = logging.getLogger(__name__)
+
+
+def max_batches(groups: np.ndarray, per_batch: int) -> int:
+    """The largest ``K`` with ``sum(min(groups, K)) >= K * per_batch``: how many batches of ``per_batch`` distinct
+    speakers the ``groups`` (groups per speaker) can fill. The slack is concave in ``K`` and 0 at 0, so the feasible
+    ``K`` form an interval starting at 0, found by bisection."""
+    lo, hi = 0, int(groups.sum()) // per_batch
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if np.minimum(groups, mid).sum() >= mid * per_batch:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def divisors(n: int) -> list[int]:
+    """The divisors of ``n`` in increasing order."""
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+class SpeakerBalancedSampler(EpochBatchSampler):
+    """Batches of distinct speakers, ``per_speaker`` utterances each, capped per speaker; deferred, never dropped."""
+
+    def __init__(self, labels: list[int], batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
+                 per_speaker: int = 1, max_per_speaker: int | None = 100, skip_small: bool = False):
+        """``labels``: the speaker of each utterance; ``batch_size``: utterances per batch on each rank, a multiple
+        of ``per_speaker``. ``per_speaker``: utterances of one speaker that sit together in a batch (a group:
+        2 or more for prototypical and angular-prototypical losses); consecutive runs of ``per_speaker`` indices
+        in a batch share a speaker. ``max_per_speaker``: at most this many utterances of a speaker per epoch (a
+        different random subset each epoch; None: all). ``skip_small``: leave out speakers with fewer than
+        ``per_speaker`` utterances instead of raising an error (off by default, so a mistaken list is noticed)."""
+        super().__init__(labels, batch_size, rank, world_size, seed)
+        if per_speaker < 1:
+            raise BadValue(f"per_speaker must be at least 1, got {per_speaker}")
+        if self.batch_size % per_speaker:
+            below = self.batch_size // per_speaker * per_speaker
+            above = below + per_speaker
+            choices = f"{below} or {above}" if below else f"{above}"
+            raise BadValue(f"batch_size {self.batch_size} is not a multiple of per_speaker {per_speaker}: a batch "
+                           f"holds whole groups of {per_speaker}; use batch_size {choices}, or per_speaker one of "
+                           f"{', '.join(map(str, divisors(self.batch_size)))}")
+        if max_per_speaker is not None and max_per_speaker < per_speaker:
+            raise BadValue(f"max_per_speaker {max_per_speaker} is below per_speaker {per_speaker}: no speaker could "
+                           f"form a group")
+        self.per_speaker, self.max_per_speaker, self.skip_small = int(per_speaker), max_per_speaker, skip_small
+        self.groups_per_batch = self.batch_size // self.per_speaker
+
+        speakers, speaker_of, counts = np.unique(self.labels, return_inverse=True, return_counts=True)
+        small = counts < self.per_speaker
+        if small.any():
+            message = (f"{int(small.sum())} of {speakers.size} speakers have fewer than per_speaker={self.per_speaker}"
+                       f" utterances (the smallest has {int(counts.min())})")
+            if not skip_small:
+                raise BadValue(f"{message}: lower per_speaker, or set skip_small: true to leave them out")
+            log.info("speaker_balanced: %s; they are left out (skip_small)", message)
+        self.small_speakers = int(small.sum())
+        keep = ~small
+        # Eligible utterances, renumbered by eligible speaker 0 .. S-1.
+        self._utts = np.flatnonzero(keep[speaker_of])
+        remap = np.cumsum(keep) - 1
+        self._speaker = remap[speaker_of[self._utts]]
+        self._counts = counts[keep]
+        self.speakers = int(keep.sum())
+        if self.speakers < self.groups_per_batch:
+            raise BadValue(f"only {self.speakers} speakers{' with enough utterances' if small.any() else ''}, but a "
+                           f"batch of {self.batch_size} holds {self.groups_per_batch} groups of distinct speakers: use "
+                           f"batch_size at most {self.speakers * self.per_speaker}")
+        capped = self._counts if max_per_speaker is None else np.minimum(self._counts, max_per_speaker)
+        self._groups = capped // self.per_speaker
+        self.batches_per_epoch = max_batches(self._groups, self.groups_per_batch) // self.world_size * self.world_size
+        if self.batches_per_epoch == 0:
+            raise BadValue(f"{int(self._groups.sum())} groups of {self.per_speaker} cannot fill one batch of "
+                           f"{self.groups_per_batch} distinct speakers on each of {self.world_size} rank(s): lower "
+                           f"batch_size")
+        self.used = self.batches_per_epoch * self.batch_size  # utterances an epoch yields, all ranks together
+        self.capped = int((self._counts - capped).sum())  # utterances beyond max_per_speaker, left out by design
+        self.dropped = int(counts[small].sum()) + int(capped.sum()) - self.used
+        log.debug("speaker_balanced: %d batches per epoch on each of %d rank(s) use %d utterances; %d beyond "
+                  "max_per_speaker, %d more left out (incomplete groups, batches that cannot be filled, small "
+                  "speakers)", len(self), self.world_size, self.used, self.capped, self.dropped)
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch // self.world_size
+
+    def rank_batches(self, rng: np.random.Generator) -> list[list[int]]:
+        groups, per_batch = self._groups, self.groups_per_batch
+        # 1. Each speaker's utterances in random order: sorted by speaker, then by a random key.
+        order = self._utts[np.lexsort((rng.random(self._utts.size), self._speaker))]
+        first = np.concatenate([[0], np.cumsum(self._counts)[:-1]])  # where each speaker starts in `order`
+        # 3. Choose the speakers of every batch.
+        left = groups.copy()
+        chosen = np.empty((self.batches_per_epoch, per_batch), dtype=np.int64)
+        taken = np.empty_like(chosen)  # which of the speaker's groups
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for b in range(self.batches_per_epoch):
+                remaining = self.batches_per_epoch - b
+                keys = rng.standard_exponential(left.size) / left  # inf where nothing is left
+                heavy = left >= remaining
+                must = int(heavy.sum()) - int(np.minimum(left, remaining).sum() - remaining * per_batch)
+                if must > 0:  # place the `must` heavy speakers with the smallest keys first
+                    heavy_keys = np.where(heavy, keys, np.inf)
+                    keys[np.argpartition(heavy_keys, must - 1)[:must]] = -1.0
+                pick = np.argpartition(keys, per_batch - 1)[:per_batch]
+                if left[pick].min() <= 0:  # cannot happen while slack >= 0 (see the module docstring)
+                    raise RuntimeError(f"speaker_balanced: batch {b} could not be filled; this is a bug")
+                pick = pick[rng.permutation(per_batch)]
+                chosen[b], taken[b] = pick, groups[pick] - left[pick]
+                left[pick] -= 1
+        # 4. Utterance indices: group j of speaker s is order[first[s] + j * P : first[s] + (j + 1) * P].
+        start = first[chosen] + taken * self.per_speaker  # (K, G)
+        index = order[start[..., None] + np.arange(self.per_speaker)]  # (K, G, P)
+        return self.share(index.reshape(self.batches_per_epoch, self.batch_size))
