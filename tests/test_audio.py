@@ -172,10 +172,10 @@ def test_crop_dataset_skips_bad_files_and_stops_past_the_limit(tmp_path, caplog)
         + [Utterance("s2", "s2/missing.wav")]
     data = CropDataset(utts, tmp_path, 16000, crop_seconds=0.5, max_skipped=1, seed=3)
     with caplog.at_level(logging.WARNING):
-        wave, label = data[0]  # bad.wav: skipped, the speaker's next file is used
-    assert wave.shape == (8000,) and label == 0 and data.skipped[0].startswith(f"{tmp_path / 's1/bad.wav'}:")
+        wave, label, index = data[0]  # bad.wav: skipped, the speaker's next file is used
+    assert wave.shape == (8000,) and label == 0 and index == 0 and data.skipped[0].startswith(f"{tmp_path / 's1/bad.wav'}:")
     assert any("skipped" in r.getMessage() for r in caplog.records)
-    again, _ = data[1]
+    again = data[1][0]
     assert torch.equal(again, data[1][0])  # crops are fixed by (seed, epoch, index)
     data.set_epoch(1)
     assert not torch.equal(again, data[1][0])
@@ -202,3 +202,23 @@ def test_data_lists_and_trials_commands(tmp_path):
     lists.check_files(lists.trial_files(trials), root, "t.txt")
     bad = vvframe_cli("data", "trials", str(tmp_path / "nothere.txt"), "--out", str(tmp_path / "t2.txt"))
     assert bad.returncode == 2 and "no such list file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_collate_augments_in_the_worker_reproducibly_and_relabels_new_speakers(tmp_path):
+    from vvframe import registry
+    from vvframe.dataset import AugmentingCollate
+    for i in range(4):
+        wav(tmp_path / f"s{i % 2}" / f"{i}.wav", tone(1.0, freq=180 + 30 * i))
+    utts = [Utterance(f"s{i % 2}", f"s{i % 2}/{i}.wav") for i in range(4)]
+    data = CropDataset(utts, tmp_path, 16000, crop_seconds=0.5)
+    speed = registry.build("augmentors", {"name": "speed", "new_speakers": True, "prob": 1.0}, sample_rate=16000)
+    gain = registry.build("augmentors", {"name": "gain", "prob": 1.0})
+    collate = AugmentingCollate([speed, gain], num_speakers=2, seed=5)
+    assert collate.num_classes == 6
+    loader = torch.utils.data.DataLoader(data, batch_sampler=[[0, 1, 2, 3]] * 2, collate_fn=collate, num_workers=2)
+    (w1, l1), (w2, l2) = list(loader)
+    assert w1.shape == (4, 8000) and torch.equal(w1, w2) and torch.equal(l1, l2)  # seeded by the batch's indices
+    plain = torch.stack([data[i][0] for i in range(4)])
+    assert not torch.allclose(w1, plain)
+    base = torch.tensor([data.labels[i] for i in range(4)])
+    assert set(((l1 - base) % 2).tolist()) == {0} and ((l1 - base) // 2).max() <= 2

@@ -25,7 +25,7 @@ class TooManySkipped(VvframeError, RuntimeError):
 
 
 class CropDataset(torch.utils.data.Dataset):
-    """``dataset[i]`` is ``(crop (T,), speaker label)``: a random crop of utterance ``i``, repeated if short.
+    """``dataset[i]`` is ``(crop (T,), speaker label, i)``: a random crop of utterance ``i``, repeated if short.
 
     Crop positions come from ``(seed, epoch, i)``, so a resumed epoch reads the same crops.
     """
@@ -52,14 +52,14 @@ class CropDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.utterances)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         label = self.labels[index]
         same = self._by_label[label]
         start = same.index(index)
         for attempt in range(len(same)):  # the utterance itself, then the speaker's others in turn
             i = same[(start + attempt) % len(same)]
             try:
-                return self._crop(i), label
+                return self._crop(i), label, index
             except AudioError as exc:
                 self._skip(exc)
         raise TooManySkipped(f"no readable file of speaker {self.speakers[label]!r}; skipped so far:\n  "
@@ -79,3 +79,45 @@ class CropDataset(torch.utils.data.Dataset):
         if len(self.skipped) > self.max_skipped:
             raise TooManySkipped(f"{len(self.skipped)} unreadable files, more than the {self.max_skipped} allowed"
                                  " (data.max_skipped):\n  " + "\n  ".join(self.skipped)) from exc
+
+
+class AugmentingCollate:
+    """A loader ``collate_fn``: stack crops and labels, then apply the waveform augmentors, in the loader worker.
+
+    Randomness comes from ``(seed, epoch, the batch's indices)``, so a resumed epoch augments the same way. An augmentor with ``label_multiplier > 1``
+    (speed perturbation as new speakers) returns ``(wave, k)``, and the label becomes ``label + k * num_speakers``
+    (the speakers before it in the list multiply the count for those after).
+    """
+
+    def __init__(self, augmentors: Sequence, num_speakers: int, seed: int = 0):
+        self.augmentors = [a for a in augmentors if getattr(a, "on", "waveform") == "waveform"]
+        self.num_speakers = num_speakers
+        self.seed = seed
+        self.epoch = 0
+
+    @property
+    def num_classes(self) -> int:
+        """The number of labels after augmentation (more than the speakers when an augmentor makes new ones)."""
+        total = self.num_speakers
+        for aug in self.augmentors:
+            total *= getattr(aug, "label_multiplier", 1)
+        return total
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __call__(self, items: Sequence[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        waves = torch.stack([w for w, _, _ in items])
+        labels = torch.tensor([label for _, label, _ in items], dtype=torch.long)
+        indices = tuple(i for _, _, i in items)
+        gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, indices)) & 0x7FFF_FFFF_FFFF_FFFF)
+        classes = self.num_speakers
+        for aug in self.augmentors:
+            out = aug(waves, gen)
+            if getattr(aug, "label_multiplier", 1) > 1:
+                waves, k = out
+                labels = labels + k * classes
+                classes *= aug.label_multiplier
+            else:
+                waves = out
+        return waves, labels
