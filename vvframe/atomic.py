@@ -19,6 +19,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -37,3 +38,9 @@ def atomic_write(path: str | Path, text: str) -> None:
 def atomic_json(path: str | Path, data: Any) -> None:
     """Replace ``path`` with ``data`` as indented JSON, atomically."""
     atomic_write(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

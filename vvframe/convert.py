@@ -196,7 +196,6 @@ def _convert_one(paths: tuple[str, str], sample_rate: int, fmt: str, overwrite: 
             wave = _resample(wave, rate, sample_rate)
         with atomic_path(output) as tmp:
             sf.write(str(tmp), pcm16(wave), sample_rate, format=FORMATS[fmt], subtype="PCM_16")
-            _usual_mode(tmp)
         return "converted", ""
     except _Failure as exc:
         return "failed", str(exc)
@@ -212,13 +211,6 @@ class _Failure(Exception):
 
 def _short(exc: BaseException) -> str:
     return " ".join(str(exc).split())
-
-
-def _usual_mode(path: Path) -> None:
-    """Give a temporary file (created 0600) the mode an ordinary new file would have under the umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
 
 
 def _up_to_date(source: Path, output: Path, sample_rate: int, fmt: str) -> bool:
