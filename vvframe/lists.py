@@ -208,4 +208,6 @@ def make_trials(utterances: Sequence[Utterance], per_utterance: int = 2, seed: i
             for p in tests:
                 seen.add(frozenset((u.path, p)))
                 trials.append(Trial(u.path, p, label))
+    if not trials:
+        raise ListError("no trials: no speaker has two utterances, so there is no target pair")
     return trials

@@ -43,7 +43,7 @@ import torch
 
 from . import audio
 from .atomic import atomic_path, atomic_write
-from .convert import _usual_mode, one_torch_thread, pcm16, process_pool
+from .convert import one_torch_thread, pcm16, process_pool
 from .errors import BadValue
 from .lists import AUDIO_SUFFIXES, Utterance, check_files
 
@@ -163,7 +163,6 @@ def _write_shard(path: Path, chunk: Sequence[tuple[str, str, str]], root: str,
                     done.append((key, speaker))
                 if progress is not None:
                     progress(1)
-        _usual_mode(tmp)
     return done, skipped
 
 
