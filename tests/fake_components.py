@@ -30,6 +30,19 @@ class Loss:
         self.embed_dim, self.num_classes, self.margin, self.scale = embed_dim, num_classes, margin, scale
 
 
+class PairLoss(Loss):
+    """A loss that needs two utterances of a speaker per batch."""
+
+    min_per_speaker = 2
+
+
+class GroupSampler:
+    """A sampler stand-in giving groups of ``per_speaker`` utterances."""
+
+    def __init__(self, labels: list[int], batch_size: int, per_speaker: int = 1):
+        self.per_speaker = per_speaker
+
+
 def noise(sample_rate: int, prob: float = 0.5, snr: tuple[float, float] = (0.0, 15.0)) -> dict:
     """An augmentor stand-in: returns its settings."""
     return {"sample_rate": sample_rate, "prob": prob, "snr": snr}

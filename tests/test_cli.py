@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -97,10 +98,10 @@ def test_a_misspelled_component_and_argument_are_both_reported_with_exit_2(third
     bad.write_text(DEMO.replace("name: tiny,", "name: tinny,").replace("margin: 0.3", "margn: 0.3"))
     result = vvframe_cli("run", str(bad), env=third_party, cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [
+    assert re.sub(r"lists all \d+", "lists all N", result.stderr).splitlines() == [
         f"error: {bad}: 2 problems",
         f"  model.name ({bad}:7): no models component named 'tinny' is installed (did you mean 'tiny'?)"
-        " (`vvframe plugins models` lists all 2)",
+        " (`vvframe plugins models` lists all N)",
         f"  loss.margn ({bad}:8): unknown argument 'margn' for losses 'margin_loss' (did you mean 'margin'?);"
         " it accepts: margin=0.2, scale=30.0",
     ]

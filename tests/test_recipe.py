@@ -264,3 +264,15 @@ def test_the_resolved_recipe_has_defaults_and_provenance_and_reloads_to_the_same
     again = recipes.check(snapshot).to_dict()
     assert again == data
     assert yaml.safe_load(recipes.dump(data)) == data
+
+
+def test_a_loss_needing_more_utterances_per_speaker_than_the_sampler_gives_is_a_recipe_error(fake_registry, tmp_path):
+    path = write(tmp_path / "r.yaml", GOOD.replace("name: margin_loss, margin: 0.3", "name: pair_loss")
+                 + "sampler: {name: groups}\n")
+    with pytest.raises(RecipeError) as info:
+        recipes.check(path)
+    assert problems(info) == [f"sampler ({path}:10): losses 'pair_loss' needs at least 2 utterances of a speaker in"
+                              " a batch (its min_per_speaker), and samplers 'groups' gives 1 (per_speaker); give the"
+                              " sampler per_speaker: 2 or more"]
+    assert recipes.check(path, ["sampler.per_speaker=2"]).components["sampler"].args == {"per_speaker": 2}
+    assert recipes.check(path, ["loss.name=margin_loss"])  # a classification loss is happy with one

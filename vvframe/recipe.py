@@ -408,6 +408,9 @@ def resolve(recipe: Recipe) -> Resolved:
                 report(path, message)
             components[section] = comp
 
+    for path, message in _disagreements(components):
+        report(path, message)
+
     settings: dict[tuple[str, Any], Section] = {}
     unknown = [k for k in data if k not in KERNEL_KEYS and k not in COMPONENT_SECTIONS and k not in readers]
     if unknown and not stage_failed:
@@ -436,6 +439,26 @@ def resolve(recipe: Recipe) -> Resolved:
     if problems:
         raise RecipeError(recipe.source, sorted(problems, key=_reading_order))
     return Resolved(recipe, name, seed, stages, components, settings, warnings)
+
+
+def _disagreements(components: dict[str, Any]) -> list[tuple[str, str]]:
+    """Contracts between kinds checked before anything is built: a loss's ``min_per_speaker`` (a class
+    attribute) against the utterances per speaker the sampler gives (its ``per_speaker`` argument or
+    attribute, 1 if it has neither)."""
+    loss, sampler = components.get("loss"), components.get("sampler")
+    if loss is None or sampler is None:
+        return []
+    need = getattr(loss.factory, "min_per_speaker", 1)
+    if "per_speaker" in sampler.args:
+        have = sampler.args["per_speaker"]
+    else:
+        defaults = {p.name: p.default for p in parameters(sampler.factory) if not p.required}
+        have = defaults.get("per_speaker", getattr(sampler.factory, "per_speaker", 1))
+    if isinstance(need, int) and isinstance(have, int) and have < need:
+        return [("sampler", f"losses '{loss.name}' needs at least {need} utterances of a speaker in a batch"
+                            f" (its min_per_speaker), and samplers '{sampler.name}' gives {have}"
+                            f" (per_speaker); give the sampler per_speaker: {need} or more")]
+    return []
 
 
 def _reading_order(problem: Problem) -> tuple:
