@@ -130,3 +130,24 @@ def test_plugins_use_only_public_vvframe_names():
 
 def test_component_sections_map_to_known_kinds():
     assert set(COMPONENT_SECTIONS.values()) <= set(registry.KINDS)
+
+
+def test_every_model_combines_with_every_loss_its_sampler_satisfies():
+    from vvframe.errors import RecipeError
+    from vvframe.recipe import Recipe, resolve
+    losses = [ep.name for ep in declared() if ep.group == "vvframe.losses"]
+    models = [ep.name for ep in declared() if ep.group == "vvframe.models"]
+
+    def complaints(model: str, loss: str, per_speaker: int) -> list:
+        data = {"stages": ["no_such_stage"], "model": model, "loss": loss,
+                "sampler": {"name": "speaker_balanced", "per_speaker": per_speaker}}
+        with pytest.raises(RecipeError) as info:  # the missing stage is always a problem
+            resolve(Recipe(data, {}, "combo.yaml"))
+        return [p for p in info.value.problems if p.path == "sampler"]
+
+    for i, loss in enumerate(losses):
+        need = registry.load(registry.find("losses", loss)).min_per_speaker
+        model = models[i % len(models)]
+        assert complaints(model, loss, need) == [], loss
+        if need > 1:
+            assert complaints(model, loss, need - 1), f"{loss} with {need - 1} per speaker passed the check"
