@@ -7,8 +7,13 @@ PIP = $(VENV)/bin/pip
 
 .PHONY: quickstart test bench check-plugins clean
 
-quickstart: $(VENV)/.installed
+quickstart: $(VENV)/.installed data/quickstart/train.txt
 	$(VENV)/bin/vvframe run recipes/quickstart.yaml
+
+# the quickstart's corpus: synthetic voices, generated once (about a minute)
+data/quickstart/train.txt: | $(VENV)/.installed
+	$(VENV)/bin/vvframe data synth data/quickstart --speakers 100 --utterances 12 --eval-speakers 40 \
+		--cohort-speakers 40 --seconds 2-4 --seed 0
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/python -m pytest -q tests

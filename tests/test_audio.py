@@ -216,7 +216,8 @@ def test_collate_augments_in_the_worker_reproducibly_and_relabels_new_speakers(t
     collate = AugmentingCollate([speed, gain], num_speakers=2, seed=5)
     assert collate.num_classes == 6
     loader = torch.utils.data.DataLoader(data, batch_sampler=[[0, 1, 2, 3]] * 2, collate_fn=collate, num_workers=2)
-    (w1, l1), (w2, l2) = list(loader)
+    (w1, l1, i1), (w2, l2, _) = list(loader)
+    assert i1.tolist() == [0, 1, 2, 3]
     assert w1.shape == (4, 8000) and torch.equal(w1, w2) and torch.equal(l1, l2)  # seeded by the batch's indices
     plain = torch.stack([data[i][0] for i in range(4)])
     assert not torch.allclose(w1, plain)

@@ -60,7 +60,8 @@ def test_contract_of_each_first_party_component(ep):
     params = parameters(factory)  # explicit signature, or ContractError
     kind = ep.group.removeprefix("vvframe.")
     supplied_elsewhere = {n for k in registry.KINDS.values() for n in k.supplies} - set(registry.KINDS[kind].supplies)
-    assert not [p.name for p in params if p.required and p.name in supplied_elsewhere]
+    if kind != "stages":  # a stage's parameters name recipe sections (behaviour_stages checks them)
+        assert not [p.name for p in params if p.required and p.name in supplied_elsewhere]
     behaves = behaviour(kind)
     assert behaves is not None, f"no behavioural check for kind {kind}: write tests/behaviour_{kind}.py"
     behaves(ep.name, factory)
@@ -74,7 +75,7 @@ def test_plugins_check_runs_clean_in_the_suite():
 
 # Recipes whose stages later issues install: the failures allowed until then are exactly these missing stages.
 # When a stage gets installed this test fails for that entry, and the entry must be removed.
-PENDING = {"quickstart.yaml": {"train", "prepare", "eval", "test"}}
+PENDING = {"quickstart.yaml": {"prepare", "eval", "test"}}
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "recipes").rglob("*.yaml")), ids=lambda p: p.name)

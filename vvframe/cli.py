@@ -6,9 +6,11 @@ Exit codes: 0 success; 2 a mistake in the recipe or the arguments (a message, no
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
 from .errors import VvframeError
@@ -77,21 +79,30 @@ def _run(rest: list[str]) -> int:
 
     from . import recipe as recipes
     from . import run as runs
+    # under torchrun every process runs this command; they share one run directory, which rank 0 owns
+    rank = int(os.environ.get("RANK", "0")) if "LOCAL_RANK" in os.environ else 0
+    if "LOCAL_RANK" in os.environ and not (opts.resume or opts.run_dir):
+        parser.error("under torchrun, give every process the same --run-dir DIR (or --resume RUN_DIR)")
     path = path or runs.resume_recipe_path(opts.resume)
     resolved = recipes.check(path, overrides)
     if opts.resume:
         run_dir = runs.resume_recipe_path(opts.resume).parent
+    elif opts.run_dir and rank > 0:
+        run_dir = Path(opts.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
     elif opts.run_dir:
         run_dir = runs.claim_run_dir(opts.run_dir)
     else:
         run_dir = runs.new_run_dir(resolved.name, opts.runs)
-    runs.setup_logging(run_dir)
-    ctx = runs.RunContext(resolved, run_dir, resumed=bool(opts.resume))
+    runs.setup_logging(run_dir, rank=rank)
+    world_size = int(os.environ.get("WORLD_SIZE", "1")) if "LOCAL_RANK" in os.environ else 1
+    ctx = runs.RunContext(resolved, run_dir, resumed=bool(opts.resume), rank=rank, world_size=world_size)
     ctx.log.info("vvframe %s: %s %s in %s", __version__, "resuming" if opts.resume else "running", path, run_dir)
     for warning in resolved.warnings:
         ctx.log.warning(warning)
     try:
-        runs.write_snapshot(ctx)
+        if ctx.is_main:
+            runs.write_snapshot(ctx)
         runs.execute(ctx, opts.stage)
     except runs.StageFailed as exc:
         print(f"error: {exc.summary()}", file=sys.stderr)

@@ -141,9 +141,9 @@ def _synth(opts: argparse.Namespace) -> int:
         raise BadValue(f"--seconds {opts.seconds}: expected a range such as 2-4") from None
     if not 0 < low <= high:
         raise BadValue(f"--seconds {opts.seconds}: expected 0 < A <= B")
-    groups = {"train": [f"spk{i:04d}" for i in range(opts.speakers)],
-              "eval": [f"eval{i:04d}" for i in range(opts.eval_speakers)],
-              "cohort": [f"coh{i:04d}" for i in range(opts.cohort_speakers)]}
+    groups = {"train.txt": [f"spk{i:04d}" for i in range(opts.speakers)],
+              "eval.txt": [f"eval{i:04d}" for i in range(opts.eval_speakers)],
+              "cohort.txt": [f"coh{i:04d}" for i in range(opts.cohort_speakers)]}
     audio = opts.out / "audio"
     total = sum(len(v) for v in groups.values()) * opts.utterances
     written = {}
@@ -153,14 +153,14 @@ def _synth(opts: argparse.Namespace) -> int:
                 continue
             paths = synthesize(audio, speakers, opts.utterances, (low, high), opts.seed, opts.sample_rate, update)
             utterances = [lists.Utterance(s, p) for s in speakers for p in paths[s]]
-            lists.write_utterances(opts.out / f"{group}.txt", utterances)
+            lists.write_utterances(opts.out / group, utterances)
             written[group] = utterances
     notes = [f"{opts.out / 'audio'} ({total} files)"]
-    if len(groups["eval"]) >= 2:
-        trials = lists.make_trials(written["eval"], opts.per_utterance, opts.seed)
+    if len(groups["eval.txt"]) >= 2:
+        trials = lists.make_trials(written["eval.txt"], opts.per_utterance, opts.seed)
         lists.write_trials(opts.out / "trials.txt", trials)
         lists.write_trials(opts.out / "pairs.txt", [lists.Trial(t.enroll, t.test) for t in trials])
         notes.append(f"trials.txt and pairs.txt ({len(trials)} trials)")
-    notes.append(", ".join(f"{g}.txt" for g in written) + " (paths relative to audio/)")
+    notes.append(", ".join(written) + " (paths relative to audio/)")
     print("wrote " + "; ".join(notes))
     return 0

@@ -106,7 +106,9 @@ class AugmentingCollate:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __call__(self, items: Sequence[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, items: Sequence[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor,
+                                                                               torch.Tensor]:
+        """``(waves (B, T), labels (B,), utterance indices (B,))``, augmented."""
         waves = torch.stack([w for w, _, _ in items])
         labels = torch.tensor([label for _, label, _ in items], dtype=torch.long)
         indices = tuple(i for _, _, i in items)
@@ -120,4 +122,4 @@ class AugmentingCollate:
                 classes *= aug.label_multiplier
             else:
                 waves = out
-        return waves, labels
+        return waves, labels, torch.tensor(indices, dtype=torch.long)

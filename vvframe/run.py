@@ -221,11 +221,22 @@ def _guard(ctx: RunContext, stage: recipes.Stage, doing: str, fn, status: dict):
         _set_status(ctx, status, stage.name, "interrupted")
         ctx.log.error("stage %s: interrupted while %s", stage.name, doing)
         raise
+    except VvframeError as exc:
+        if doing != "building":
+            raise _failed(ctx, stage, doing, exc, status) from exc
+        # a mistake found while building (a list naming missing files, ...): reported like a recipe mistake
+        _set_status(ctx, status, stage.name, "failed", error=str(exc).splitlines()[0])
+        raise
     except Exception as exc:
-        add_note(exc, f"while {doing} stage '{stage.name}' ({stage.path})")
-        _set_status(ctx, status, stage.name, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
-        _log_file_only(ctx, "".join(traceback.format_exception(exc)))
-        raise StageFailed(stage.name, ctx.run_dir / LOG_FILE) from exc
+        raise _failed(ctx, stage, doing, exc, status) from exc
+
+
+def _failed(ctx: RunContext, stage: recipes.Stage, doing: str, exc: Exception, status: dict) -> "StageFailed":
+    """Record a stage's failure, its traceback in log.txt only; the ``StageFailed`` to raise from ``exc``."""
+    add_note(exc, f"while {doing} stage '{stage.name}' ({stage.path})")
+    _set_status(ctx, status, stage.name, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+    _log_file_only(ctx, "".join(traceback.format_exception(exc)))
+    return StageFailed(stage.name, ctx.run_dir / LOG_FILE)
 
 
 def _log_file_only(ctx: RunContext, text: str) -> None:

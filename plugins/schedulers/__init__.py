@@ -1,0 +1,1 @@
+"""Schedulers (kind ``schedulers``): learning-rate schedules stepped once per iteration."""

@@ -1,0 +1,204 @@
+"""Launchers: single, dp without GPUs, ddp spawned here (2 gloo ranks on the cpu) and under torchrun."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from vvframe.errors import BadValue, VvframeError
+from vvframe.launch import (Dist, LaunchError, _free_port, launch, setup_rank_logging, under_torchrun, unwrap,
+                            wrap_model)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---- functions the spawned ranks run: module-level, so that they pickle -----------------------------------
+def _collectives(dist: Dist, out: str, offset: float) -> dict:
+    mean = dist.all_reduce_mean(torch.tensor([float(dist.rank), 10.0 * dist.rank]) + offset)
+    as_int = dist.all_reduce_mean(torch.tensor([dist.rank]))
+    gathered = dist.all_gather_object({"rank": dist.rank, "env": os.environ["RANK"]})
+    told = dist.broadcast_object(f"from rank {dist.rank}", src=1)
+    model = wrap_model(nn.Linear(3, 2), "ddp", dist)
+    model(torch.ones(4, 3)).sum().backward()  # DDP averages the gradients: a collective of its own
+    dist.barrier()
+    mine = {"rank": dist.rank, "world_size": dist.world_size, "local_rank": dist.local_rank,
+            "is_main": dist.is_main, "device": str(dist.device), "mean": mean.tolist(), "int_mean": as_int.tolist(),
+            "gathered": gathered, "told": told, "wrapper": type(model).__name__,
+            "inner": type(unwrap(model)).__name__}
+    Path(out, f"rank{dist.rank}.json").write_text(json.dumps(mine))
+    return mine
+
+
+def _one_fails(dist: Dist, rank: int) -> None:
+    if dist.rank == rank:
+        raise ValueError(f"rank {rank} cannot go on")
+    dist.barrier()  # the other rank waits here for a peer that never comes
+    time.sleep(60)
+
+
+# ---- in-process launchers ------------------------------------------------------------------------------
+def _here(dist: Dist, a: int, b: int) -> tuple:
+    return dist.rank, dist.world_size, str(dist.device), a + b
+
+
+def test_single_runs_fn_here_and_returns_its_value():
+    assert launch(_here, (2, 3), "single", device="cpu") == (0, 1, "cpu", 5)
+    rank, world, device, _ = launch(_here, (0, 0))
+    assert (rank, world) == (0, 1) and device == ("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def test_dp_runs_here_and_wrap_model_without_gpus_is_plain(caplog):
+    dist = launch(lambda d: d, (), "dp")
+    assert dist.world_size == 1 and dist.is_main
+    module = nn.Linear(2, 2)
+    if torch.cuda.device_count() >= 2:
+        pytest.skip("this machine has 2+ GPUs")
+    with caplog.at_level(logging.INFO, logger="vvframe.launch"):
+        wrapped = wrap_model(module, "dp", Dist())
+    assert wrapped is module
+    assert "DataParallel needs 2+ GPUs" in caplog.text and "running the plain module" in caplog.text
+    assert wrap_model(module, "single", Dist()) is module
+
+
+def test_single_process_helpers_are_no_ops():
+    dist = Dist()
+    tensor = torch.tensor([1, 2])
+    mean = dist.all_reduce_mean(tensor)
+    assert mean is not tensor and mean.tolist() == [1.0, 2.0]
+    assert dist.all_gather_object("x") == ["x"]
+    assert dist.broadcast_object({"a": 1}) == {"a": 1}
+    dist.barrier()
+
+
+def test_unwrap_returns_the_inner_module():
+    inner = nn.Linear(2, 2)
+    assert unwrap(nn.DataParallel(inner)) is inner
+    assert unwrap(inner) is inner
+
+
+def test_unknown_launcher_and_device_are_bad_values():
+    with pytest.raises(BadValue, match="'single', 'dp', 'ddp'"):
+        launch(_here, (1, 2), "horovod")
+    with pytest.raises(BadValue, match="'single', 'dp', 'ddp'"):
+        wrap_model(nn.Linear(1, 1), "fsdp", Dist())
+    with pytest.raises(BadValue, match="device 'gpu"):
+        launch(_here, (1, 2), "single", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(BadValue, match="0 CUDA devices visible"):
+            launch(_here, (1, 2), "single", device="cuda")
+
+
+def test_wrap_model_ddp_outside_launch_is_an_error():
+    with pytest.raises(LaunchError, match="inside launch"):
+        wrap_model(nn.Linear(1, 1), "ddp", Dist())
+
+
+def test_under_torchrun_reads_the_environment(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    assert not under_torchrun()
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert not under_torchrun()
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    assert under_torchrun()
+
+
+def test_setup_rank_logging(tmp_path):
+    root = logging.getLogger()
+    level = root.level
+    try:
+        setup_rank_logging(Dist(rank=1, world_size=2, local_rank=1), tmp_path / "elsewhere.txt")
+        ours = [h for h in root.handlers if getattr(h, "_vvframe", False)]
+        assert len(ours) == 1 and ours[0].level == logging.WARNING
+        assert ours[0].formatter.format(logging.makeLogRecord({"msg": "hi"})) == "[rank 1] hi"
+        assert not (tmp_path / "elsewhere.txt").exists()
+        for name in ("elsewhere.txt", "log.txt"):
+            setup_rank_logging(Dist(), tmp_path / name)
+            logging.getLogger("vvframe.test").info("to %s", name)
+            assert "to " + name in (tmp_path / name).read_text()
+    finally:
+        for handler in [h for h in root.handlers if getattr(h, "_vvframe", False)]:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
+
+
+# ---- spawned ranks -------------------------------------------------------------------------------------
+def test_ddp_spawn_two_gloo_ranks(tmp_path):
+    start = time.monotonic()
+    result = launch(_collectives, (str(tmp_path), 1.0), "ddp", device="cpu", nproc=2)
+    logging.getLogger(__name__).info("2 gloo ranks: %.2f s", time.monotonic() - start)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert result == ranks[0]  # rank 0's return value comes back
+    for r, mine in enumerate(ranks):
+        assert (mine["rank"], mine["world_size"], mine["local_rank"], mine["is_main"]) == (r, 2, r, r == 0)
+        assert mine["device"] == "cpu"
+        assert mine["mean"] == [1.5, 6.0]  # ([1, 1] + [2, 11]) / 2
+        assert mine["int_mean"] == [0.5]
+        assert mine["gathered"] == [{"rank": 0, "env": "0"}, {"rank": 1, "env": "1"}]
+        assert mine["told"] == "from rank 1"
+        assert (mine["wrapper"], mine["inner"]) == ("DistributedDataParallel", "Linear")
+
+
+def test_ddp_rank_that_raises_ends_the_run_without_hanging():
+    start = time.monotonic()
+    with pytest.raises(LaunchError) as info:
+        launch(_one_fails, (1,), "ddp", device="cpu", nproc=2, timeout_s=30)
+    elapsed = time.monotonic() - start
+    assert elapsed < 20, f"took {elapsed:.1f} s"
+    error = info.value
+    assert isinstance(error, VvframeError) and isinstance(error, RuntimeError)
+    assert error.rank == 1
+    text = str(error)
+    assert text.startswith("ddp rank 1 of 2 failed: ValueError: rank 1 cannot go on")
+    assert "Traceback" in text and "_one_fails" in text and "_one_fails" in error.remote_traceback
+
+
+# ---- torchrun -------------------------------------------------------------------------------------------
+SCRIPT = """
+import json, os, sys
+from pathlib import Path
+import torch
+from vvframe.launch import launch, under_torchrun
+
+def fn(dist, out):
+    mean = dist.all_reduce_mean(torch.tensor([float(dist.rank + 1)]))
+    Path(out, f"rank{dist.rank}.json").write_text(json.dumps(
+        {"rank": dist.rank, "world_size": dist.world_size, "local_rank": dist.local_rank,
+         "mean": mean.item(), "under_torchrun": under_torchrun(), "pid": os.getpid()}))
+    return dist.rank
+
+if __name__ == "__main__":
+    result = launch(fn, (sys.argv[1],), "ddp", device="cpu")
+    Path(sys.argv[1], f"returned{os.environ['RANK']}").write_text(str(result))
+"""
+
+
+def test_ddp_under_torchrun(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           str(script), str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(m["rank"], m["world_size"], m["local_rank"]) for m in ranks] == [(0, 2, 0), (1, 2, 1)]
+    assert all(m["mean"] == 1.5 and m["under_torchrun"] for m in ranks)
+    assert ranks[0]["pid"] != ranks[1]["pid"]
+    assert [(out / f"returned{r}").read_text() for r in (0, 1)] == ["0", "1"]
