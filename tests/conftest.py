@@ -18,7 +18,8 @@ ROOT = TESTS.parent
 FAKE = {
     "frontends": {"fake_fbank": "fake_components:Frontend"},
     "models": {"tiny": "fake_components:Model", "tiny_v2": "fake_components:Model"},
-    "losses": {"margin_loss": "fake_components:Loss", "pair_loss": "fake_components:PairLoss"},
+    "losses": {"margin_loss": "fake_components:Loss", "pair_loss": "fake_components:PairLoss",
+               "nan_loss": "fake_components:nan_loss"},
     "samplers": {"groups": "fake_components:GroupSampler"},
     "augmentors": {"hiss": "fake_components:noise", "boost": "fake_components:gain",
                    "exploding": "fake_components:exploding"},

@@ -119,3 +119,21 @@ def fail_stage(ctx: RunContext, trainer: TrainerSettings):
 def untyped_stage(ctx, settings):
     """Breaks the stage contract: a settings parameter without a schema annotation."""
     return lambda: None
+
+
+
+def nan_loss(embed_dim: int, num_classes: int):
+    """A loss whose value is always NaN, as in a diverged run."""
+    import torch
+
+    class NanLoss(torch.nn.Module):
+        min_per_speaker = 1
+
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, embeddings, labels):
+            return embeddings.sum() * float("nan") * self.scale, None
+
+    return NanLoss()

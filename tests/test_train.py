@@ -178,3 +178,13 @@ def test_dataparallel_without_two_gpus_runs_the_plain_module_and_says_so(corpus,
                          "data.val_trials=null", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "DataParallel needs 2+ GPUs" in (run_dir_of(tmp_path) / "log.txt").read_text()
+
+
+def test_non_finite_losses_skip_steps_then_stop_the_run_naming_the_files(corpus, tmp_path, third_party):
+    path = recipe(corpus, tmp_path / "r.yaml", epochs=1, max_bad_steps=2)
+    result = vvframe_cli("run", str(path), "loss=nan_loss", "data.val_trials=null", env=third_party, cwd=tmp_path)
+    assert result.returncode == 1
+    summary = result.stderr.splitlines()[-1]
+    assert "2 non-finite losses in a row (trainer.max_bad_steps); the last batch's files: spk" in summary
+    log = (run_dir_of(tmp_path) / "log.txt").read_text()
+    assert log.count("step skipped") == 2
