@@ -188,3 +188,52 @@ def test_non_finite_losses_skip_steps_then_stop_the_run_naming_the_files(corpus,
     assert "2 non-finite losses in a row (trainer.max_bad_steps); the last batch's files: spk" in summary
     log = (run_dir_of(tmp_path) / "log.txt").read_text()
     assert log.count("step skipped") == 2
+
+
+def test_early_stopping_on_validation_eer(corpus, tmp_path):
+    path = recipe(corpus, tmp_path / "r.yaml", epochs=6, early_stop_patience=1)
+    result = vvframe_cli("run", str(path), "optimizer.lr=0.0", cwd=tmp_path)  # nothing learns: no better EER
+    assert result.returncode == 0, result.stderr
+    log = (run_dir_of(tmp_path) / "log.txt").read_text()
+    assert "early stop: no better validation EER for 1 validations" in log
+    assert ckpt.load(run_dir_of(tmp_path) / "checkpoints" / "last.pt")["epoch"] == 2
+
+
+def test_init_from_keeps_the_head_for_the_same_speakers_and_rebuilds_it_for_others(corpus, tmp_path):
+    first = tmp_path / "first"
+    first.mkdir()
+    assert vvframe_cli("run", str(recipe(corpus, first / "r.yaml", epochs=1)), cwd=first).returncode == 0
+    source = run_dir_of(first)
+    same = tmp_path / "same"
+    same.mkdir()
+    result = vvframe_cli("run", str(recipe(corpus, same / "r.yaml", epochs=1, init_from=str(source))), cwd=same)
+    assert result.returncode == 0, result.stderr
+    assert "network and classifier head (same 6 speakers)" in (run_dir_of(same) / "log.txt").read_text()
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    listing = fewer / "train.txt"
+    listing.write_text("".join(line + "\n" for line in (corpus / "train.txt").read_text().splitlines()
+                               if not line.startswith("spk0005")))
+    result = vvframe_cli("run", str(recipe(corpus, fewer / "r.yaml", epochs=1, init_from=str(source))),
+                         f"data.train_list={listing}", cwd=fewer)
+    assert result.returncode == 0, result.stderr
+    assert "network only; the classifier head is rebuilt" in (run_dir_of(fewer) / "log.txt").read_text()
+
+
+def test_init_from_a_speed_perturbed_run_maps_the_head_back(corpus, tmp_path):
+    first = tmp_path / "first"
+    first.mkdir()
+    made = vvframe_cli("run", str(recipe(corpus, first / "r.yaml", epochs=1)),
+                       "augment=[{name: speed, new_speakers: true}]", "data.val_trials=null", cwd=first)
+    assert made.returncode == 0, made.stderr
+    source = run_dir_of(first)
+    assert ckpt.load(source / "checkpoints" / "last.pt")["num_classes"] == 18
+    second = tmp_path / "second"
+    second.mkdir()
+    result = vvframe_cli("run", str(recipe(corpus, second / "r.yaml", epochs=1, init_from=str(source))),
+                         "data.val_trials=null", cwd=second)
+    assert result.returncode == 0, result.stderr
+    assert "mapped back from 18 speed-perturbed classes (x3)" in (run_dir_of(second) / "log.txt").read_text()
+    old = ckpt.load(source / "checkpoints" / "last.pt")["loss"]
+    new = ckpt.load(run_dir_of(second) / "checkpoints" / "last.pt")
+    assert new["num_classes"] == 6 and new["loss"]["weight"].shape == (6, 16) and old["weight"].shape == (18, 16)

@@ -138,7 +138,7 @@ class Trainer:
             raise TrainingError(f"the loss needs {loss.min_per_speaker} utterances per speaker in a batch; the"
                                 f" sampler gives {per_speaker}")
         self.net = Net(frontend, model, loss, feature_augs, per_speaker)
-        self.init_from()
+        self.init_from(self.net)
         self.net = wrap_model(self.net, self.cfg.launcher, dist)
         self.inner: Net = unwrap(self.net)
         params = [p for p in self.inner.parameters() if p.requires_grad]
@@ -203,7 +203,7 @@ class Trainer:
         log.info("resumed from %s: epoch %d, batch %d, iteration %d", path, self.epoch, self.batch_in_epoch,
                  self.iteration)
 
-    def init_from(self) -> None:
+    def init_from(self, net: Net) -> None:
         source = self.cfg.init_from
         if not source:
             return
@@ -217,19 +217,19 @@ class Trainer:
             state, path = found
         else:
             state = ckpt.load(path)
-        ckpt.load_state(self.inner.model, state["model"], f"{path} (model)")
+        ckpt.load_state(net.model, state["model"], f"{path} (model)")
         head = state["loss"]
         old_speakers = state.get("speakers", [])
         if list(old_speakers) == list(self.speakers) and state.get("num_classes") == self.num_classes:
-            ckpt.load_state(self.inner.loss, head, f"{path} (loss)")
+            ckpt.load_state(net.loss, head, f"{path} (loss)")
             log.info("init_from %s: network and classifier head (same %d speakers)", path, len(self.speakers))
-        elif list(old_speakers) == list(self.speakers) and hasattr(self.inner.loss, "resize_classes") \
+        elif list(old_speakers) == list(self.speakers) and hasattr(net.loss, "resize_classes") \
                 and state.get("num_classes", 0) % max(len(self.speakers), 1) == 0:
             # the earlier run had speed-perturbed copies of each speaker: rows [0, N) are the originals
             factor = state["num_classes"] // len(self.speakers)
-            self.inner.loss.resize_classes(state["num_classes"])
-            ckpt.load_state(self.inner.loss, head, f"{path} (loss)")
-            self.inner.loss.resize_classes(self.num_classes, keep=list(range(min(self.num_classes,
+            net.loss.resize_classes(state["num_classes"])
+            ckpt.load_state(net.loss, head, f"{path} (loss)")
+            net.loss.resize_classes(self.num_classes, keep=list(range(min(self.num_classes,
                                                                                  len(self.speakers)))))
             log.info("init_from %s: network, and the head mapped back from %d speed-perturbed classes (x%d)", path,
                      state["num_classes"], factor)
