@@ -278,7 +278,7 @@ class Trainer:
         loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=cfg.workers,
                                              collate_fn=self.collate, pin_memory=dist.device.type == "cuda")
         self.net.train()
-        bad_in_row, seen, waited = 0, 0, 0.0
+        bad_in_row, seen, waited, last_loss = 0, 0, 0.0, math.nan
         epoch_start = tick = time.monotonic()
         total = len(self.sampler)
         bar = None
@@ -298,6 +298,7 @@ class Trainer:
             with torch.autocast(dist.device.type, dtype=self.autocast_dtype or torch.float32,
                                 enabled=self.autocast_dtype is not None):
                 loss, acc = self.net(waves, labels, seed)
+            last_loss = loss.item()
             finite = torch.isfinite(loss.detach())
             if dist.world_size > 1:
                 finite = dist.all_reduce_mean(finite.float()) == 1
@@ -320,10 +321,10 @@ class Trainer:
             seen += waves.shape[0]
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{float(acc):.3f}" if acc is not None else "-")
+                bar.set_postfix(loss=f"{last_loss:.3f}", acc=f"{float(acc):.3f}" if acc is not None else "-")
             if self.writer and self.iteration % cfg.log_every == 0:
                 elapsed = time.monotonic() - epoch_start
-                self.writer.add_scalar("train/loss", loss.item(), self.iteration)
+                self.writer.add_scalar("train/loss", last_loss, self.iteration)
                 if acc is not None:
                     self.writer.add_scalar("train/accuracy", float(acc), self.iteration)
                 self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.iteration)
@@ -341,7 +342,7 @@ class Trainer:
         elapsed = time.monotonic() - epoch_start
         if dist.is_main:
             log.info("epoch %d/%d: loss %.4f, %d utterances/s, waiting for data %.0f%%", self.epoch + 1, cfg.epochs,
-                     loss.item() if total else math.nan, seen * dist.world_size / max(elapsed, 1e-9),
+                     last_loss, seen * dist.world_size / max(elapsed, 1e-9),
                      100 * waited / max(elapsed, 1e-9))
         return last_save
 
