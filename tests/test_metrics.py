@@ -1,4 +1,5 @@
-"""vvframe.metrics: error rates, EER and minDCF against a brute-force computation, hand examples, input checks."""
+"""vvframe.metrics: error rates, EER, minDCF, actual DCF, Cllr, threshold at a FAR against brute force, hand examples,
+input checks, and the DET plot."""
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from vvframe import BadValue
-from vvframe.metrics import eer, error_rates, min_dcf
+from vvframe.metrics import actual_dcf, cllr, det_plot, eer, error_rates, min_dcf, threshold_at_far
 
 
 def brute_rates(scores, labels):
@@ -129,3 +130,95 @@ def test_bad_inputs(scores, labels, words):
 def test_bad_costs(args, words):
     with pytest.raises(BadValue, match=words):
         min_dcf([0.1, 0.2], [0, 1], **args)
+
+
+# ---- actual DCF, Cllr, threshold at a false-alarm rate, DET plot
+
+
+@pytest.mark.parametrize("seed, n, ties", [(10, 300, False), (11, 400, True)])
+def test_actual_dcf_against_brute_force_and_min_dcf(seed, n, ties):
+    scores, labels = random_trials(seed, n, ties)
+    tgt, non = scores[labels == 1], scores[labels == 0]
+    rng = np.random.default_rng(seed)
+    for p, cm, cf in [(0.01, 1, 1), (0.05, 1, 1), (0.3, 10, 1), (0.5, 1, 3)]:
+        norm = min(cm * p, cf * (1 - p))
+        dcf, thr = min_dcf(scores, labels, p_target=p, c_miss=cm, c_fa=cf)
+        assert math.isclose(actual_dcf(scores, labels, thr, p_target=p, c_miss=cm, c_fa=cf), dcf, rel_tol=1e-12,
+                            abs_tol=1e-15)
+        for t in list(rng.normal(size=20)) + list(scores[:10]) + [math.inf, -math.inf]:
+            brute = (cm * p * (tgt < t).mean() + cf * (1 - p) * (non >= t).mean()) / norm
+            got = actual_dcf(scores, labels, t, p_target=p, c_miss=cm, c_fa=cf)
+            assert math.isclose(got, brute, rel_tol=1e-12, abs_tol=1e-15) and got >= dcf - 1e-12
+    # accepting everything costs c_fa (1 - p) / norm: 99 with the defaults
+    assert math.isclose(actual_dcf(scores, labels, -math.inf), 99.0)
+    assert actual_dcf(torch.tensor(scores), torch.tensor(labels), 0.5) == actual_dcf(scores, labels, 0.5)
+
+
+def test_cllr():
+    assert math.isclose(cllr([0.0] * 6, [1, 0, 1, 0, 0, 1]), 1.0, rel_tol=1e-15)
+    # calibrated Gaussian LLRs: targets N(mu, 2 mu), non-targets N(-mu, 2 mu) make the score its own LLR
+    rng = np.random.default_rng(0)
+    mu, n = 2.0, 20000
+    labels = np.r_[np.ones(n, int), np.zeros(n, int)]
+    scores = np.r_[rng.normal(mu, math.sqrt(2 * mu), n), rng.normal(-mu, math.sqrt(2 * mu), n)]
+    calibrated = cllr(scores, labels)
+    assert 0 < calibrated < 1
+    assert calibrated < cllr(scores + 3.0, labels) and calibrated < cllr(scores - 3.0, labels)
+    # against the plain formula, and stable for huge scores (no overflow, no inf)
+    t, nt = scores[labels == 1], scores[labels == 0]
+    plain = 0.5 * (np.log2(1 + np.exp(-t)).mean() + np.log2(1 + np.exp(nt)).mean())
+    assert math.isclose(calibrated, plain, rel_tol=1e-12)
+    assert cllr([1000.0, -1000.0], [1, 0]) == 0.0
+    assert math.isclose(cllr([-1000.0, 1000.0], [1, 0]), 1000.0 / math.log(2), rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("seed, ties", [(20, False), (21, True)])
+def test_threshold_at_far(seed, ties):
+    scores, labels = random_trials(seed, 500, ties)
+    non = scores[labels == 0]
+    candidates = np.append(np.unique(scores), np.inf)
+    for far in [0.0, 0.001, 0.01, 0.05, 0.1, 0.2333, 0.5, 1.0]:
+        thr = threshold_at_far(scores, labels, far)
+        assert (non >= thr).mean() <= far
+        lower = candidates[candidates < thr]
+        if lower.size:  # the next operating point down exceeds the target
+            assert (non >= lower[-1]).mean() > far
+    assert threshold_at_far(scores, labels, 1.0) == scores.min()
+    assert threshold_at_far(scores, labels, 0.0) > non.max()
+    assert threshold_at_far([0.9, 0.1], [0, 1], 0.0) == math.inf
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(BadValue, match="far"):
+            threshold_at_far(scores, labels, bad)
+
+
+def test_det_plot(tmp_path):
+    scores, labels = random_trials(30, 5000, False)
+    path = tmp_path / "det.png"
+    image = det_plot(scores, labels, path=path, title="test")
+    assert isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    assert image.shape[0] >= 200 and image.shape[1] >= 200 and image.std() > 0
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    import matplotlib.image
+    read = matplotlib.image.imread(str(path))
+    assert read.shape[:2] == image.shape[:2]
+    # no path: only the array; a str path works too; tensors in
+    assert det_plot(torch.tensor(scores), torch.tensor(labels), p_targets=(0.01,)).shape == image.shape
+    det_plot(scores, labels, path=str(tmp_path / "b.png"))
+    assert (tmp_path / "b.png").stat().st_size > 5000
+
+
+@pytest.mark.parametrize("scores, labels, words", [
+    ([], [], "no trials"),
+    ([0.1, float("nan"), 0.3], [1, 0, 1], "NaN or infinite"),
+    ([0.1, 0.2], [0, 0], "no target"),
+    ([0.1, 0.2], [1, 2], "labels must be 1"),
+])
+def test_bad_inputs_new_functions(scores, labels, words):
+    for fn in (lambda s, y: actual_dcf(s, y, 0.0), cllr, lambda s, y: threshold_at_far(s, y, 0.1), det_plot):
+        with pytest.raises(BadValue, match=words):
+            fn(scores, labels)
+    with pytest.raises(BadValue, match="p_target"):
+        actual_dcf([0.1, 0.2], [0, 1], 0.0, p_target=1.5)
+    with pytest.raises(BadValue, match="p_target"):
+        det_plot([0.1, 0.2], [0, 1], p_targets=(0.0,))

@@ -1,0 +1,1 @@
+"""Score normalizers (kind ``normalizers``): cohort-based normalization of trial scores, vectorized."""

@@ -1,0 +1,285 @@
+"""The back-end stages: ``prepare`` (cohort embeddings), ``eval`` (scores, normalization, metrics, thresholds) and
+``test`` (decisions for unlabelled pairs).
+
+They use this run's ``checkpoints/avg.pt`` (else ``best.pt``, else ``last.pt``) unless ``embed.checkpoint`` names
+a checkpoint file or another run directory; the log says which weights were used. Embeddings are cached under
+the run directory, keyed by file and weights, so no file is embedded twice.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from vvframe import BadValue, Component, RunContext
+from vvframe import checkpoint as ckpt
+from vvframe.atomic import atomic_json, atomic_write
+from vvframe.embed import Extractor, l2_normalize, subtract_mean
+from vvframe.lists import Trial, check_files, read_trials, read_utterances, trial_files
+from vvframe.metrics import actual_dcf, cllr, det_plot, eer, min_dcf, threshold_at_far
+from vvframe_plugins.stages.settings import DataSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbedSettings:
+    """``embed:``: which weights, and how utterances become embeddings (shared by prepare, eval and test)."""
+
+    checkpoint: str | None = None   # a checkpoint file or a run directory; default: this run's avg/best/last
+    crops: int = 0                  # > 0: average this many evenly spaced crops (voxceleb_trainer's test mode)
+    crop_seconds: float = 3.0
+    max_seconds: float | None = None
+    mean_subtract: bool = True      # subtract the cohort mean (from prepare) before L2 normalisation
+    device: str = "auto"
+
+
+@dataclass
+class CohortSettings:
+    """``cohort:``: the utterances whose embeddings the score normalizers compare against."""
+
+    list: str                                        # <speaker> <path> lines, paths under data.root
+    per_speaker: Literal["mean", "none"] = "mean"    # a speaker's mean embedding, or every utterance
+    first_k: int | None = None                       # with mean: only each speaker's first K utterances
+
+
+@dataclass
+class EvalSettings:
+    """``eval:``: trial lists to score; minDCF operating points; the false-alarm rate for a threshold."""
+
+    trials: list[str] = field(default_factory=list)
+    p_target: list[float] = field(default_factory=lambda: [0.01, 0.05])
+    target_far: float = 0.001
+
+    def __post_init__(self) -> None:
+        if not self.trials:
+            raise BadValue("eval.trials is empty: give one or more trial lists (<0|1> <enroll> <test>)")
+
+
+@dataclass
+class TestSettings:
+    """``test:``: unlabelled pairs to decide, and the threshold: eer, mindcf@P, far@F (from eval) or a number."""
+
+    pairs: str
+    threshold: str = "eer"
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _weights(ctx: RunContext, embed: EmbedSettings) -> Path:
+    source = Path(embed.checkpoint) if embed.checkpoint else ctx.run_dir
+    if source.is_file():
+        return source
+    folder = source / "checkpoints"
+    for name in ("avg.pt", "best.pt", "last.pt"):
+        if (folder / name).is_file():
+            return folder / name
+    raise BadValue(f"no checkpoint in {folder}: train first (stages: [train, ...]), resume a trained run"
+                   " (--resume RUN_DIR) or set embed.checkpoint to a checkpoint or run directory")
+
+
+def _extractor(ctx: RunContext, data: DataSettings, embed: EmbedSettings, frontend: Component,
+               model: Component) -> tuple[Extractor, Path]:
+    path = _weights(ctx, embed)
+    state = ckpt.load(path)
+    front = frontend.build(sample_rate=data.sample_rate)
+    net = model.build(in_dim=front.out_dim, sample_rate=data.sample_rate)
+    ckpt.load_state(net, state["model"], f"{path} (model)")
+    stat = path.stat()
+    settings = (embed.crops, embed.crop_seconds, embed.max_seconds, str(ctx.recipe.get("frontend")))
+    model_id = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{settings}".encode()).hexdigest()[:16]
+    log.info("embedding with the weights of %s", path)
+    extractor = Extractor(front, net, data.root, data.sample_rate, device=_device(embed.device),
+                          max_seconds=embed.max_seconds, crops=embed.crops, crop_seconds=embed.crop_seconds,
+                          cache_dir=ctx.run_dir / "cache", model_id=model_id)
+    return extractor, path
+
+
+def _finish(raw: dict[str, torch.Tensor], mean: torch.Tensor | None, embed: EmbedSettings) -> dict[str, torch.Tensor]:
+    out = {}
+    for path, e in raw.items():
+        if mean is not None and embed.mean_subtract:
+            e = subtract_mean(e, mean)
+        out[path] = l2_normalize(e)
+    return out
+
+
+def _score(trials: list[Trial], emb: dict[str, torch.Tensor], cohort: torch.Tensor | None,
+           normalizer) -> tuple[torch.Tensor, torch.Tensor | None]:
+    enroll_files = sorted({t.enroll for t in trials})
+    test_files = sorted({t.test for t in trials})
+    e_index = {p: i for i, p in enumerate(enroll_files)}
+    t_index = {p: i for i, p in enumerate(test_files)}
+    enroll = torch.stack([emb[p] for p in enroll_files])
+    test = torch.stack([emb[p] for p in test_files])
+    ei = torch.tensor([e_index[t.enroll] for t in trials])
+    ti = torch.tensor([t_index[t.test] for t in trials])
+    raw = (enroll[ei] * test[ti]).sum(-1)
+    if normalizer is None:
+        return raw, None
+    return raw, normalizer(raw, (enroll, ei), (test, ti), cohort)
+
+
+def prepare(ctx: RunContext, data: DataSettings, embed: EmbedSettings, cohort: CohortSettings,
+            frontend: Component, model: Component):
+    """Cohort embeddings (per speaker or per utterance) and the mean vector, saved under cohort/."""
+    utterances = read_utterances(cohort.list)
+    check_files([u.path for u in utterances], data.root, cohort.list)
+
+    def run() -> None:
+        extractor, _ = _extractor(ctx, data, embed, frontend, model)
+        raw = extractor([u.path for u in utterances])
+        mean = torch.stack(list(raw.values())).mean(0)
+        emb = _finish(raw, mean, embed)
+        if cohort.per_speaker == "mean":
+            by_speaker: dict[str, list[torch.Tensor]] = {}
+            for u in utterances:
+                by_speaker.setdefault(u.speaker, []).append(emb[u.path])
+            names = sorted(by_speaker)
+            rows = [torch.stack(by_speaker[n][:cohort.first_k] if cohort.first_k else by_speaker[n]).mean(0)
+                    for n in names]
+        else:
+            names = [u.speaker for u in utterances]
+            rows = [emb[u.path] for u in utterances]
+        folder = ctx.run_dir / "cohort"
+        folder.mkdir(parents=True, exist_ok=True)
+        ckpt.save(folder / "embeddings.pt", {"speakers": names, "embeddings": l2_normalize(torch.stack(rows))})
+        ckpt.save(folder / "mean.pt", {"mean": mean})
+        log.info("cohort: %d %s from %d utterances of %d speakers", len(rows),
+                 "speaker means" if cohort.per_speaker == "mean" else "utterances", len(utterances),
+                 len({u.speaker for u in utterances}))
+    return run
+
+
+def _load_cohort(ctx: RunContext) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    folder = ctx.run_dir / "cohort"
+    cohort = ckpt.load(folder / "embeddings.pt")["embeddings"] if (folder / "embeddings.pt").is_file() else None
+    mean = ckpt.load(folder / "mean.pt")["mean"] if (folder / "mean.pt").is_file() else None
+    return cohort, mean
+
+
+def eval(ctx: RunContext, data: DataSettings, embed: EmbedSettings, eval: EvalSettings, frontend: Component,
+         model: Component, normalizer: Component | None = None):  # noqa: A001 - the stage's public name
+    """Score each trial list: raw and normalized scores, EER, minDCF, Cllr, DET plots, tuned thresholds."""
+    lists = {path: read_trials(path, labelled=True) for path in eval.trials}
+    for path, trials in lists.items():
+        check_files(trial_files(trials), data.root, path)
+        if len({t.label for t in trials}) < 2:
+            raise BadValue(f"{path}: needs both target and non-target trials")
+
+    def run() -> None:
+        extractor, _ = _extractor(ctx, data, embed, frontend, model)
+        cohort, mean = _load_cohort(ctx)
+        norm = normalizer.build() if normalizer is not None else None
+        if norm is not None and cohort is None and normalizer.name != "none":
+            raise BadValue(f"normalizer '{normalizer.name}' needs cohort embeddings: run the prepare stage first"
+                           " (stages: [..., prepare, eval])")
+        out = ctx.run_dir / "eval"
+        out.mkdir(parents=True, exist_ok=True)
+        files = sorted({p for trials in lists.values() for p in trial_files(trials)})
+        emb = _finish(extractor(files), mean, embed)
+        metrics, thresholds, table = {}, {}, []
+        for i, (path, trials) in enumerate(lists.items()):
+            labels = torch.tensor([t.label for t in trials])
+            raw, normed = _score(trials, emb, cohort, norm)
+            final = normed if normed is not None else raw
+            stem = Path(path).stem
+            atomic_write(out / f"{stem}.scores", "".join(f"{t.enroll} {t.test} {s:.6f} {t.label}\n"
+                                                         for t, s in zip(trials, final.tolist())))
+            entry = {"trials": len(trials), "targets": int(labels.sum())}
+            for name, scores in (("raw", raw), ("normalized", normed)):
+                if scores is None:
+                    continue
+                value, thr = eer(scores, labels)
+                entry[name] = {"eer": value, "eer_threshold": thr, "cllr": cllr(scores, labels),
+                               "min_dcf": {str(p): min_dcf(scores, labels, p)[0] for p in eval.p_target}}
+            image = det_plot(final, labels, out / f"{stem}_det.png", title=stem, p_targets=eval.p_target)
+            if ctx.writer is not None:
+                ctx.writer.add_image(f"eval/{stem}_det", image, dataformats="HWC")
+                ctx.writer.add_scalar(f"eval/{stem}_eer", entry["normalized" if normed is not None else "raw"]["eer"])
+            metrics[stem] = entry
+            if i == 0:  # thresholds are tuned on the first list
+                thresholds["eer"] = eer(final, labels)[1]
+                for p in eval.p_target:
+                    thresholds[f"mindcf@{p}"] = min_dcf(final, labels, p)[1]
+                thresholds[f"far@{eval.target_far}"] = threshold_at_far(final, labels, eval.target_far)
+                thresholds["tuned_on"] = path
+                entry["actual_dcf_at_eer_threshold"] = {str(p): actual_dcf(final, labels, thresholds["eer"], p)
+                                                        for p in eval.p_target}
+            row = [stem, str(len(trials))]
+            for name in ("raw", "normalized"):
+                if name in entry:
+                    row += [f"{100 * entry[name]['eer']:.2f}"] + [f"{entry[name]['min_dcf'][str(p)]:.4f}"
+                                                                  for p in eval.p_target]
+            table.append(row)
+        atomic_json(out / "metrics.json", metrics)
+        atomic_json(out / "thresholds.json", thresholds)
+        head = ["list", "trials", "EER%"] + [f"minDCF{p}" for p in eval.p_target]
+        if norm is not None:
+            head += [f"{h} ({normalizer.name})" for h in head[2:]]
+        widths = [max(len(str(r[c])) for r in [head, *table]) for c in range(len(head))]
+        for r in [head, *table]:
+            log.info("  ".join(str(x).rjust(w) for x, w in zip(r, widths)))
+    return run
+
+
+def _read_pairs(path: str) -> list[Trial]:
+    text = Path(path).read_text(encoding="utf-8") if Path(path).is_file() else ""
+    first = text.splitlines()[0] if text else ""
+    if "," in first:  # the seed system's CSV: a header audio_1,audio_2
+        rows = list(csv.reader(text.splitlines()))
+        header = [h.strip() for h in rows[0]]
+        if header[:2] != ["audio_1", "audio_2"]:
+            raise BadValue(f"{path}: a CSV of pairs needs the header audio_1,audio_2; got {','.join(header)}")
+        return [Trial(r[0].strip(), r[1].strip()) for r in rows[1:] if r]
+    return read_trials(path, labelled=False)
+
+
+def test(ctx: RunContext, data: DataSettings, embed: EmbedSettings, test: TestSettings, frontend: Component,
+         model: Component, normalizer: Component | None = None):
+    """Scores and accept/reject decisions for unlabelled pairs, with a threshold from eval or a number."""
+    pairs = _read_pairs(test.pairs)
+    check_files(trial_files(pairs), data.root, test.pairs)
+
+    def run() -> None:
+        threshold = _threshold(ctx, test.threshold)
+        extractor, _ = _extractor(ctx, data, embed, frontend, model)
+        cohort, mean = _load_cohort(ctx)
+        norm = normalizer.build() if normalizer is not None else None
+        emb = _finish(extractor(trial_files(pairs)), mean, embed)
+        raw, normed = _score(pairs, emb, cohort, norm)
+        final = normed if normed is not None else raw
+        rows = ["enroll,test,score,decision"] + [f"{p.enroll},{p.test},{s:.6f},{int(s >= threshold)}"
+                                                 for p, s in zip(pairs, final.tolist())]
+        (ctx.run_dir / "test").mkdir(parents=True, exist_ok=True)
+        atomic_write(ctx.run_dir / "test" / "decisions.csv", "\n".join(rows) + "\n")
+        accepted = int((final >= threshold).sum())
+        log.info("test: %d pairs, %d accepted at threshold %s = %.4f (test/decisions.csv)", len(pairs), accepted,
+                 test.threshold, threshold)
+    return run
+
+
+def _threshold(ctx: RunContext, name: str) -> float:
+    try:
+        return float(name)
+    except ValueError:
+        pass
+    path = ctx.run_dir / "eval" / "thresholds.json"
+    if not path.is_file():
+        raise BadValue(f"test.threshold {name!r} comes from the eval stage, and {path} does not exist: run eval"
+                       " first or give a number")
+    tuned = json.loads(path.read_text())
+    if name not in tuned or name == "tuned_on":
+        choices = [k for k in tuned if k != "tuned_on"]
+        raise BadValue(f"test.threshold {name!r} is not one of {', '.join(choices)} (tuned by eval) or a number")
+    return float(tuned[name])

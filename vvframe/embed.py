@@ -1,0 +1,205 @@
+"""Embedding extraction for evaluation: whole utterances (or voxceleb_trainer's evenly spaced crops), batched by
+length, cached on disk per model, split over DDP ranks.
+
+Batching never changes an embedding: only utterances of exactly the same length (in samples, after the optional
+``max_seconds`` cut) share a batch, so nothing is ever padded. Utterances are sorted by length and each run of
+equal lengths is cut into batches of at most ``batch_seconds`` of audio; every other utterance goes alone.
+
+Embeddings are returned as ``(D,)`` float32 CPU tensors, not normalised (see :func:`l2_normalize` and
+:func:`subtract_mean`). With ``cache_dir`` each embedding is also stored in
+``cache_dir/<model_id>/<sha1 of the path>.pt`` so that prepare, eval and test stages never embed a file twice;
+``model_id`` must identify the weights *and* the extraction settings (``max_seconds``, ``crops``, ...).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from . import audio
+from .atomic import atomic_path
+from .launch import Dist
+
+log = logging.getLogger(__name__)
+
+
+class Extractor:
+    """Embeddings of audio files with a frontend and a model in eval mode: batched by length, cached, DDP-aware.
+
+    ``root``: the folder the paths are relative to. ``max_seconds``: cut whole utterances to their first
+    ``max_seconds`` (None: whole). ``crops``: 0 for whole utterances, N > 0 for voxceleb_trainer's test mode
+    (N evenly spaced crops of ``crop_seconds``, short files repeated, embedded as one batch and averaged).
+    ``batch_seconds``: the most audio in one batch. ``cache_dir``/``model_id``: the on-disk cache (``model_id``
+    required with ``cache_dir``). ``dist``: with ``world_size > 1`` every rank must call with the same paths; the
+    ranks split the work (every ``world_size``-th file after sorting by length), gather it, and every rank
+    returns the full dict. The cache is looked up by rank 0 only, so it need not be shared between nodes.
+    """
+
+    def __init__(self, frontend: nn.Module, model: nn.Module, root: str | Path, sample_rate: int, *,
+                 device: torch.device | str = "cpu", max_seconds: float | None = None, crops: int = 0,
+                 crop_seconds: float = 3.0, batch_seconds: float = 120.0, cache_dir: str | Path | None = None,
+                 model_id: str = "", dist: Dist | None = None, progress: bool = True):
+        if crops < 0:
+            raise ValueError(f"crops={crops}: must be 0 (whole utterances) or a positive number of crops")
+        if crops and crop_seconds <= 0:
+            raise ValueError(f"crop_seconds={crop_seconds}: must be > 0")
+        if max_seconds is not None and max_seconds <= 0:
+            raise ValueError(f"max_seconds={max_seconds}: must be > 0 or None")
+        if batch_seconds <= 0:
+            raise ValueError(f"batch_seconds={batch_seconds}: must be > 0")
+        if cache_dir is not None and (not model_id or "/" in model_id or "\\" in model_id or model_id in (".", "..")):
+            raise ValueError(f"model_id={model_id!r}: a cache needs a model_id naming the weights and settings"
+                             " (a plain folder name)")
+        self.device = torch.device(device)
+        self.frontend = frontend.to(self.device)
+        self.model = model.to(self.device)
+        self.root = Path(root)
+        self.sample_rate = int(sample_rate)
+        self.max_frames = None if max_seconds is None else max(1, int(max_seconds * sample_rate))
+        self.crops = int(crops)
+        self.crop_frames = max(1, int(crop_seconds * sample_rate))
+        self.batch_frames = batch_seconds * sample_rate
+        self.cache = None if cache_dir is None else Path(cache_dir) / model_id
+        self.dist = dist or Dist()
+        self.progress = progress
+        self.memory: dict[str, Tensor] = {}
+
+    def __call__(self, paths: Sequence[str]) -> dict[str, Tensor]:
+        """``{path: (D,) float32 CPU embedding}`` for every path (relative to root), from cache where possible."""
+        wanted = list(dict.fromkeys(str(p) for p in paths))
+        dist = self.dist
+        start = time.monotonic()
+        found: dict[str, Tensor] = {}
+        pending: list[str] = []
+        if dist.is_main:
+            for path in wanted:
+                hit = self._cached(path)
+                if hit is None:
+                    pending.append(path)
+                else:
+                    found[path] = hit
+        if dist.world_size > 1:
+            pending = dist.broadcast_object(pending)
+        lengths = {path: self._length(path) for path in pending}
+        order = sorted(pending, key=lambda p: (lengths[p], p))
+        mine = order[dist.rank::dist.world_size]
+        computed = self._embed(mine, lengths)
+        if self.cache is not None:
+            for path, emb in computed.items():
+                self._store(path, emb)
+        if dist.world_size > 1:
+            share = dict(found) if dist.is_main else {}
+            share.update(computed)
+            gathered: dict[str, Tensor] = {}
+            for part in dist.all_gather_object(share):
+                gathered.update(part)
+            found = gathered
+        else:
+            found.update(computed)
+        self.memory.update(found)
+        if pending and dist.is_main:
+            elapsed = max(time.monotonic() - start, 1e-9)
+            log.info("embedded %d files (%d cached) in %.1f s: %.1f files/s", len(pending),
+                     len(wanted) - len(pending), elapsed, len(pending) / elapsed)
+        return {path: found[path] for path in wanted}
+
+    # ---- cache -------------------------------------------------------------------------------------------
+    def _cache_file(self, path: str) -> Path:
+        assert self.cache is not None
+        return self.cache / f"{hashlib.sha1(path.encode('utf-8')).hexdigest()}.pt"
+
+    def _cached(self, path: str) -> Tensor | None:
+        if path in self.memory:
+            return self.memory[path]
+        if self.cache is None:
+            return None
+        file = self._cache_file(path)
+        if not file.is_file():
+            return None
+        try:
+            emb = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a damaged cache entry is recomputed, not fatal
+            log.warning("cached embedding %s of %s is unreadable (%s): computing it again", file, path, exc)
+            return None
+        self.memory[path] = emb
+        return emb
+
+    def _store(self, path: str, emb: Tensor) -> None:
+        with atomic_path(self._cache_file(path)) as tmp:
+            torch.save(emb, tmp)
+
+    # ---- extraction --------------------------------------------------------------------------------------
+    def _length(self, path: str) -> int:
+        """Samples this utterance yields at the recipe's rate (crops mode: the crop length)."""
+        if self.crops:
+            audio.info(self.root / path)  # fail early, naming the file
+            return self.crop_frames
+        meta = audio.info(self.root / path)
+        total = math.floor(meta.frames * self.sample_rate / meta.sample_rate)
+        return total if self.max_frames is None else min(total, self.max_frames)
+
+    def _batches(self, order: list[str], lengths: dict[str, int]) -> Iterator[list[str]]:
+        """Runs of equal length cut to at most ``batch_seconds`` of audio (crops: counting every crop)."""
+        run: list[str] = []
+        for path in order:
+            per_file = lengths[path] * max(1, self.crops)
+            limit = max(1, int(self.batch_frames // per_file))
+            if run and (lengths[run[0]] != lengths[path] or len(run) >= limit):
+                yield run
+                run = []
+            run.append(path)
+        if run:
+            yield run
+
+    def _waves(self, path: str, length: int) -> Tensor:
+        """``(1, T)`` for a whole utterance, ``(crops, crop_frames)`` in crops mode."""
+        file = self.root / path
+        if not self.crops:
+            return audio.read(file, self.sample_rate, 0, length).unsqueeze(0)
+        wave = audio.read(file, self.sample_rate)
+        if len(wave) < self.crop_frames:  # voxceleb_trainer pads short files by wrapping them
+            wave = wave.repeat(math.ceil(self.crop_frames / len(wave)))[:self.crop_frames]
+        starts = torch.linspace(0, len(wave) - self.crop_frames, self.crops).long().tolist()
+        return torch.stack([wave[s:s + self.crop_frames] for s in starts])
+
+    def _embed(self, order: list[str], lengths: dict[str, int]) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        if not order:
+            return out
+        from tqdm import tqdm
+        modes = (self.frontend.training, self.model.training)
+        self.frontend.eval()
+        self.model.eval()
+        bar = tqdm(total=len(order), desc="embed", unit="file", leave=False,
+                   disable=not (self.progress and self.dist.is_main and sys.stderr.isatty()))
+        try:
+            with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
+                for batch in self._batches(order, lengths):
+                    waves = torch.cat([self._waves(p, lengths[p]) for p in batch]).to(self.device)
+                    emb = self.model(self.frontend(waves)).float().cpu()
+                    per = max(1, self.crops)
+                    emb = emb.reshape(len(batch), per, -1).mean(dim=1)
+                    out.update(zip(batch, emb))
+                    bar.update(len(batch))
+        finally:
+            bar.close()
+            self.frontend.train(modes[0])
+            self.model.train(modes[1])
+        return {path: row.clone() for path, row in out.items()}  # cloned outside inference mode: plain tensors
+
+
+def l2_normalize(x: Tensor) -> Tensor:
+    """``x`` scaled to unit length along its last dimension (zero vectors stay zero)."""
+    return torch.nn.functional.normalize(x, p=2.0, dim=-1, eps=1e-12)
+
+
+def subtract_mean(x: Tensor, mean: Tensor) -> Tensor:
+    """``x`` minus ``mean`` (e.g. the cohort's mean embedding), broadcast over leading dimensions."""
+    return x - mean
