@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 
 from vvframe import Component, RunContext, VvframeError
 from vvframe import checkpoint as ckpt
+from vvframe.atomic import atomic_path
 from vvframe.audio import read
 from vvframe.dataset import AugmentingCollate, CropDataset
 from vvframe.launch import Dist, launch, setup_rank_logging, unwrap, wrap_model
@@ -177,9 +179,11 @@ class Trainer:
     def save(self, *names: str) -> None:
         if not self.dist.is_main:
             return
-        state = self.state()
-        for name in names:
-            ckpt.save(self.dir / name, state)
+        first, *others = names
+        ckpt.save(self.dir / first, self.state())
+        for name in others:  # the same state again: copy the file rather than serialise it twice
+            with atomic_path(self.dir / name) as tmp:
+                shutil.copyfile(self.dir / first, tmp)
         ckpt.prune(self.dir, max(self.cfg.keep, self.cfg.average_last))
 
     def restore(self) -> None:
@@ -257,7 +261,7 @@ class Trainer:
             stop = False
             if self.job.data.val_trials and (self.epoch % self.cfg.val_every == 0 or self.epoch == self.cfg.epochs):
                 stop = self.validate()
-            self.save("last.pt", f"epoch_{self.epoch}.pt")
+            self.save(f"epoch_{self.epoch}.pt", "last.pt")
             last_save = time.monotonic()
             if stop:
                 log.info("early stop: no better validation EER for %d validations", self.bad_validations)
