@@ -82,7 +82,7 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     labels = rng.random(METRIC_SCORES) < 0.01
-    scores = rng.standard_normal(METRIC_SCORES) + 2.0 * labels
+    scores = (rng.standard_normal(METRIC_SCORES) + 2.0 * labels).astype(np.float32)  # cosine scores are float32
     (value, _), t_eer = timed("cpu", eer, scores, labels)
     (dcf, _), t_dcf = timed("cpu", min_dcf, scores, labels)
     print(f"{f'EER of {METRIC_SCORES:,} scores':<44} {'cpu':<6} {t_eer:>9.3f}   (EER {100 * value:.2f}%)")
