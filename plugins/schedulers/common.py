@@ -60,6 +60,14 @@ def reference_lr(optimizer: Optimizer) -> float:
     return float(lr)
 
 
+def decaying_lr(name: str, optimizer: Optimizer) -> float:
+    """The optimizer's lr that a decaying schedule starts from; a ``BadValue`` naming ``name`` unless it is > 0."""
+    lr = reference_lr(optimizer)
+    if not lr > 0:
+        raise BadValue(f"scheduler '{name}': the optimizer's lr must be > 0 to decay from it, got {lr!r}")
+    return lr
+
+
 def warmup_iterations(name: str, warmup_epochs: float, steps_per_epoch: int, epochs: int) -> int:
     """``round(warmup_epochs * steps_per_epoch)`` (half to even), at most half the run's iterations.
 

@@ -13,9 +13,8 @@ import math
 
 from torch.optim import Optimizer
 
-from vvframe import BadValue
 
-from .common import IterationScheduler, check_range, check_run, check_warmup, reference_lr, warmup_iterations
+from .common import IterationScheduler, check_range, check_run, check_warmup, decaying_lr, warmup_iterations
 
 
 class WarmupExponential(IterationScheduler):
@@ -37,9 +36,7 @@ class WarmupExponential(IterationScheduler):
                  final_lr: float = 5e-5, warmup_from: float = 0.0):
         name = "warmup_exponential"
         steps_per_epoch, epochs = check_run(name, steps_per_epoch, epochs)
-        lr = reference_lr(optimizer)
-        if not lr > 0:
-            raise BadValue(f"scheduler '{name}': the optimizer's lr must be > 0 to decay from it, got {lr!r}")
+        lr = decaying_lr(name, optimizer)
         self.warmup_epochs = check_warmup(name, warmup_epochs)
         self.final_lr = check_range(name, "final_lr", final_lr, 0, lr, low_open=True)
         self.warmup_from = check_range(name, "warmup_from", warmup_from, 0, 1)
@@ -71,9 +68,7 @@ class WarmupCosine(IterationScheduler):
                  final_lr: float = 0.0):
         name = "warmup_cosine"
         steps_per_epoch, epochs = check_run(name, steps_per_epoch, epochs)
-        lr = reference_lr(optimizer)
-        if not lr > 0:
-            raise BadValue(f"scheduler '{name}': the optimizer's lr must be > 0 to decay from it, got {lr!r}")
+        lr = decaying_lr(name, optimizer)
         self.warmup_epochs = check_warmup(name, warmup_epochs)
         self.final_lr = check_range(name, "final_lr", final_lr, 0, lr)
         self.warmup = warmup_iterations(name, self.warmup_epochs, steps_per_epoch, epochs)

@@ -209,7 +209,7 @@ def eval(ctx: RunContext, data: DataSettings, embed: EmbedSettings, eval: EvalSe
                 ctx.writer.add_scalar(f"eval/{stem}_eer", entry["normalized" if normed is not None else "raw"]["eer"])
             metrics[stem] = entry
             if i == 0:  # thresholds are tuned on the first list
-                thresholds["eer"] = eer(final, labels)[1]
+                thresholds["eer"] = entry["normalized" if normed is not None else "raw"]["eer_threshold"]
                 for p in eval.p_target:
                     thresholds[f"mindcf@{p}"] = min_dcf(final, labels, p)[1]
                 thresholds[f"far@{eval.target_far}"] = threshold_at_far(final, labels, eval.target_far)
