@@ -78,3 +78,32 @@ def vvframe_cli(*args: str, env: dict | None = None, cwd: Path | None = None) ->
     script = Path(sys.executable).parent / "vvframe"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "vvframe"]
     return subprocess.run([*command, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+TRAINED_RECIPE = {
+    "name": "trained", "seed": 3, "stages": ["train", "prepare", "eval", "test"],
+    "frontend": {"name": "fbank", "n_mels": 24},
+    "model": {"name": "ecapa_tdnn", "channels": 32, "embed_dim": 24},
+    "loss": {"name": "aamsoftmax", "margin": 0.1, "scale": 16},
+    "optimizer": {"name": "adam", "lr": 0.003},
+    "trainer": {"epochs": 3, "batch_size": 32, "workers": 0},
+    "normalizer": {"name": "asnorm", "top_k": 4},
+    "data": {"root": "c/audio", "train_list": "c/train.txt", "crop_seconds": 1.0},
+    "cohort": {"list": "c/cohort.txt"}, "eval": {"trials": ["c/trials.txt"]}, "test": {"pairs": "c/pairs.txt"},
+}
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> dict[str, Path]:
+    """A finished small run with every stage (train, prepare with an AS-norm cohort, eval thresholds, test
+    decisions) on a synthetic corpus: ``{"work": folder, "run": run directory, "audio": the corpus's audio}``.
+    Shared by the tests of the Python API, export and the service; treat it as read-only."""
+    import yaml
+    work = tmp_path_factory.mktemp("trained")
+    made = vvframe_cli("data", "synth", str(work / "c"), "--speakers", "12", "--utterances", "6", "--eval-speakers",
+                       "5", "--cohort-speakers", "5", "--seconds", "1-2.5", "--seed", "11")
+    assert made.returncode == 0, made.stderr
+    (work / "r.yaml").write_text(yaml.safe_dump(TRAINED_RECIPE))
+    done = vvframe_cli("run", "r.yaml", "--run-dir", "run", cwd=work)
+    assert done.returncode == 0, done.stderr
+    return {"work": work, "run": work / "run", "audio": work / "c" / "audio"}

@@ -11,13 +11,17 @@ from vvframe.shards import ShardDataset
 def test_synth_then_lists_and_trials_give_a_trainable_corpus(tmp_path):
     out = tmp_path / "synth"
     made = vvframe_cli("data", "synth", str(out), "--speakers", "5", "--utterances", "4", "--eval-speakers", "3",
-                       "--cohort-speakers", "2", "--seconds", "1-1.5", "--seed", "7")
+                       "--cohort-speakers", "2", "--val-speakers", "2", "--seconds", "1-1.5", "--seed", "7")
     assert made.returncode == 0, made.stderr
     train = lists.read_utterances(out / "train.txt")
     evaluation = lists.read_utterances(out / "eval.txt")
     cohort = lists.read_utterances(out / "cohort.txt")
-    assert (len(train), len(evaluation), len(cohort)) == (20, 12, 8)
-    speakers = [{u.speaker for u in x} for x in (train, evaluation, cohort)]
+    validation = lists.read_utterances(out / "val.txt")
+    assert (len(train), len(evaluation), len(cohort), len(validation)) == (20, 12, 8, 8)
+    val_trials = lists.read_trials(out / "val_trials.txt")
+    assert {t.label for t in val_trials} == {0, 1}
+    assert set(lists.trial_files(val_trials)) <= {u.path for u in validation}
+    speakers = [{u.speaker for u in x} for x in (train, evaluation, cohort, validation)]
     assert all(not a & b for i, a in enumerate(speakers) for b in speakers[i + 1:])  # disjoint voices
     trials = lists.read_trials(out / "trials.txt")
     assert {t.label for t in trials} == {0, 1} and lists.read_trials(out / "pairs.txt")[0].label is None
@@ -34,7 +38,7 @@ def test_synth_then_lists_and_trials_give_a_trainable_corpus(tmp_path):
     split = vvframe_cli("data", "lists", str(audio), "--out", str(tmp_path / "lists"), "--split-ratio", "0.5")
     assert split.returncode == 0, split.stderr
     held = lists.read_utterances(tmp_path / "lists" / "val.txt")
-    assert len(held) == 20 and len(lists.read_utterances(tmp_path / "lists" / "train.txt")) == 20
+    assert len(held) == 24 and len(lists.read_utterances(tmp_path / "lists" / "train.txt")) == 24
     made = vvframe_cli("data", "trials", str(tmp_path / "lists" / "val.txt"), "--out", str(tmp_path / "val.txt"))
     assert made.returncode == 0 and lists.read_trials(tmp_path / "val.txt")
 

@@ -12,6 +12,14 @@ from .errors import (ArgumentError, BadValue, ComponentNotFound, ContractError, 
 from .registry import KINDS, Component, build, describe, find, listing
 from .run import RunContext
 
-__all__ = ["__version__", "VvframeError", "ComponentNotFound", "PluginImportError", "ArgumentError", "BadValue",
+
+
+def load(source, device="auto", checkpoint=None):
+    """A trained run directory or an exported model file as a :class:`vvframe.api.SpeakerModel` (imports torch)."""
+    from .api import load as _load
+    return _load(source, device=device, checkpoint=checkpoint)
+
+
+__all__ = ["load", "__version__", "VvframeError", "ComponentNotFound", "PluginImportError", "ArgumentError", "BadValue",
            "ContractError", "RecipeError", "Problem", "KINDS", "Component", "RunContext", "build", "describe", "find",
            "listing"]

@@ -75,6 +75,20 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     return state
 
 
+def for_inference(source: str | Path) -> Path:
+    """The weights to embed with: ``source`` itself if it is a file, else a run directory's ``checkpoints/avg.pt``,
+    else ``best.pt``, else ``last.pt``; a CheckpointError saying what was looked for if there is none."""
+    source = Path(source)
+    if source.is_file():
+        return source
+    folder = source / "checkpoints"
+    for name in (AVERAGE, BEST, LAST):
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointError(f"no checkpoint in {folder} (looked for {AVERAGE}, {BEST}, {LAST}): train first,"
+                          " resume the run (--resume RUN_DIR), or name a checkpoint file")
+
+
 def load_latest(directory: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict, Path] | None:
     """The newest loadable checkpoint among last.pt and epoch_N.pt in `directory` (last.pt first, then epoch_N.pt newest first by N); a corrupt one is skipped with a warning naming it; None if there is none."""
     directory = Path(directory)

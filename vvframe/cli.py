@@ -1,4 +1,4 @@
-"""The ``vvframe`` command: run | check | show | plugins | data.
+"""The ``vvframe`` command: run | check | show | plugins | data | embed | verify | export | serve.
 
 Exit codes: 0 success; 2 a mistake in the recipe or the arguments (a message, no traceback unless
 ``--traceback``); 1 a failure during a run (traceback in the run's log.txt, one line on the console).
@@ -20,7 +20,11 @@ COMMANDS = {
     "check": "validate and resolve a recipe; build nothing",
     "show": "print the resolved recipe with defaults filled in",
     "plugins": "list installed components, describe one, or --check them all",
-    "data": "prepare data: lists, trials, convert, shards, synth (`vvframe data -h`)",
+    "data": "prepare data: lists, trials, voxceleb, convert, shards, synth (`vvframe data -h`)",
+    "embed": "embeddings of audio files with a trained run or an exported model",
+    "verify": "score two audio files and decide: same speaker or not",
+    "export": "a trained run as one TorchScript or ONNX file (features, network, mean, metadata)",
+    "serve": "an HTTP verification service for a trained run or an exported model",
 }
 
 
@@ -172,6 +176,26 @@ def _plugins(rest: list[str]) -> int:
 def _data(rest: list[str]) -> int:
     from .data_commands import main as data_main
     return data_main(rest)
+
+
+def _embed(rest: list[str]) -> int:
+    from .infer_commands import embed
+    return embed(rest, COMMANDS["embed"])
+
+
+def _verify(rest: list[str]) -> int:
+    from .infer_commands import verify
+    return verify(rest, COMMANDS["verify"])
+
+
+def _export(rest: list[str]) -> int:
+    from .export import main as export_main
+    return export_main(rest)
+
+
+def _serve(rest: list[str]) -> int:
+    from .serve import main as serve_main
+    return serve_main(rest)
 
 
 def _check_plugins() -> int:

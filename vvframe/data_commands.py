@@ -18,6 +18,7 @@ COMMANDS = {
     "trials": "balanced target / non-target trials from an utterance list",
     "convert": "every audio file under SRC to mono at one rate, mirroring the tree under DST",
     "shards": "pack an utterance list into tar shards for streaming",
+    "voxceleb": "the VoxCeleb recipes' lists and trials from the official VoxCeleb folder layout under ROOT",
     "synth": "a synthetic multi-speaker corpus with its lists and trials (tests, the quickstart)",
 }
 
@@ -59,6 +60,28 @@ def main(rest: list[str]) -> int:
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
     p.add_argument("--per-shard", type=int, default=1000, metavar="N")
 
+    p = sub.add_parser("voxceleb", help=COMMANDS["voxceleb"], description=COMMANDS["voxceleb"]
+                       + "; nothing is downloaded and no audio is opened")
+    p.add_argument("root", type=Path, metavar="ROOT", help="the folder holding voxceleb1/, voxceleb2/ and the trial"
+                   " lists; the lists' paths are relative to it (the recipes' data.root)")
+    p.add_argument("--out", type=Path, default=Path("data/voxceleb"), metavar="DIR",
+                   help="where the lists go (data/voxceleb, where the recipes read them)")
+    p.add_argument("--vox1", type=Path, action="append", metavar="PATH",
+                   help="VoxCeleb1's wav folder (<id1xxxx>/<video>/<n>.wav); twice for separate dev and test folders"
+                        " (default: searched under ROOT)")
+    p.add_argument("--vox2", type=Path, metavar="PATH",
+                   help="VoxCeleb2 dev as .wav/.flac (<id0xxxx>/<video>/<n>.wav) (default: searched under ROOT)")
+    p.add_argument("--trials-dir", type=Path, metavar="DIR",
+                   help="the folder of veri_test2.txt, list_test_all2.txt, list_test_hard2.txt (default: ROOT,"
+                        " ROOT/voxceleb1 and the VoxCeleb1 folder's parent)")
+    p.add_argument("--cohort-per-speaker", type=int, default=0, metavar="K",
+                   help="cohort.txt keeps the first K utterances of each speaker (0: all, the default)")
+    p.add_argument("--vox1-train", action="store_true",
+                   help="also write train_vox1.txt: VoxCeleb1 dev (test speakers id10270-id10309 left out)")
+    p.add_argument("--musan", type=Path, metavar="PATH", help="MUSAN (music/, speech/, noise/): linked as DIR/musan")
+    p.add_argument("--rirs", type=Path, metavar="PATH",
+                   help="RIRS_NOISES (its simulated_rirs/) or a folder of RIRs: linked as DIR/rirs")
+
     p = sub.add_parser("synth", help=COMMANDS["synth"], description=COMMANDS["synth"])
     p.add_argument("out", type=Path, metavar="OUT")
     p.add_argument("--speakers", type=int, required=True, metavar="N", help="training speakers")
@@ -66,6 +89,8 @@ def main(rest: list[str]) -> int:
     p.add_argument("--eval-speakers", type=int, default=20, metavar="E", help="other speakers, for trials (20)")
     p.add_argument("--cohort-speakers", type=int, default=20, metavar="C",
                    help="other speakers again, for score normalization (20; 0 for none)")
+    p.add_argument("--val-speakers", type=int, default=0, metavar="V",
+                   help="other speakers again, for validation trials during training (0: none)")
     p.add_argument("--seconds", default="2-4", metavar="A-B", help="utterance duration range in seconds (2-4)")
     p.add_argument("--sample-rate", type=int, default=16000)
     p.add_argument("--per-utterance", type=int, default=2, metavar="K", help="target trials per utterance (2)")
@@ -123,6 +148,14 @@ def _convert(opts: argparse.Namespace) -> int:
     return 1 if report.failures else 0
 
 
+def _voxceleb(opts: argparse.Namespace) -> int:
+    from .voxceleb import prepare
+    prepare(opts.root, opts.out, vox1=opts.vox1, vox2=opts.vox2, trials_dir=opts.trials_dir,
+            cohort_per_speaker=opts.cohort_per_speaker, vox1_train=opts.vox1_train, musan=opts.musan,
+            rirs=opts.rirs, bar=_bar)
+    return 0
+
+
 def _shards(opts: argparse.Namespace) -> int:
     from .shards import write_shards
     utterances = lists.read_utterances(opts.list)
@@ -143,7 +176,8 @@ def _synth(opts: argparse.Namespace) -> int:
         raise BadValue(f"--seconds {opts.seconds}: expected 0 < A <= B")
     groups = {"train.txt": [f"spk{i:04d}" for i in range(opts.speakers)],
               "eval.txt": [f"eval{i:04d}" for i in range(opts.eval_speakers)],
-              "cohort.txt": [f"coh{i:04d}" for i in range(opts.cohort_speakers)]}
+              "cohort.txt": [f"coh{i:04d}" for i in range(opts.cohort_speakers)],
+              "val.txt": [f"val{i:04d}" for i in range(opts.val_speakers)]}
     audio = opts.out / "audio"
     total = sum(len(v) for v in groups.values()) * opts.utterances
     written = {}
@@ -161,6 +195,10 @@ def _synth(opts: argparse.Namespace) -> int:
         lists.write_trials(opts.out / "trials.txt", trials)
         lists.write_trials(opts.out / "pairs.txt", [lists.Trial(t.enroll, t.test) for t in trials])
         notes.append(f"trials.txt and pairs.txt ({len(trials)} trials)")
+    if len(groups["val.txt"]) >= 2:
+        trials = lists.make_trials(written["val.txt"], opts.per_utterance, opts.seed)
+        lists.write_trials(opts.out / "val_trials.txt", trials)
+        notes.append(f"val_trials.txt ({len(trials)} trials)")
     notes.append(", ".join(written) + " (paths relative to audio/)")
     print("wrote " + "; ".join(notes))
     return 0

@@ -163,16 +163,33 @@ class Extractor:
         file = self.root / path
         if not self.crops:
             return audio.read(file, self.sample_rate, 0, length).unsqueeze(0)
-        wave = audio.read(file, self.sample_rate)
+        return self.rows(audio.read(file, self.sample_rate))
+
+    def rows(self, wave: Tensor) -> Tensor:
+        """One utterance's ``(T,)`` samples as the rows the network embeds: ``(1, T)`` for a whole utterance (cut to
+        ``max_seconds``), ``(crops, crop_frames)`` evenly spaced crops in crops mode (a short one repeated)."""
+        if not self.crops:
+            return (wave if self.max_frames is None else wave[:self.max_frames]).unsqueeze(0)
         if len(wave) < self.crop_frames:  # voxceleb_trainer pads short files by wrapping them
             wave = wave.repeat(math.ceil(self.crop_frames / len(wave)))[:self.crop_frames]
         starts = torch.linspace(0, len(wave) - self.crop_frames, self.crops).long().tolist()
         return torch.stack([wave[s:s + self.crop_frames] for s in starts])
 
-    def _embed(self, order: list[str], lengths: dict[str, int]) -> dict[str, Tensor]:
+    def embed_waves(self, waves: Sequence[Tensor]) -> Tensor:
+        """``(N, D)`` embeddings of in-memory utterances (``(T,)`` float tensors at ``sample_rate``), batched and
+        cut exactly as files are, so a file and its samples get the same embedding."""
+        shaped = [self.rows(w.float()) for w in waves]
+        keys = [str(i) for i in range(len(shaped))]
+        lengths = {k: r.shape[-1] for k, r in zip(keys, shaped)}
+        order = sorted(keys, key=lambda k: (lengths[k], int(k)))
+        out = self._embed(order, lengths, lambda key, _: shaped[int(key)])
+        return torch.stack([out[k] for k in keys])
+
+    def _embed(self, order: list[str], lengths: dict[str, int], load=None) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
         if not order:
             return out
+        load = load or self._waves
         from tqdm import tqdm
         modes = (self.frontend.training, self.model.training)
         self.frontend.eval()
@@ -182,7 +199,7 @@ class Extractor:
         try:
             with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
                 for batch in self._batches(order, lengths):
-                    waves = torch.cat([self._waves(p, lengths[p]) for p in batch]).to(self.device)
+                    waves = torch.cat([load(p, lengths[p]) for p in batch]).to(self.device)
                     emb = self.model(self.frontend(waves)).float().cpu()
                     per = max(1, self.crops)
                     emb = emb.reshape(len(batch), per, -1).mean(dim=1)
@@ -203,3 +220,51 @@ def l2_normalize(x: Tensor) -> Tensor:
 def subtract_mean(x: Tensor, mean: Tensor) -> Tensor:
     """``x`` minus ``mean`` (e.g. the cohort's mean embedding), broadcast over leading dimensions."""
     return x - mean
+
+
+def finish(raw: dict[str, Tensor], mean: Tensor | None) -> dict[str, Tensor]:
+    """Raw embeddings made ready for cosine scoring: ``mean`` subtracted (when given), then L2-normalised."""
+    return {key: l2_normalize(e if mean is None else subtract_mean(e, mean)) for key, e in raw.items()}
+
+
+def score_pairs(pairs: Sequence[tuple[str, str]], emb: dict[str, Tensor], cohort: Tensor | None = None,
+                normalizer=None) -> tuple[Tensor, Tensor | None]:
+    """Cosine scores of ``(enroll, test)`` key pairs over finished embeddings, and the normalized scores.
+
+    Each distinct enrollment and test embedding is stacked once; ``normalizer`` (a built score normalizer, see
+    the normalizers kind) gets them with per-pair indices and the cohort. Returns ``(raw, normalized or None)``.
+    """
+    enroll_keys = sorted({e for e, _ in pairs})
+    test_keys = sorted({t for _, t in pairs})
+    e_index = {k: i for i, k in enumerate(enroll_keys)}
+    t_index = {k: i for i, k in enumerate(test_keys)}
+    enroll = torch.stack([emb[k] for k in enroll_keys])
+    test = torch.stack([emb[k] for k in test_keys])
+    ei = torch.tensor([e_index[e] for e, _ in pairs], dtype=torch.long)
+    ti = torch.tensor([t_index[t] for _, t in pairs], dtype=torch.long)
+    raw = (enroll[ei] * test[ti]).sum(-1)
+    if normalizer is None:
+        return raw, None
+    return raw, normalizer(raw, (enroll, ei), (test, ti), cohort)
+
+
+class Embedder(nn.Module):
+    """Waveforms to scoring-ready embeddings in one module: frontend, network, mean subtraction, L2 norm.
+
+    ``forward(waves)``: ``(B, T)`` float32 samples at the training rate -> ``(B, D)`` unit-length embeddings.
+    ``centered(waves)``: the same before normalisation (network output minus the mean). The mean is a buffer
+    (zeros when the run has none), so a state dict, TorchScript or ONNX export carries it.
+    """
+
+    def __init__(self, frontend: nn.Module, model: nn.Module, mean: Tensor | None = None):
+        super().__init__()
+        self.frontend = frontend
+        self.model = model
+        dim = int(getattr(model, "embed_dim"))
+        self.register_buffer("mean", torch.zeros(dim) if mean is None else mean.detach().float().reshape(dim).clone())
+
+    def centered(self, waves: Tensor) -> Tensor:
+        return self.model(self.frontend(waves)).float() - self.mean
+
+    def forward(self, waves: Tensor) -> Tensor:
+        return l2_normalize(self.centered(waves))

@@ -22,6 +22,10 @@ RECIPE_FILE = "recipe.yaml"
 LOG_FILE = "log.txt"
 
 
+# DESIGN section 6: the folders of a run directory, written by the stages and read by the Python API
+RUN_LAYOUT = {"checkpoints": "checkpoints", "cohort": "cohort", "eval": "eval", "test": "test"}
+
+
 class RunError(VvframeError, RuntimeError):
     """A run directory that cannot be used (exists already, is not a run, ...)."""
 

@@ -20,7 +20,7 @@ import torch
 from vvframe import BadValue, Component, RunContext
 from vvframe import checkpoint as ckpt
 from vvframe.atomic import atomic_json, atomic_write
-from vvframe.embed import Extractor, l2_normalize, subtract_mean
+from vvframe.embed import Extractor, finish, l2_normalize, score_pairs
 from vvframe.lists import Trial, check_files, read_trials, read_utterances, trial_files
 from vvframe.metrics import actual_dcf, cllr, det_plot, eer, min_dcf, threshold_at_far
 from vvframe_plugins.stages.settings import DataSettings
@@ -77,15 +77,10 @@ def _device(name: str) -> torch.device:
 
 
 def _weights(ctx: RunContext, embed: EmbedSettings) -> Path:
-    source = Path(embed.checkpoint) if embed.checkpoint else ctx.run_dir
-    if source.is_file():
-        return source
-    folder = source / "checkpoints"
-    for name in ("avg.pt", "best.pt", "last.pt"):
-        if (folder / name).is_file():
-            return folder / name
-    raise BadValue(f"no checkpoint in {folder}: train first (stages: [train, ...]), resume a trained run"
-                   " (--resume RUN_DIR) or set embed.checkpoint to a checkpoint or run directory")
+    try:
+        return ckpt.for_inference(embed.checkpoint or ctx.run_dir)
+    except ckpt.CheckpointError as exc:
+        raise BadValue(f"{exc}; or set embed.checkpoint to a checkpoint or run directory") from None
 
 
 def _extractor(ctx: RunContext, data: DataSettings, embed: EmbedSettings, frontend: Component,
@@ -106,28 +101,12 @@ def _extractor(ctx: RunContext, data: DataSettings, embed: EmbedSettings, fronte
 
 
 def _finish(raw: dict[str, torch.Tensor], mean: torch.Tensor | None, embed: EmbedSettings) -> dict[str, torch.Tensor]:
-    out = {}
-    for path, e in raw.items():
-        if mean is not None and embed.mean_subtract:
-            e = subtract_mean(e, mean)
-        out[path] = l2_normalize(e)
-    return out
+    return finish(raw, mean if embed.mean_subtract else None)
 
 
 def _score(trials: list[Trial], emb: dict[str, torch.Tensor], cohort: torch.Tensor | None,
            normalizer) -> tuple[torch.Tensor, torch.Tensor | None]:
-    enroll_files = sorted({t.enroll for t in trials})
-    test_files = sorted({t.test for t in trials})
-    e_index = {p: i for i, p in enumerate(enroll_files)}
-    t_index = {p: i for i, p in enumerate(test_files)}
-    enroll = torch.stack([emb[p] for p in enroll_files])
-    test = torch.stack([emb[p] for p in test_files])
-    ei = torch.tensor([e_index[t.enroll] for t in trials])
-    ti = torch.tensor([t_index[t.test] for t in trials])
-    raw = (enroll[ei] * test[ti]).sum(-1)
-    if normalizer is None:
-        return raw, None
-    return raw, normalizer(raw, (enroll, ei), (test, ti), cohort)
+    return score_pairs([(t.enroll, t.test) for t in trials], emb, cohort, normalizer)
 
 
 def prepare(ctx: RunContext, data: DataSettings, embed: EmbedSettings, cohort: CohortSettings,
