@@ -101,6 +101,8 @@ def test_a_run_loads_without_its_data_and_from_anywhere(trained_run, tmp_path, m
     again = vvframe.load(moved, device="cpu")
     wave = sf.read(sorted(trained_run["audio"].rglob("*.wav"))[0], dtype="float32")[0]
     assert torch.allclose(again.embed(wave), vvframe.load(trained_run["run"], device="cpu").embed(wave), atol=1e-6)
+    (tmp_path / "older").mkdir()  # a folder of runs (runs/<recipe name>) means its newest run
+    assert vvframe.load(tmp_path, device="cpu").source == str(moved)
 
 
 def test_bad_runs_and_files_are_clear_errors(trained_run, tmp_path):

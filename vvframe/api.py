@@ -227,6 +227,7 @@ def _device(device: str | torch.device) -> torch.device:
 
 def load(source: str | Path, device: str | torch.device = "auto", checkpoint: str | Path | None = None) -> SpeakerModel:
     """A run directory (its snapshot, weights, cohort and thresholds) or an exported model file, ready to use.
+    A recipe's folder of runs (``runs/quickstart``) means its newest run.
 
     ``checkpoint``: other weights for a run directory (a checkpoint file). ``device``: ``auto`` (CUDA when
     there is one), ``cpu``, ``cuda``, ``cuda:N``.
@@ -234,7 +235,8 @@ def load(source: str | Path, device: str | torch.device = "auto", checkpoint: st
     path = Path(source)
     dev = _device(device)
     if path.is_dir():
-        return _from_run(path, dev, checkpoint)
+        from .run import latest_run
+        return _from_run(latest_run(path, "recipe.yaml") or path, dev, checkpoint)
     if not path.exists():
         raise ModelError(f"{path}: no such run directory or model file")
     from . import export

@@ -111,6 +111,17 @@ def new_run_dir(name: str, root: str | Path = "runs") -> Path:
     raise RunError(f"cannot create a new run directory under {base}")
 
 
+def latest_run(folder: str | Path, needs: str = "checkpoints") -> Path | None:
+    """The newest run directory under ``folder`` (``runs/<recipe name>``: timestamped runs) that holds ``needs``;
+    ``folder`` itself when it is such a run; None when there is none."""
+    folder = Path(folder)
+    if (folder / needs).exists():
+        return folder
+    runs = sorted((p for p in folder.iterdir() if p.is_dir() and (p / needs).exists()), key=lambda p: p.name) \
+        if folder.is_dir() else []
+    return runs[-1] if runs else None
+
+
 def claim_run_dir(path: str | Path) -> Path:
     """Use ``path`` (from ``--run-dir``) for a new run: it must not exist or be an empty directory."""
     path = Path(path)

@@ -25,6 +25,7 @@ from vvframe import Component, RunContext, VvframeError
 from vvframe import checkpoint as ckpt
 from vvframe.atomic import atomic_path
 from vvframe.audio import read
+from vvframe.run import latest_run
 from vvframe.dataset import AugmentingCollate, CropDataset
 from vvframe.launch import Dist, launch, setup_rank_logging, unwrap, wrap_model
 from vvframe.lists import check_files, read_trials, read_utterances, speaker_labels, trial_files
@@ -140,6 +141,10 @@ class Trainer:
             raise TrainingError(f"the loss needs {loss.min_per_speaker} utterances per speaker in a batch; the"
                                 f" sampler gives {per_speaker}")
         self.net = Net(frontend, model, loss, feature_augs, per_speaker)
+        if dist.is_main:
+            extra = f" ({self.num_classes} classes with speed perturbation)" if self.num_classes != len(self.speakers) else ""
+            log.info("train: %d utterances of %d speakers%s; %s with %.2f M parameters", len(self.utterances),
+                     len(self.speakers), extra, job.model.name, sum(p.numel() for p in model.parameters()) / 1e6)
         self.init_from(self.net)
         self.net = wrap_model(self.net, self.cfg.launcher, dist)
         self.inner: Net = unwrap(self.net)
@@ -212,7 +217,8 @@ class Trainer:
         if not source:
             return
         path = Path(source)
-        if path.is_dir():  # a run directory: its averaged model, else its best, else its latest
+        if path.is_dir():  # a run directory (or runs/<name>: its newest run): averaged, else best, else latest
+            path = latest_run(path) or path
             folder = path / "checkpoints"
             named = [folder / n for n in ("avg.pt", "best.pt") if (folder / n).is_file()]
             found = (ckpt.load(named[0]), named[0]) if named else ckpt.load_latest(folder)
