@@ -7,19 +7,19 @@ PIP = $(VENV)/bin/pip
 
 .PHONY: quickstart test bench check-plugins clean
 
-quickstart: $(VENV)/.installed data/quickstart/train.txt
+quickstart: $(VENV)/.installed data/quickstart/val_trials.txt
 	$(VENV)/bin/vvframe run recipes/quickstart.yaml
 
-# the quickstart's corpus: synthetic voices, generated once (about a minute)
-data/quickstart/train.txt: | $(VENV)/.installed
+# the quickstart's corpus: synthetic voices, generated once (under a minute); each group has voices of its own
+data/quickstart/val_trials.txt: | $(VENV)/.installed
 	$(VENV)/bin/vvframe data synth data/quickstart --speakers 100 --utterances 12 --eval-speakers 40 \
-		--cohort-speakers 40 --seconds 2-4 --seed 0
+		--cohort-speakers 40 --val-speakers 10 --seconds 2-4 --seed 0
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/python -m pytest -q tests
 
 bench: $(VENV)/.installed
-	@for script in bench/*.py; do echo "== $$script"; $(VENV)/bin/python $$script || exit 1; done
+	$(VENV)/bin/python bench/run_all.py $(BENCH_ARGS)
 
 check-plugins: $(VENV)/.installed
 	$(VENV)/bin/vvframe plugins --check

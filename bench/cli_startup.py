@@ -1,6 +1,7 @@
 """How long the `vvframe` command takes to answer: listing, describing, and rejecting a misspelled recipe.
 
-Run by hand (`make bench`); prints a table of the median wall time of each command over several runs.
+The median wall time of each command over several runs, in fresh processes, against a bare Python start-up
+(`python -c pass`) and, for the commands that must read a signature from torch, against `import torch` alone.
 A throw-away distribution in a temporary folder adds a loss that points straight at torch, so the
 misspelled-argument case has to import torch to read the signature, as a real recipe would.
 """
@@ -14,21 +15,22 @@ import tempfile
 import time
 from pathlib import Path
 
-REPEAT = 5
-ROOT = Path(__file__).resolve().parent.parent
+from common import Row, number, standalone
 
 
-def timed(args: list[str], env: dict, cwd: Path) -> tuple[float, int]:
+def median_run(argv: list[str], env: dict, cwd: Path, repeat: int) -> tuple[float, int]:
+    """The median wall time of running ``argv`` ``repeat`` times, and the last exit status."""
     times, code = [], 0
-    for _ in range(REPEAT):
+    for _ in range(repeat):
         start = time.perf_counter()
-        code = subprocess.run([sys.executable, "-m", "vvframe", *args], env=env, cwd=cwd,
-                              capture_output=True).returncode
+        code = subprocess.run(argv, env=env, cwd=cwd, capture_output=True).returncode
         times.append(time.perf_counter() - start)
     return statistics.median(times), code
 
 
-def main() -> None:
+def run(quick: bool = False) -> list[Row]:
+    """Rows: median seconds of each `vvframe` command, against bare Python or `import torch`."""
+    repeat = 1 if quick else 3
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         info = tmp / "site" / "bench_losses-0.1.dist-info"
@@ -38,27 +40,24 @@ def main() -> None:
         env = dict(os.environ, PYTHONPATH=str(tmp / "site"))
         (tmp / "typo.yaml").write_text("stages: [train]\noptimizer: {name: sdg, lr: 0.1}\n"
                                        "loss: {name: cross_entropy, label_smothing: 0.1}\n")
-        cases = [
-            ("python -c pass", None),
-            ("vvframe --version", ["--version"]),
-            ("vvframe plugins", ["plugins"]),
-            ("vvframe plugins optimizers sgd", ["plugins", "optimizers", "sgd"]),
-            ("vvframe run typo.yaml (2 typos)", ["run", "typo.yaml"]),
+        bare, _ = median_run([sys.executable, "-c", "pass"], env, tmp, repeat)
+        torch_only, _ = median_run([sys.executable, "-c", "import torch"], env, tmp, repeat)
+        cases = [  # (label, arguments, expected exit status, needs torch)
+            ("vvframe --version", ["--version"], 0, False),
+            ("vvframe plugins", ["plugins"], 0, False),
+            ("vvframe plugins optimizers sgd", ["plugins", "optimizers", "sgd"], 0, True),
+            ("vvframe run typo.yaml (2 typos)", ["run", "typo.yaml"], 2, True),
         ]
-        print(f"{'command':<34} {'median s':>9} {'exit':>5}   ({REPEAT} runs each, {sys.platform}, "
-              f"{os.cpu_count()} cpus)")
-        for label, args in cases:
-            if args is None:
-                times = []
-                for _ in range(REPEAT):
-                    start = time.perf_counter()
-                    subprocess.run([sys.executable, "-c", "pass"], check=True)
-                    times.append(time.perf_counter() - start)
-                seconds, code = statistics.median(times), 0
-            else:
-                seconds, code = timed(args, env, tmp)
-            print(f"{label:<34} {seconds:>9.3f} {code:>5}")
+        rows = []
+        for label, args, expected, needs_torch in cases:
+            seconds, code = median_run([sys.executable, "-m", "vvframe", *args], env, tmp, repeat)
+            base_label, base = ("`python -c 'import torch'`", torch_only) if needs_torch else ("`python -c pass`", bare)
+            compared = f"{base_label}: {number(base)} s ({seconds - base:+.3f} s)"
+            if code != expected:
+                compared += f"; EXIT STATUS {code}, expected {expected}"
+            rows.append(Row(f"{label}, median of {repeat}", seconds, "s", compared))
+        return rows
 
 
 if __name__ == "__main__":
-    main()
+    standalone("cli_startup", run, __doc__)

@@ -1,12 +1,14 @@
 """Training-data throughput: 2-second crops per second, from short and long files, with and without augmentation.
 
-Run by hand (`make bench`). Generates its own audio in a temporary folder: 10-second and 10-minute FLAC
-files, a MUSAN-like noise folder and a folder of room impulse responses. Prints a table.
-Also times reading whole files and cropping in memory (what a loader that decodes whole files does).
+Generates its own audio in a temporary folder: 10-second and 10-minute FLAC files, a MUSAN-like noise folder
+and a folder of room impulse responses. Crops go through vvframe's CropDataset (which seeks and decodes only the
+crop) and AugmentingCollate in a DataLoader, 16 batches of 32 (4 in quick mode), with 0 and 2 workers (worker
+start-up included). Without
+augmentation the figure is compared with reading whole files and cropping in memory (what a loader that decodes
+whole files does); with 2 workers, with the same loader in the main process.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -20,10 +22,11 @@ from vvframe.audio import read
 from vvframe.dataset import AugmentingCollate, CropDataset
 from vvframe.lists import Utterance
 
+from common import Row, standalone, versus
+
 RATE = 16000
 CROP_SECONDS = 2.0
 BATCH = 32
-BATCHES = 16
 
 
 def make_corpus(root: Path) -> dict[str, list[Utterance]]:
@@ -36,13 +39,13 @@ def make_corpus(root: Path) -> dict[str, list[Utterance]]:
         x = 0.2 * np.sin(2 * np.pi * (120 + 80 * rng.random()) * t) + 0.05 * rng.standard_normal(n)
         sf.write(str(path), x.astype(np.float32), RATE, subtype="PCM_16")
 
-    sets = {"short (10 s)": [], "long (10 min)": []}
+    sets = {"10 s": [], "10 min": []}
     for i in range(16):
         write(root / "short" / f"spk{i % 8}" / f"{i}.flac", 10.0)
-        sets["short (10 s)"].append(Utterance(f"spk{i % 8}", f"short/spk{i % 8}/{i}.flac"))
+        sets["10 s"].append(Utterance(f"spk{i % 8}", f"short/spk{i % 8}/{i}.flac"))
     for i in range(4):
         write(root / "long" / f"spk{i}" / f"{i}.flac", 600.0)
-        sets["long (10 min)"].append(Utterance(f"spk{i}", f"long/spk{i}/{i}.flac"))
+        sets["10 min"].append(Utterance(f"spk{i}", f"long/spk{i}/{i}.flac"))
     for category in ("noise", "music", "speech"):
         for i in range(3):
             write(root / "musan" / category / f"{i}.wav", 8.0)
@@ -54,19 +57,20 @@ def make_corpus(root: Path) -> dict[str, list[Utterance]]:
     return sets
 
 
-def crops_per_second(dataset: CropDataset, augmentors: list, workers: int) -> float:
+def crops_per_second(dataset: CropDataset, augmentors: list, workers: int, batches: int) -> float:
     """Crops per second through a DataLoader whose workers read and augment (worker start-up included)."""
-    indices = torch.randint(0, len(dataset), (BATCHES * BATCH,), generator=torch.Generator().manual_seed(0))
+    indices = torch.randint(0, len(dataset), (batches * BATCH,), generator=torch.Generator().manual_seed(0))
     collate = AugmentingCollate(augmentors, num_speakers=len(dataset.speakers))
     loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, sampler=indices.tolist(), num_workers=workers,
                                          collate_fn=collate)
     start = time.perf_counter()
     for _ in loader:
         pass
-    return BATCHES * BATCH / (time.perf_counter() - start)
+    return batches * BATCH / (time.perf_counter() - start)
 
 
-def whole_file_crops_per_second(root: Path, utterances: list[Utterance], count: int = 32) -> float:
+def whole_file_crops_per_second(root: Path, utterances: list[Utterance], count: int) -> float:
+    """Crops per second when each crop comes from decoding its whole file (no workers, no augmentation)."""
     start = time.perf_counter()
     for i in range(count):
         wave = read(root / utterances[i % len(utterances)].path, RATE)
@@ -75,30 +79,44 @@ def whole_file_crops_per_second(root: Path, utterances: list[Utterance], count: 
     return count / (time.perf_counter() - start)
 
 
-def main() -> None:
-    torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        sets = make_corpus(root)
-        augmentations = {
-            "none": [],
-            "noise": [{"name": "noise", "root": str(root / "musan"), "prob": 1.0}],
-            "reverb": [{"name": "reverb", "root": str(root / "rirs"), "prob": 1.0}],
-            "speed+reverb|noise": [{"name": "speed", "prob": 1.0},
-                                   {"name": "choice", "options": [{"name": "reverb", "root": str(root / "rirs")},
-                                                                  {"name": "noise", "root": str(root / "musan")}]}],
-        }
-        print(f"{'files':<15} {'augmentation':<20} {'workers':>7} {'crops/s':>9}   "
-              f"(2 s crops, batches of {BATCH}, {os.cpu_count()} cpus)")
-        for label, utterances in sets.items():
-            dataset = CropDataset(utterances, root, RATE, CROP_SECONDS)
-            for name, entries in augmentations.items():
-                augmentors = [registry.build("augmentors", e, sample_rate=RATE) for e in entries]
-                for workers in (0, 2):
-                    rate = crops_per_second(dataset, augmentors, workers)
-                    print(f"{label:<15} {name:<20} {workers:>7} {rate:>9.1f}")
-            print(f"{label:<15} {'(whole-file read)':<20} {0:>7} {whole_file_crops_per_second(root, utterances):>9.1f}")
+def run(quick: bool = False) -> list[Row]:
+    """Rows: crops per second for each kind of file and augmentation, with 0 and 2 loader workers."""
+    batches = 4 if quick else 16
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a loader worker
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return _measure(Path(tmp), batches)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure(root: Path, batches: int) -> list[Row]:
+    sets = make_corpus(root)
+    augmentations = {
+        "no augmentation": [],
+        "noise": [{"name": "noise", "root": str(root / "musan"), "prob": 1.0}],
+        "reverb": [{"name": "reverb", "root": str(root / "rirs"), "prob": 1.0}],
+        "speed + (reverb | noise)": [
+            {"name": "speed", "prob": 1.0},
+            {"name": "choice", "options": [{"name": "reverb", "root": str(root / "rirs")},
+                                           {"name": "noise", "root": str(root / "musan")}]}],
+    }
+    rows = []
+    for label, utterances in sets.items():
+        dataset = CropDataset(utterances, root, RATE, CROP_SECONDS)
+        for name, entries in augmentations.items():
+            augmentors = [registry.build("augmentors", e, sample_rate=RATE) for e in entries]
+            alone = crops_per_second(dataset, augmentors, 0, batches)
+            if not entries:
+                whole = whole_file_crops_per_second(root, utterances, 2 * batches)
+                rows.append(Row(f"2 s crops of {label} FLACs, {name}, 0 workers", alone, "crops/s",
+                                versus("whole-file decode, then crop", whole, "crops/s", alone, True)))
+            workers = crops_per_second(dataset, augmentors, 2, batches)
+            rows.append(Row(f"2 s crops of {label} FLACs, {name}, 2 workers", workers, "crops/s",
+                            versus("0 workers", alone, "crops/s", workers, True)))
+    return rows
 
 
 if __name__ == "__main__":
-    main()
+    standalone("loader", run, __doc__)

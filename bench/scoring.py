@@ -1,31 +1,28 @@
-"""Scoring speed: raw cosine scoring and AS-norm of 1,000,000 trials, and EER/minDCF of 10,000,000 scores.
+"""Scoring speed: raw cosine scoring and AS-norm of 1,000,000 trials, vectorised against the per-trial loop.
 
-Run by hand; prints a table. 10,000 distinct files (5,000 enroll + 5,000 test, 256-d, random L2-normalised),
-1,000,000 random trials between them, a 6,000-speaker cohort, AS-norm with top 300. The straightforward
-per-trial AS-norm (cohort scores of both sides, top k, mean/std, for each trial) runs on a subset of trials and
-is extrapolated to the whole list. On the CPU (and on CUDA when there is one).
+10,000 distinct files (5,000 enroll + 5,000 test, 256-d, random L2-normalised), 1,000,000 random trials between
+them, a 6,000-speaker cohort, AS-norm with top 300 (quick mode: a tenth of the trials, files and cohort). Raw
+scores gather both rows of each trial and take dot products; they are compared with one enroll x test matrix
+product, picked at the trials. The straightforward per-trial AS-norm (cohort scores of both sides, top k,
+mean/std, for each trial) runs on a subset of trials, is checked against the vectorised result and extrapolated to
+the whole list. On the CPU (and on CUDA when there is one). EER and minDCF are in `bench/metrics.py`.
 """
 from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from vvframe import registry
-from vvframe.metrics import eer, min_dcf
 
-FILES, TRIALS, DIM, COHORT, TOP_K = 5_000, 1_000_000, 256, 6_000, 300
-LOOP_TRIALS, METRIC_SCORES, CHUNK = 200, 10_000_000, 65_536
+from common import Row, devices, standalone, sync, versus
 
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
+DIM, TOP_K, CHUNK = 256, 300, 65_536
 
 
 def timed(device: str, fn, *args):
+    """``(fn(*args), seconds)``, waiting for the device before and after."""
     sync(device)
     start = time.perf_counter()
     out = fn(*args)
@@ -40,6 +37,12 @@ def raw_scores(enroll, test) -> torch.Tensor:
                       for i in range(0, len(e_idx), CHUNK)])
 
 
+def matrix_scores(enroll, test) -> torch.Tensor:
+    """Cosine scores of all trials from the full enroll x test score matrix, then picked out per trial."""
+    (e_emb, e_idx), (t_emb, t_idx) = enroll, test
+    return (e_emb @ t_emb.T)[e_idx, t_idx]
+
+
 def per_trial_asnorm(scores, enroll, test, cohort, n: int) -> torch.Tensor:
     """The straightforward AS-norm: for each trial, both sides' cohort scores, top k, mean and std."""
     out = []
@@ -52,42 +55,37 @@ def per_trial_asnorm(scores, enroll, test, cohort, n: int) -> torch.Tensor:
     return torch.stack(out)
 
 
-def main() -> None:
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"{TRIALS:,} trials over {2 * FILES:,} files ({FILES:,} enroll + {FILES:,} test, {DIM}-d), "
-          f"cohort {COHORT:,}, AS-norm top {TOP_K}; torch threads {torch.get_num_threads()}")
-    print(f"{'step':<44} {'device':<6} {'seconds':>9}")
-    for device in devices:
+def run(quick: bool = False) -> list[Row]:
+    """Rows: seconds for raw scoring and for AS-norm, vectorised and per trial, on each device."""
+    files, trials, cohort_size, loop_trials = (500, 100_000, 600, 50) if quick else (5_000, 1_000_000, 6_000, 200)
+    what = f"{trials:,} trials, {2 * files:,} files, cohort {cohort_size:,}"
+    rows = []
+    for device in devices():
         g = torch.Generator().manual_seed(0)
-        e_emb = F.normalize(torch.randn(FILES, DIM, generator=g), dim=1).to(device)
-        t_emb = F.normalize(torch.randn(FILES, DIM, generator=g), dim=1).to(device)
-        cohort = F.normalize(torch.randn(COHORT, DIM, generator=g), dim=1).to(device)
-        enroll = (e_emb, torch.randint(0, FILES, (TRIALS,), generator=g).to(device))
-        test = (t_emb, torch.randint(0, FILES, (TRIALS,), generator=g).to(device))
+        e_emb = F.normalize(torch.randn(files, DIM, generator=g), dim=1).to(device)
+        t_emb = F.normalize(torch.randn(files, DIM, generator=g), dim=1).to(device)
+        cohort = F.normalize(torch.randn(cohort_size, DIM, generator=g), dim=1).to(device)
+        enroll = (e_emb, torch.randint(0, files, (trials,), generator=g).to(device))
+        test = (t_emb, torch.randint(0, files, (trials,), generator=g).to(device))
         norm = registry.build("normalizers", {"name": "asnorm", "top_k": TOP_K})
         small = [(emb[:100], idx[:1000] % 100) for emb, idx in (enroll, test)]
         norm(raw_scores(*small), *small, cohort)  # warm up
 
         scores, t_raw = timed(device, raw_scores, enroll, test)
+        picked, t_matrix = timed(device, matrix_scores, enroll, test)
+        raw_err = (picked - scores).abs().max().item()
         normed, t_as = timed(device, norm, scores, enroll, test, cohort)
-        looped, t_loop = timed(device, per_trial_asnorm, scores, enroll, test, cohort, LOOP_TRIALS)
-        err = (looped - normed[:LOOP_TRIALS]).abs().max().item()
-        per_trial = t_loop / LOOP_TRIALS
-        print(f"{'raw cosine scoring (gather + dot, chunked)':<44} {device:<6} {t_raw:>9.3f}")
-        print(f"{'asnorm, vectorized':<44} {device:<6} {t_as:>9.3f}")
-        print(f"{f'per-trial asnorm, {LOOP_TRIALS} trials':<44} {device:<6} {t_loop:>9.3f}"
-              f"   ({1e3 * per_trial:.2f} ms/trial, max |diff| {err:.1e})")
-        print(f"{'per-trial asnorm, extrapolated to all':<44} {device:<6} {per_trial * TRIALS:>9.0f}"
-              f"   (x{per_trial * TRIALS / t_as:,.0f} the vectorized time)")
-
-    rng = np.random.default_rng(0)
-    labels = rng.random(METRIC_SCORES) < 0.01
-    scores = (rng.standard_normal(METRIC_SCORES) + 2.0 * labels).astype(np.float32)  # cosine scores are float32
-    (value, _), t_eer = timed("cpu", eer, scores, labels)
-    (dcf, _), t_dcf = timed("cpu", min_dcf, scores, labels)
-    print(f"{f'EER of {METRIC_SCORES:,} scores':<44} {'cpu':<6} {t_eer:>9.3f}   (EER {100 * value:.2f}%)")
-    print(f"{f'minDCF(0.01) of {METRIC_SCORES:,} scores':<44} {'cpu':<6} {t_dcf:>9.3f}   (minDCF {dcf:.4f})")
+        looped, t_loop = timed(device, per_trial_asnorm, scores, enroll, test, cohort, loop_trials)
+        err = (looped - normed[:loop_trials]).abs().max().item()
+        extrapolated = t_loop / loop_trials * trials
+        rows.append(Row(f"raw cosine scores (gather + dot, chunked), {trials:,} trials, {device}", t_raw, "s",
+                        versus(f"{files:,} x {files:,} score matrix, then pick", t_matrix, "s", t_raw, False)
+                        + f"; max |diff| {raw_err:.1e}"))
+        rows.append(Row(f"AS-norm top {TOP_K}, vectorised, {what}, {device}", t_as, "s",
+                        versus(f"per-trial loop (timed on {loop_trials}, extrapolated)", extrapolated, "s", t_as,
+                               False) + f"; max |diff| {err:.1e}"))
+    return rows
 
 
 if __name__ == "__main__":
-    main()
+    standalone("scoring", run, __doc__)

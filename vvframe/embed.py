@@ -227,6 +227,9 @@ def finish(raw: dict[str, Tensor], mean: Tensor | None) -> dict[str, Tensor]:
     return {key: l2_normalize(e if mean is None else subtract_mean(e, mean)) for key, e in raw.items()}
 
 
+_PAIR_CHUNK = 65536
+
+
 def score_pairs(pairs: Sequence[tuple[str, str]], emb: dict[str, Tensor], cohort: Tensor | None = None,
                 normalizer=None) -> tuple[Tensor, Tensor | None]:
     """Cosine scores of ``(enroll, test)`` key pairs over finished embeddings, and the normalized scores.
@@ -242,7 +245,9 @@ def score_pairs(pairs: Sequence[tuple[str, str]], emb: dict[str, Tensor], cohort
     test = torch.stack([emb[k] for k in test_keys])
     ei = torch.tensor([e_index[e] for e, _ in pairs], dtype=torch.long)
     ti = torch.tensor([t_index[t] for _, t in pairs], dtype=torch.long)
-    raw = (enroll[ei] * test[ti]).sum(-1)
+    # dot products of each pair's two rows, a chunk at a time: 1M pairs of 256-d would take 1 GB a side at once
+    raw = torch.cat([(enroll[ei[i:i + _PAIR_CHUNK]] * test[ti[i:i + _PAIR_CHUNK]]).sum(-1)
+                     for i in range(0, len(ei), _PAIR_CHUNK)]) if len(ei) else torch.zeros(0)
     if normalizer is None:
         return raw, None
     return raw, normalizer(raw, (enroll, ei), (test, ti), cohort)

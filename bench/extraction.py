@@ -1,0 +1,105 @@
+"""Embedding-extraction speed: `vvframe.embed.Extractor` against a loop that embeds one file at a time.
+
+Generates WAV files of whole utterances in a temporary folder, of mixed lengths as a real list has them: half of
+them whole seconds from 2 to 5 s (runs of equal length, which the Extractor batches), a quarter of lengths that
+occur once (embedded alone either way) and a quarter longer than `max_seconds` = 6 (cut to 6 s, so of equal length
+again); 64 files (16 in quick mode). The model is the quickstart's (40 fbanks, ECAPA-TDNN C=256, untrained), in
+eval mode. Both sides read the files. Figures: files per second and the real-time factor (seconds of computing
+per second of audio embedded, lower is better), the best of two alternating rounds (one in quick mode); the
+embeddings of both sides are compared too. On the CPU (and on CUDA when there is one).
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from vvframe import registry
+from vvframe.audio import read
+from vvframe.embed import Extractor
+
+from common import Row, devices, standalone, sync, versus
+
+RATE, MAX_SECONDS = 16000, 6.0
+MODEL = {"name": "ecapa_tdnn", "channels": 256, "embed_dim": 128}
+
+
+def make_files(root: Path, count: int) -> list[str]:
+    """Write ``count`` WAV files of mixed lengths under ``root``; their paths relative to it."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        kind = i % 4
+        if kind in (0, 1):
+            seconds = float(2 + i % 4)
+        elif kind == 2:
+            seconds = 2.0 + 4.0 * rng.random()
+        else:
+            seconds = MAX_SECONDS + 4.0 * rng.random()
+        n = int(seconds * RATE)
+        t = np.arange(n) / RATE
+        x = 0.2 * np.sin(2 * np.pi * (100 + 150 * rng.random()) * t) + 0.05 * rng.standard_normal(n)
+        path = f"spk{i % 10}/{i}.wav"
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(root / path), x.astype(np.float32), RATE, subtype="PCM_16")
+        paths.append(path)
+    return paths
+
+
+def one_at_a_time(frontend, model, root: Path, paths: list[str], device: str) -> dict[str, torch.Tensor]:
+    """The naive extraction: read each file, cut it to ``MAX_SECONDS``, embed it alone."""
+    out = {}
+    limit = int(MAX_SECONDS * RATE)
+    with torch.inference_mode():
+        for path in paths:
+            wave = read(root / path, RATE)[:limit].to(device)
+            out[path] = model(frontend(wave.unsqueeze(0)))[0].float().cpu()
+    return out
+
+
+def run(quick: bool = False) -> list[Row]:
+    """Rows: files per second and real-time factor of the Extractor against the loop, on each device."""
+    count, rounds = (16, 1) if quick else (64, 2)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        paths = make_files(root, count)
+        frames = [min(sf.info(str(root / p)).frames, int(MAX_SECONDS * RATE)) for p in paths]
+        audio_seconds = sum(frames) / RATE
+        distinct = len(set(frames))
+        for device in devices():
+            torch.manual_seed(0)
+            frontend = registry.build("frontends", {"name": "fbank", "n_mels": 40}, sample_rate=RATE).to(device).eval()
+            model = registry.build("models", MODEL, in_dim=frontend.out_dim, sample_rate=RATE).to(device).eval()
+            one_at_a_time(frontend, model, root, paths[:8], device)  # warm up
+
+            t_batched = t_loop = float("inf")
+            for _ in range(rounds):  # alternating, the best of each: on a shared machine, noise only adds time
+                sync(device)
+                start = time.perf_counter()
+                batched = Extractor(frontend, model, root, RATE, device=device, max_seconds=MAX_SECONDS,
+                                    progress=False)(paths)
+                sync(device)
+                t_batched = min(t_batched, time.perf_counter() - start)
+                start = time.perf_counter()
+                looped = one_at_a_time(frontend, model, root, paths, device)
+                sync(device)
+                t_loop = min(t_loop, time.perf_counter() - start)
+
+            diff = max((batched[p] - looped[p]).abs().max().item() for p in paths)
+            what = f"{count} files ({distinct} lengths, {audio_seconds:.0f} s of audio), {device}"
+            rows.append(Row(f"Extractor, {what}", count / t_batched, "files/s",
+                            versus("one file at a time", count / t_loop, "files/s", count / t_batched, True)
+                            + f"; max |diff| {diff:.1e}"))
+            rows.append(Row(f"Extractor real-time factor, {what}", t_batched / audio_seconds, "RTF",
+                            versus("one file at a time", t_loop / audio_seconds, "", t_batched / audio_seconds,
+                                   False)))
+    return rows
+
+
+if __name__ == "__main__":
+    standalone("extraction", run, __doc__)
