@@ -448,6 +448,7 @@ def _missing_message(root: Path, official: Path, missing: dict[str, int], files:
 
 
 # --- MUSAN and RIRS_NOISES --------------------------------------------------------------------------------------
+MUSAN_LAYOUT = ("music", "speech", "noise")  # MUSAN's own folders (one is named like the noise augmentor)
 
 def _has_audio(folder: Path, suffixes: Sequence[str] = READABLE) -> bool:
     for _, _, files in os.walk(folder, followlinks=True):
@@ -462,7 +463,7 @@ def _check_musan(path: str | Path) -> str:
         raise BadValue(f"--musan {path}: {'not a folder' if folder.exists() else 'no such folder'}; expected MUSAN's"
                        " folder, the one holding music/, speech/ and noise/")
     problems = []
-    for sub in ("music", "speech", "noise"):
+    for sub in MUSAN_LAYOUT:
         if not (folder / sub).is_dir():
             problems.append(f"no {sub}/")
         elif not _has_audio(folder / sub):
