@@ -68,6 +68,17 @@ def test_samples_are_embedded_like_files_at_any_rate_and_channel_count(model, tr
         model.embed(np.zeros(16000, dtype=np.float32))
     with pytest.raises(BadValue, match="expected"):
         model.embed(np.zeros((2, 2, 100), dtype=np.float32))
+    with pytest.raises(BadValue, match=r"too short: 800 at 16000 Hz; at least 0.1 s"):
+        model.embed(wave[:800])
+
+
+def test_short_and_broken_files_are_named(model, tmp_path):
+    sf.write(tmp_path / "short.wav", np.full(400, 0.1, dtype=np.float32), 16000)
+    with pytest.raises(VvframeError, match=r"short.wav.*too short: 0.025 s"):
+        model.embed(tmp_path / "short.wav")
+    (tmp_path / "broken.wav").write_bytes(b"RIFF....not audio")
+    with pytest.raises(VvframeError, match="broken.wav"):
+        model.embed_many([tmp_path / "broken.wav"])
 
 
 def test_embed_many_matches_one_at_a_time(model, trained_run):

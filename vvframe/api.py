@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 Audio = Union[str, Path, np.ndarray, Tensor]
 FORMAT = "vvframe-model"  # the metadata's "format" field in an exported file
+MIN_SECONDS = 0.1  # shorter audio is refused: no frontend gets a usable frame count out of it
 
 
 class ModelError(VvframeError, ValueError):
@@ -123,6 +124,8 @@ class SpeakerModel:
         if x.numel() == 0 or not torch.isfinite(x).all() or not bool(x.abs().max() > 0):
             raise BadValue("the samples are empty, silent or not finite: nothing to embed")
         rate = int(sample_rate or self.sample_rate)
+        if x.numel() < MIN_SECONDS * rate:
+            raise BadValue(f"the samples are too short: {x.numel()} at {rate} Hz; at least {MIN_SECONDS} s")
         if rate != self.sample_rate:
             import torchaudio
             x = torchaudio.functional.resample(x, rate, self.sample_rate)
@@ -141,7 +144,8 @@ class SpeakerModel:
         files = [(i, str(x)) for i, x in enumerate(items) if isinstance(x, (str, Path))]
         if files:
             for path in dict.fromkeys(p for _, p in files):
-                audio.info(path)  # every unreadable file is reported before any work, naming it
+                if audio.info(path).seconds < MIN_SECONDS:  # an unreadable file is reported before any work too
+                    raise audio.AudioError(path, f"too short: {audio.info(path).seconds:.3f} s; at least {MIN_SECONDS} s")
             found = self._extractor(progress)([p for _, p in files])
             for i, p in files:
                 out[i] = found[p]
