@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from . import __version__, audio
 from . import checkpoint as ckpt
-from .embed import Embedder, Extractor, l2_normalize, score_pairs
+from .embed import Embedder, Extractor, l2_normalize, load_cohort, score_pairs, thresholds_file
 from .errors import BadValue, VvframeError
 
 log = logging.getLogger(__name__)
@@ -144,8 +144,9 @@ class SpeakerModel:
         files = [(i, str(x)) for i, x in enumerate(items) if isinstance(x, (str, Path))]
         if files:
             for path in dict.fromkeys(p for _, p in files):
-                if audio.info(path).seconds < MIN_SECONDS:  # an unreadable file is reported before any work too
-                    raise audio.AudioError(path, f"too short: {audio.info(path).seconds:.3f} s; at least {MIN_SECONDS} s")
+                seconds = audio.info(path).seconds  # an unreadable file is reported before any work too
+                if seconds < MIN_SECONDS:
+                    raise audio.AudioError(path, f"too short: {seconds:.3f} s; at least {MIN_SECONDS} s")
             found = self._extractor(progress)([p for _, p in files])
             for i, p in files:
                 out[i] = found[p]
@@ -172,8 +173,6 @@ class SpeakerModel:
 
     def threshold(self, name: str | float = "eer") -> tuple[str, float]:
         """A threshold by name (as ``eval`` tuned it: ``eer``, ``mindcf@P``, ``far@F``) or a number."""
-        if isinstance(name, (int, float)) and not isinstance(name, bool):
-            return str(name), float(name)
         try:
             return str(name), float(name)
         except ValueError:
@@ -273,18 +272,13 @@ def _from_run(run_dir: Path, device: torch.device, checkpoint: str | Path | None
     net = model.build(in_dim=front.out_dim, sample_rate=rate)
     ckpt.load_state(net, state["model"], f"{weights} (model)")
 
-    cohort = mean = None
-    from .run import RUN_LAYOUT
-    folder = run_dir / RUN_LAYOUT["cohort"]
-    if (folder / "embeddings.pt").is_file():
-        cohort = ckpt.load(folder / "embeddings.pt")["embeddings"]
-    if (folder / "mean.pt").is_file() and embed.get("mean_subtract", True):
-        mean = ckpt.load(folder / "mean.pt")["mean"]
+    cohort, mean = load_cohort(run_dir)
+    if not embed.get("mean_subtract", True):
+        mean = None
     thresholds: dict[str, float] = {}
     tuned_on = None
-    tuned_file = run_dir / RUN_LAYOUT["eval"] / "thresholds.json"
-    if tuned_file.is_file():
-        tuned = json.loads(tuned_file.read_text(encoding="utf-8"))
+    if thresholds_file(run_dir).is_file():
+        tuned = json.loads(thresholds_file(run_dir).read_text(encoding="utf-8"))
         tuned_on = tuned.pop("tuned_on", None)
         thresholds = {k: float(v) for k, v in tuned.items() if isinstance(v, (int, float)) and math.isfinite(v)}
     norm_entry = resolved.components.get("normalizer")

@@ -23,9 +23,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from . import audio
+from . import audio, checkpoint
 from .atomic import atomic_path
 from .launch import Dist
+from .run import RUN_LAYOUT
 
 log = logging.getLogger(__name__)
 
@@ -273,3 +274,28 @@ class Embedder(nn.Module):
 
     def forward(self, waves: Tensor) -> Tensor:
         return l2_normalize(self.centered(waves))
+
+
+# ---- what the back end leaves in a run directory (DESIGN section 6), read again by the stages and the API ----
+def _cohort_files(run_dir: str | Path) -> tuple[Path, Path]:
+    folder = Path(run_dir) / RUN_LAYOUT["cohort"]
+    return folder / "embeddings.pt", folder / "mean.pt"
+
+
+def save_cohort(run_dir: str | Path, speakers: list[str], embeddings: Tensor, mean: Tensor) -> None:
+    """The cohort's unit-length embeddings (with their speakers) and the mean embedding, as ``cohort/*.pt``."""
+    embeddings_file, mean_file = _cohort_files(run_dir)
+    checkpoint.save(embeddings_file, {"speakers": speakers, "embeddings": embeddings})
+    checkpoint.save(mean_file, {"mean": mean})
+
+
+def load_cohort(run_dir: str | Path) -> tuple[Tensor | None, Tensor | None]:
+    """``(cohort embeddings, mean)`` saved by :func:`save_cohort`; None for what the run does not have."""
+    found = [checkpoint.load(path)[key] if path.is_file() else None
+             for path, key in zip(_cohort_files(run_dir), ("embeddings", "mean"))]
+    return found[0], found[1]
+
+
+def thresholds_file(run_dir: str | Path) -> Path:
+    """Where the tuned thresholds are (``eval/thresholds.json``: name -> value, and ``tuned_on``)."""
+    return Path(run_dir) / RUN_LAYOUT["eval"] / "thresholds.json"

@@ -20,7 +20,8 @@ import torch
 from vvframe import BadValue, Component, RunContext
 from vvframe import checkpoint as ckpt
 from vvframe.atomic import atomic_json, atomic_write
-from vvframe.embed import Extractor, finish, l2_normalize, score_pairs
+from vvframe.embed import (Extractor, finish, l2_normalize, load_cohort, save_cohort, score_pairs,
+                           thresholds_file)
 from vvframe.lists import Trial, check_files, read_trials, read_utterances, trial_files
 from vvframe.metrics import actual_dcf, cllr, det_plot, eer, min_dcf, threshold_at_far
 from vvframe_plugins.stages.settings import DataSettings
@@ -130,21 +131,11 @@ def prepare(ctx: RunContext, data: DataSettings, embed: EmbedSettings, cohort: C
         else:
             names = [u.speaker for u in utterances]
             rows = [emb[u.path] for u in utterances]
-        folder = ctx.run_dir / "cohort"
-        folder.mkdir(parents=True, exist_ok=True)
-        ckpt.save(folder / "embeddings.pt", {"speakers": names, "embeddings": l2_normalize(torch.stack(rows))})
-        ckpt.save(folder / "mean.pt", {"mean": mean})
+        save_cohort(ctx.run_dir, names, l2_normalize(torch.stack(rows)), mean)
         log.info("cohort: %d %s from %d utterances of %d speakers", len(rows),
                  "speaker means" if cohort.per_speaker == "mean" else "utterances", len(utterances),
                  len({u.speaker for u in utterances}))
     return run
-
-
-def _load_cohort(ctx: RunContext) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    folder = ctx.run_dir / "cohort"
-    cohort = ckpt.load(folder / "embeddings.pt")["embeddings"] if (folder / "embeddings.pt").is_file() else None
-    mean = ckpt.load(folder / "mean.pt")["mean"] if (folder / "mean.pt").is_file() else None
-    return cohort, mean
 
 
 def eval(ctx: RunContext, data: DataSettings, embed: EmbedSettings, eval: EvalSettings, frontend: Component,
@@ -158,7 +149,7 @@ def eval(ctx: RunContext, data: DataSettings, embed: EmbedSettings, eval: EvalSe
 
     def run() -> None:
         extractor, _ = _extractor(ctx, data, embed, frontend, model)
-        cohort, mean = _load_cohort(ctx)
+        cohort, mean = load_cohort(ctx.run_dir)
         norm = normalizer.build() if normalizer is not None else None
         if norm is not None and cohort is None and normalizer.name != "none":
             raise BadValue(f"normalizer '{normalizer.name}' needs cohort embeddings: run the prepare stage first"
@@ -202,7 +193,7 @@ def eval(ctx: RunContext, data: DataSettings, embed: EmbedSettings, eval: EvalSe
                                                                   for p in eval.p_target]
             table.append(row)
         atomic_json(out / "metrics.json", metrics)
-        atomic_json(out / "thresholds.json", thresholds)
+        atomic_json(thresholds_file(ctx.run_dir), thresholds)
         head = ["list", "trials", "EER%"] + [f"minDCF{p}" for p in eval.p_target]
         if norm is not None:
             head += [f"{h} ({normalizer.name})" for h in head[2:]]
@@ -233,7 +224,7 @@ def test(ctx: RunContext, data: DataSettings, embed: EmbedSettings, test: TestSe
     def run() -> None:
         threshold = _threshold(ctx, test.threshold)
         extractor, _ = _extractor(ctx, data, embed, frontend, model)
-        cohort, mean = _load_cohort(ctx)
+        cohort, mean = load_cohort(ctx.run_dir)
         norm = normalizer.build() if normalizer is not None else None
         emb = _finish(extractor(trial_files(pairs)), mean, embed)
         raw, normed = _score(pairs, emb, cohort, norm)
@@ -253,7 +244,7 @@ def _threshold(ctx: RunContext, name: str) -> float:
         return float(name)
     except ValueError:
         pass
-    path = ctx.run_dir / "eval" / "thresholds.json"
+    path = thresholds_file(ctx.run_dir)
     if not path.is_file():
         raise BadValue(f"test.threshold {name!r} comes from the eval stage, and {path} does not exist: run eval"
                        " first or give a number")

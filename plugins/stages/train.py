@@ -142,7 +142,8 @@ class Trainer:
                                 f" sampler gives {per_speaker}")
         self.net = Net(frontend, model, loss, feature_augs, per_speaker)
         if dist.is_main:
-            extra = f" ({self.num_classes} classes with speed perturbation)" if self.num_classes != len(self.speakers) else ""
+            extra = "" if self.num_classes == len(self.speakers) else \
+                f" ({self.num_classes} classes with speed perturbation)"
             log.info("train: %d utterances of %d speakers%s; %s with %.2f M parameters", len(self.utterances),
                      len(self.speakers), extra, job.model.name, sum(p.numel() for p in model.parameters()) / 1e6)
         self.init_from(self.net)
@@ -220,7 +221,7 @@ class Trainer:
         if path.is_dir():  # a run directory (or runs/<name>: its newest run): averaged, else best, else latest
             path = latest_run(path) or path
             folder = path / "checkpoints"
-            named = [folder / n for n in ("avg.pt", "best.pt") if (folder / n).is_file()]
+            named = [folder / n for n in (ckpt.AVERAGE, ckpt.BEST) if (folder / n).is_file()]
             found = (ckpt.load(named[0]), named[0]) if named else ckpt.load_latest(folder)
             if found is None:
                 raise TrainingError(f"trainer.init_from {source}: no checkpoint in {folder}")
