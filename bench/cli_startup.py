@@ -8,24 +8,22 @@ misspelled-argument case has to import torch to read the signature, as a real re
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import Row, number, standalone
+from common import Row, median_seconds, number, standalone
 
 
 def median_run(argv: list[str], env: dict, cwd: Path, repeat: int) -> tuple[float, int]:
     """The median wall time of running ``argv`` ``repeat`` times, and the last exit status."""
-    times, code = [], 0
-    for _ in range(repeat):
-        start = time.perf_counter()
-        code = subprocess.run(argv, env=env, cwd=cwd, capture_output=True).returncode
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), code
+    codes = []
+
+    def once() -> None:
+        codes.append(subprocess.run(argv, env=env, cwd=cwd, capture_output=True).returncode)
+
+    return median_seconds(once, repeat, warmup=0), codes[-1]
 
 
 def run(quick: bool = False) -> list[Row]:

@@ -1,4 +1,5 @@
-"""What the benchmarks share: a result row, comparisons between two timings, the machine line and the table.
+"""What the benchmarks share: a result row, comparisons between two timings, timing helpers, generated audio,
+the machine line and the table.
 
 Every benchmark module in ``bench/`` exposes ``run(quick: bool = False) -> list[Row]`` (``quick``: smaller sizes,
 for a smoke run) and, run as a script, prints the machine line and its own table through :func:`standalone`;
@@ -7,6 +8,7 @@ for a smoke run) and, run as a script, prints the machine line and its own table
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import math
 import os
@@ -16,6 +18,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -59,18 +64,20 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def timed(device: str, fn: Callable, *args):
+    """``(fn(*args), seconds)``, waiting for the device before and after."""
+    sync(device)
+    start = time.perf_counter()
+    out = fn(*args)
+    sync(device)
+    return out, time.perf_counter() - start
+
+
 def call_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1, device: str = "cpu") -> list[float]:
     """The wall time of each of ``repeat`` calls of ``fn`` after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeat):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return times
+    return [timed(device, fn)[1] for _ in range(repeat)]
 
 
 def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1, device: str = "cpu") -> float:
@@ -81,6 +88,20 @@ def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1, devic
 def best_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1, device: str = "cpu") -> float:
     """The shortest wall time of ``repeat`` calls (on a shared machine other work only ever adds time)."""
     return min(call_seconds(fn, repeat, warmup, device))
+
+
+def write_tone(path: Path, seconds: float, rate: int, rng: np.random.Generator, low_hz: float,
+               spread_hz: float) -> int:
+    """Write a 16-bit WAV or FLAC (by suffix) of a sine at a random pitch in [low_hz, low_hz + spread_hz) plus
+    noise, creating its folder; returns its length in samples."""
+    import torch
+
+    from vvframe.audio import write
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    x = 0.2 * np.sin(2 * np.pi * (low_hz + spread_hz * rng.random()) * t) + 0.05 * rng.standard_normal(n)
+    write(path, torch.from_numpy(x.astype(np.float32)), rate)
+    return n
 
 
 def devices() -> list[str]:
@@ -164,6 +185,6 @@ def standalone(name: str, run: Callable[[bool], list[Row]], description: str | N
     args = parser.parse_args()
     print(f"machine: {machine()}", flush=True)
     start = time.perf_counter()
-    rows = [Row(r.figure, r.value, r.unit, r.compared_with, r.benchmark or name) for r in run(args.quick)]
+    rows = [dataclasses.replace(r, benchmark=r.benchmark or name) for r in run(args.quick)]
     print(table(rows, args.markdown), flush=True)
     print(f"{name}: {time.perf_counter() - start:.0f} s", file=sys.stderr)

@@ -3,9 +3,8 @@
 Generates its own audio in a temporary folder: 10-second and 10-minute FLAC files, a MUSAN-like noise folder
 and a folder of room impulse responses. Crops go through vvframe's CropDataset (which seeks and decodes only the
 crop) and AugmentingCollate in a DataLoader, 16 batches of 32 (4 in quick mode), with 0 and 2 workers (worker
-start-up included). Without
-augmentation the figure is compared with reading whole files and cropping in memory (what a loader that decodes
-whole files does); with 2 workers, with the same loader in the main process.
+start-up included). Without augmentation the figure is compared with reading whole files and cropping in memory
+(what a loader that decodes whole files does); with 2 workers, with the same loader in the main process.
 """
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ from vvframe.audio import read
 from vvframe.dataset import AugmentingCollate, CropDataset
 from vvframe.lists import Utterance
 
-from common import Row, standalone, versus
+from common import Row, standalone, versus, write_tone
 
 RATE = 16000
 CROP_SECONDS = 2.0
@@ -33,26 +32,20 @@ def make_corpus(root: Path) -> dict[str, list[Utterance]]:
     rng = np.random.default_rng(0)
 
     def write(path: Path, seconds: float) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        n = int(seconds * RATE)
-        t = np.arange(n) / RATE
-        x = 0.2 * np.sin(2 * np.pi * (120 + 80 * rng.random()) * t) + 0.05 * rng.standard_normal(n)
-        sf.write(str(path), x.astype(np.float32), RATE, subtype="PCM_16")
+        write_tone(path, seconds, RATE, rng, 120, 80)
 
-    sets = {"10 s": [], "10 min": []}
-    for i in range(16):
-        write(root / "short" / f"spk{i % 8}" / f"{i}.flac", 10.0)
-        sets["10 s"].append(Utterance(f"spk{i % 8}", f"short/spk{i % 8}/{i}.flac"))
-    for i in range(4):
-        write(root / "long" / f"spk{i}" / f"{i}.flac", 600.0)
-        sets["10 min"].append(Utterance(f"spk{i}", f"long/spk{i}/{i}.flac"))
+    sets = {"10 s": [Utterance(f"spk{i % 8}", f"short/spk{i % 8}/{i}.flac") for i in range(16)],
+            "10 min": [Utterance(f"spk{i}", f"long/spk{i}/{i}.flac") for i in range(4)]}
+    for label, seconds in (("10 s", 10.0), ("10 min", 600.0)):
+        for u in sets[label]:
+            write(root / u.path, seconds)
     for category in ("noise", "music", "speech"):
         for i in range(3):
             write(root / "musan" / category / f"{i}.wav", 8.0)
+    (root / "rirs").mkdir(parents=True, exist_ok=True)
     for i in range(3):
         decay = np.exp(-np.arange(int(0.4 * RATE)) / (0.05 * RATE)) * rng.standard_normal(int(0.4 * RATE))
         decay[0] = 1.0
-        (root / "rirs").mkdir(parents=True, exist_ok=True)
         sf.write(str(root / "rirs" / f"{i}.wav"), decay.astype(np.float32), RATE, subtype="FLOAT")
     return sets
 

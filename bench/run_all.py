@@ -7,6 +7,7 @@ is reported as a row and the run goes on; the exit status is then 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import sys
 import time
@@ -49,7 +50,7 @@ def main() -> int:
             traceback.print_exc()
             failed.append(name)
             found = [Row("FAILED", float("nan"), "", f"{type(exc).__name__}: {exc}")]
-        rows += [Row(r.figure, r.value, r.unit, r.compared_with, name) for r in found]
+        rows += [dataclasses.replace(r, benchmark=name) for r in found]
         print(f"{time.perf_counter() - began:.0f} s (load average {load_average()})", file=sys.stderr, flush=True)
     print(table(rows, args.markdown))
     mode = "quick" if args.quick else "full"

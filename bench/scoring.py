@@ -9,25 +9,14 @@ the whole list. On the CPU (and on CUDA when there is one). EER and minDCF are i
 """
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 
 from vvframe import registry
 
-from common import Row, devices, standalone, sync, versus
+from common import Row, devices, standalone, timed, versus
 
 DIM, TOP_K, CHUNK = 256, 300, 65_536
-
-
-def timed(device: str, fn, *args):
-    """``(fn(*args), seconds)``, waiting for the device before and after."""
-    sync(device)
-    start = time.perf_counter()
-    out = fn(*args)
-    sync(device)
-    return out, time.perf_counter() - start
 
 
 def raw_scores(enroll, test) -> torch.Tensor:

@@ -12,7 +12,6 @@ variants). Quick mode: smaller batches, one timed step.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import torch
@@ -20,7 +19,7 @@ import torch
 from vvframe import registry
 from vvframe_plugins.stages.train import Net
 
-from common import Row, devices, standalone, sync, versus
+from common import Row, devices, standalone, timed, versus
 
 RATE, SECONDS, SPEAKERS = 16000, 2.0, 5994
 ECAPA_CPU = ("ECAPA-TDNN C=256", {"name": "ecapa_tdnn", "channels": 256, "embed_dim": 128}, 40)
@@ -70,11 +69,7 @@ def fastest_steps(steps: list[Callable[[], None]], rounds: int, warmup: int, dev
     best = [float("inf")] * len(steps)
     for _ in range(rounds):
         for i, step in enumerate(steps):
-            sync(device)
-            start = time.perf_counter()
-            step()
-            sync(device)
-            best[i] = min(best[i], time.perf_counter() - start)
+            best[i] = min(best[i], timed(device, step)[1])
     return best
 
 

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 Audio = Union[str, Path, np.ndarray, Tensor]
 FORMAT = "vvframe-model"  # the metadata's "format" field in an exported file
+FORMAT_VERSION = 1  # its "version": what metadata() writes and the newest an exported file may carry
 MIN_SECONDS = 0.1  # shorter audio is refused: no frontend gets a usable frame count out of it
 
 
@@ -218,7 +219,7 @@ class SpeakerModel:
 
     def metadata(self) -> dict[str, Any]:
         """What an exported file stores about this model (JSON-able)."""
-        return dict(self.meta, format=FORMAT, version=1, vvframe=__version__, cohort=self.cohort is not None)
+        return dict(self.meta, format=FORMAT, version=FORMAT_VERSION, vvframe=__version__, cohort=self.cohort is not None)
 
 
 # ---- loading ---------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import importlib
 import io
 import json
 import logging
-import os
+import operator
 import sys
 import warnings
 import zipfile
@@ -40,7 +40,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import registry
+from .api import FORMAT, FORMAT_VERSION, ModelError, SpeakerModel, load
 from .atomic import atomic_path
+from .embed import Embedder
 from .errors import VvframeError
 
 log = logging.getLogger(__name__)
@@ -52,7 +55,6 @@ ONNX_META = "vvframe"           # ONNX metadata_props keys
 ONNX_COHORT = "vvframe.cohort"
 INPUT, OUTPUT = "waves", "embeddings"
 TOLERANCE = 1e-4                # the largest difference from the PyTorch model an export may show
-VERSION = 1                     # the metadata's "version" this module writes and reads
 INSTALL_HINT = "pip install 'vvframe[onnx]'"
 
 
@@ -68,44 +70,39 @@ class OutputExists(VvframeError, FileExistsError):
     """``--out`` names a file that is there already (``--force`` replaces it)."""
 
 
-def _model_error(message: str) -> Exception:
-    from .api import ModelError
-    return ModelError(message)
-
-
 # ---- exporting ---------------------------------------------------------------------------------------------
-def _embedder(model) -> nn.Module:
+def _embedder(model: SpeakerModel) -> Embedder:
     """A CPU, eval-mode copy of the :class:`~vvframe.embed.Embedder` inside a model loaded from a run directory."""
-    from .embed import Embedder
     inner = getattr(model.net, "embedder", None)
     if not isinstance(inner, Embedder):
-        raise _model_error(f"{model.source or 'this model'}: only a model loaded from a run directory can be exported"
-                           " (its network is not a vvframe Embedder; an exported file is already exported)")
+        raise ModelError(f"{model.source or 'this model'}: only a model loaded from a run directory can be exported"
+                         " (its network is not a vvframe Embedder; an exported file is already exported)")
     return copy.deepcopy(inner).cpu().eval()
 
 
-def exported_metadata(model, fmt: str, **extra: Any) -> dict[str, Any]:
+def exported_metadata(model: SpeakerModel, fmt: str, **extra: Any) -> dict[str, Any]:
     """What an exported file says about ``model``: :meth:`SpeakerModel.metadata` with ``crops`` 0 (an export
     embeds whole utterances) and ``embeddings: normalized`` (the graph subtracts the mean and normalises)."""
-    meta = model.metadata()
-    meta.update(crops=0, embeddings="normalized", mean_subtracted=bool(meta.get("mean_subtracted")),
+    return dict(model.metadata(), crops=0, embeddings="normalized",
                 exported={"format": fmt, "torch": torch.__version__, **extra})
-    json.dumps(meta)  # fail here, not in a half-written file, if something is not JSON-able
-    return meta
 
 
 def _cohort_bytes(cohort: Tensor | None) -> bytes | None:
     if cohort is None:
         return None
     buf = io.BytesIO()
-    np.save(buf, cohort.detach().float().cpu().numpy().astype(np.float32), allow_pickle=False)
+    np.save(buf, cohort.detach().float().cpu().numpy(), allow_pickle=False)
     return buf.getvalue()
 
 
-def _example(sample_rate: int, batch: int = 2, seconds: float = 2.0) -> Tensor:
-    """Deterministic noise to trace with (its length is the one the verification avoids)."""
-    gen = torch.Generator().manual_seed(1234)
-    return (torch.rand(batch, int(seconds * sample_rate), generator=gen) * 2 - 1) * 0.3
+def _noise(batch: int, samples: int, gen: torch.Generator) -> Tensor:
+    """Quiet uniform noise, ``(batch, samples)``: the waveforms exports are traced with and compared on."""
+    return (torch.rand(batch, samples, generator=gen) * 2 - 1) * 0.3
+
+
+def _example(sample_rate: int) -> Tensor:
+    """Deterministic noise to trace with: two seconds, a length :func:`compare` avoids."""
+    return _noise(2, 2 * sample_rate, torch.Generator().manual_seed(1234))
 
 
 @contextlib.contextmanager
@@ -125,7 +122,7 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def export(model, fmt: str, out: str | Path, *, opset: int | None = None) -> Path:
+def export(model: SpeakerModel, fmt: str, out: str | Path, *, opset: int | None = None) -> Path:
     """Write ``model`` (a :class:`~vvframe.api.SpeakerModel` loaded from a run directory) to ``out`` as ``fmt``
     (``onnx`` or ``torchscript``), atomically; returns ``out``. ``opset``: the ONNX opset (default: the
     exporter's). The file is not verified here; :func:`compare` does that (``vvframe export`` always does)."""
@@ -141,7 +138,7 @@ def export(model, fmt: str, out: str | Path, *, opset: int | None = None) -> Pat
     return out
 
 
-def _torchscript(model, embedder: nn.Module, path: Path) -> None:
+def _torchscript(model: SpeakerModel, embedder: Embedder, path: Path) -> None:
     example = _example(model.sample_rate)
     try:
         with _quiet(), torch.no_grad():
@@ -166,7 +163,7 @@ def _pins_cpu(traced: torch.jit.ScriptModule) -> bool:
     return 'Device = prim::Constant[value="cpu"]' in str(traced.inlined_graph)
 
 
-def _onnx(model, embedder: nn.Module, path: Path, opset: int | None) -> None:
+def _onnx(model: SpeakerModel, embedder: Embedder, path: Path, opset: int | None) -> None:
     try:
         import onnx
         importlib.import_module("onnxscript")  # torch.onnx.export(dynamo=True) needs it: say so before trying
@@ -187,15 +184,12 @@ def _onnx(model, embedder: nn.Module, path: Path, opset: int | None) -> None:
     actual = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is not None and actual != opset:
         log.warning("ONNX opset %s was asked for; the exporter wrote opset %s", opset, actual)
-    meta = exported_metadata(model, "onnx", opset=actual)
-    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in (ONNX_META, ONNX_COHORT)]
-    del proto.metadata_props[:]
-    for key, value in kept:
-        proto.metadata_props.add(key=key, value=value)
-    proto.metadata_props.add(key=ONNX_META, value=json.dumps(meta))
+    props = {p.key: p.value for p in proto.metadata_props if p.key not in (ONNX_META, ONNX_COHORT)}
+    props[ONNX_META] = json.dumps(exported_metadata(model, "onnx", opset=actual))
     cohort = _cohort_bytes(model.cohort)
     if cohort is not None:
-        proto.metadata_props.add(key=ONNX_COHORT, value=base64.b64encode(cohort).decode("ascii"))
+        props[ONNX_COHORT] = base64.b64encode(cohort).decode("ascii")
+    onnx.helper.set_model_props(proto, props)
     if proto.ByteSize() >= 2**31:
         raise ExportError(f"ONNX export of {model.source}: the model is over 2 GB, more than one ONNX file holds")
     onnx.save_model(proto, str(path))
@@ -208,8 +202,6 @@ def _translations() -> dict | None:
     operands only. Ceiling division written ``-(-n // k)`` (CAM++'s segment count) then gives wrong shapes for
     every length that is not a multiple of ``k``. This floors as Python does (the formula of torch's refs)."""
     try:
-        import operator
-
         from onnxscript import BOOL, INT64
         from onnxscript import opset18 as op
     except ImportError:  # an onnxscript that moved these: export with its own translations
@@ -229,65 +221,81 @@ def _first_line(exc: BaseException) -> str:
 
 
 # ---- loading -------------------------------------------------------------------------------------------------
-def load_exported(path: str | Path, device: str | torch.device = "cpu"):
+def load_exported(path: str | Path, device: str | torch.device = "cpu") -> SpeakerModel:
     """A :class:`~vvframe.api.SpeakerModel` from a file written by ``vvframe export``, told apart by content:
     TorchScript (a zip archive with ``extra/vvframe.json``) or ONNX (a ModelProto with ``vvframe`` metadata).
     Anything else, a training checkpoint included, is a ModelError naming the file."""
     path = Path(path)
-    device = torch.device(device)
+    fmt, meta, cohort_bytes = _contents(path)
+    if fmt == "torchscript":
+        net, device = _torchscript_net(path, meta, torch.device(device))
+    else:
+        net, device = _onnx_net(path, torch.device(device))
+    return _speaker_model(path, net, meta, cohort_bytes, device)
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of a file from ``vvframe export`` without loading its graph (a ModelError if it has none)."""
+    return _contents(Path(path))[1]
+
+
+def _contents(path: Path) -> tuple[str, dict[str, Any], bytes | None]:
+    """``(format, metadata, cohort .npy bytes or None)`` of a file from ``vvframe export``, read as data."""
     if not path.exists():
-        raise _model_error(f"{path}: no such run directory or model file")
+        raise ModelError(f"{path}: no such run directory or model file")
     if path.is_dir():
-        raise _model_error(f"{path}: a directory, not an exported model file (load a run directory with vvframe.load)")
+        raise ModelError(f"{path}: a directory, not an exported model file (load a run directory with vvframe.load)")
     try:
         with open(path, "rb") as f:
             head = f.read(8)
     except OSError as exc:
-        raise _model_error(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
-        return _load_torchscript(path, device)
+        raise ModelError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        meta_text, cohort_bytes = _zip_contents(path)
+        return "torchscript", _parse_meta(path, meta_text), cohort_bytes
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        raise _model_error(f"{path}: a pickled PyTorch file (a checkpoint?), which holds weights only: pass the run"
-                           " directory instead, or export it with `vvframe export RUN --format onnx|torchscript`")
+        raise ModelError(f"{path}: a pickled PyTorch file (a checkpoint?), which holds weights only: pass the run"
+                         " directory instead, or export it with `vvframe export RUN --format onnx|torchscript`")
     fields = _onnx_fields(path)
     if fields is None:
-        raise _model_error(f"{path}: not a vvframe model file: expected a TorchScript or ONNX file from"
-                           " `vvframe export` (or give a run directory)")
-    return _load_onnx(path, device, fields)
+        raise ModelError(f"{path}: not a vvframe model file: expected a TorchScript or ONNX file from"
+                         " `vvframe export` (or give a run directory)")
+    if ONNX_META not in fields:
+        raise ModelError(f"{path}: an ONNX model without vvframe metadata (no '{ONNX_META}' in its metadata_props):"
+                         " not a model from `vvframe export`")
+    meta = _parse_meta(path, fields[ONNX_META].encode("utf-8"))
+    cohort_bytes = None
+    if ONNX_COHORT in fields:
+        try:
+            cohort_bytes = base64.b64decode(fields[ONNX_COHORT], validate=True)
+        except ValueError:
+            raise ModelError(f"{path}: its '{ONNX_COHORT}' metadata is not base64") from None
+    return "onnx", meta, cohort_bytes
 
 
-def _load_torchscript(path: Path, device: torch.device):
+def _zip_contents(path: Path) -> tuple[bytes, bytes | None]:
+    """The metadata and the cohort (None when it has none) in a TorchScript file's extra files."""
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
             meta_name = _member(names, f"extra/{META_FILE}")
             if meta_name is None:
-                if _member(names, "data.pkl") is not None and not any("/code/" in n for n in names) \
-                        and _member(names, "constants.pkl") is None:
-                    raise _model_error(f"{path}: a PyTorch checkpoint, which holds weights only: pass the run"
-                                       " directory instead (vvframe.load(RUN_DIR, checkpoint=FILE) for other weights),"
-                                       " or export the run with `vvframe export RUN --format onnx|torchscript`")
-                what = "a TorchScript file without vvframe metadata" if _member(names, "constants.pkl") else \
-                    "a zip archive"
-                raise _model_error(f"{path}: {what}, not a model from `vvframe export` (expected"
-                                   f" extra/{META_FILE} in it)")
-            meta_text = zf.read(meta_name)
+                raise _not_exported(path, names)
             cohort_name = _member(names, f"extra/{COHORT_FILE}")
-            cohort_bytes = zf.read(cohort_name) if cohort_name else None
+            return zf.read(meta_name), (zf.read(cohort_name) if cohort_name else None)
     except zipfile.BadZipFile as exc:
-        raise _model_error(f"{path}: a damaged zip archive ({exc}): not a readable TorchScript model") from None
-    meta = _parse_meta(path, meta_text)
-    if device.type != "cpu" and (meta.get("exported") or {}).get("cpu_only"):
-        log.warning("%s: this TorchScript graph runs on the CPU only (it was traced with CPU constants in it);"
-                    " loading it on the CPU instead of %s (export as ONNX to run elsewhere)", path, device)
-        device = torch.device("cpu")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated in favour of torch.export
-            net = torch.jit.load(str(path), map_location=device)
-    except Exception as exc:
-        raise _model_error(f"{path}: the TorchScript graph cannot be loaded: {_first_line(exc)}") from exc
-    return _speaker_model(path, net, meta, cohort_bytes, device)
+        raise ModelError(f"{path}: a damaged zip archive ({exc}): not a readable TorchScript model") from None
+
+
+def _not_exported(path: Path, names: list[str]) -> ModelError:
+    """What a zip archive without vvframe metadata is: a checkpoint, a foreign TorchScript file or another zip."""
+    scripted = _member(names, "constants.pkl") is not None
+    if not scripted and _member(names, "data.pkl") is not None and not any("/code/" in n for n in names):
+        return ModelError(f"{path}: a PyTorch checkpoint, which holds weights only: pass the run directory instead"
+                          " (vvframe.load(RUN_DIR, checkpoint=FILE) for other weights), or export the run with"
+                          " `vvframe export RUN --format onnx|torchscript`")
+    what = "a TorchScript file without vvframe metadata" if scripted else "a zip archive"
+    return ModelError(f"{path}: {what}, not a model from `vvframe export` (expected extra/{META_FILE} in it)")
 
 
 def _member(names: list[str], suffix: str) -> str | None:
@@ -299,63 +307,64 @@ def _member(names: list[str], suffix: str) -> str | None:
     return None
 
 
-def _load_onnx(path: Path, device: torch.device, fields: dict[str, str]):
-    if ONNX_META not in fields:
-        raise _model_error(f"{path}: an ONNX model without vvframe metadata (no '{ONNX_META}' in its metadata_props):"
-                           " not a model from `vvframe export`")
-    meta = _parse_meta(path, fields[ONNX_META].encode("utf-8"))
-    cohort_bytes = None
-    if ONNX_COHORT in fields:
-        try:
-            cohort_bytes = base64.b64decode(fields[ONNX_COHORT], validate=True)
-        except ValueError:
-            raise _model_error(f"{path}: its '{ONNX_COHORT}' metadata is not base64") from None
+def _torchscript_net(path: Path, meta: dict[str, Any], device: torch.device) -> tuple[nn.Module, torch.device]:
+    if device.type != "cpu" and (meta.get("exported") or {}).get("cpu_only"):
+        log.warning("%s: this TorchScript graph runs on the CPU only (it was traced with CPU constants in it);"
+                    " loading it on the CPU instead of %s (export as ONNX to run elsewhere)", path, device)
+        device = torch.device("cpu")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated in favour of torch.export
+            return torch.jit.load(str(path), map_location=device), device
+    except Exception as exc:
+        raise ModelError(f"{path}: the TorchScript graph cannot be loaded: {_first_line(exc)}") from exc
+
+
+def _onnx_net(path: Path, device: torch.device) -> tuple[nn.Module, torch.device]:
     try:
         import onnxruntime
     except ImportError:
-        raise _model_error(f"{path}: an ONNX model; running it needs onnxruntime: {INSTALL_HINT}") from None
+        raise ModelError(f"{path}: an ONNX model; running it needs onnxruntime: {INSTALL_HINT}") from None
     net = OnnxNet(path, device, onnxruntime)
     if "CUDAExecutionProvider" not in net.providers:
         device = torch.device("cpu")  # waveforms stay where onnxruntime runs
-    return _speaker_model(path, net, meta, cohort_bytes, device)
+    return net, device
 
 
 def _parse_meta(path: Path, text: bytes) -> dict[str, Any]:
-    from .api import FORMAT
     try:
         meta = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise _model_error(f"{path}: its vvframe metadata is not JSON ({exc})") from None
+        raise ModelError(f"{path}: its vvframe metadata is not JSON ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise _model_error(f"{path}: its metadata is not vvframe's (format {FORMAT!r} expected)")
-    if int(meta.get("version") or 0) > VERSION:
-        raise _model_error(f"{path}: written by a newer vvframe ({meta.get('vvframe')}, format version"
-                           f" {meta.get('version')}); this one reads version {VERSION}")
+        raise ModelError(f"{path}: its metadata is not vvframe's (format {FORMAT!r} expected)")
+    if int(meta.get("version") or 0) > FORMAT_VERSION:
+        raise ModelError(f"{path}: written by a newer vvframe ({meta.get('vvframe')}, format version"
+                         f" {meta.get('version')}); this one reads version {FORMAT_VERSION}")
     for key in ("sample_rate", "embed_dim"):
         if not isinstance(meta.get(key), int) or meta[key] <= 0:
-            raise _model_error(f"{path}: its metadata lacks a positive integer {key!r}")
+            raise ModelError(f"{path}: its metadata lacks a positive integer {key!r}")
     return meta
 
 
-def _speaker_model(path: Path, net: nn.Module, meta: dict[str, Any], cohort_bytes: bytes | None, device):
-    from .api import SpeakerModel
+def _speaker_model(path: Path, net: nn.Module, meta: dict[str, Any], cohort_bytes: bytes | None,
+                   device: torch.device) -> SpeakerModel:
     cohort = None
     if cohort_bytes is not None:
         try:
             array = np.load(io.BytesIO(cohort_bytes), allow_pickle=False)
         except Exception as exc:
-            raise _model_error(f"{path}: its cohort is not a readable .npy array ({_first_line(exc)})") from None
+            raise ModelError(f"{path}: its cohort is not a readable .npy array ({_first_line(exc)})") from None
         if array.ndim != 2 or array.shape[1] != meta["embed_dim"] or array.dtype.kind != "f":
-            raise _model_error(f"{path}: its cohort is a {array.dtype} array shaped {array.shape}; expected"
-                               f" (C, {meta['embed_dim']}) floats")
+            raise ModelError(f"{path}: its cohort is a {array.dtype} array shaped {array.shape}; expected"
+                             f" (C, {meta['embed_dim']}) floats")
         cohort = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     normalizer = None
     if meta.get("normalizer") and cohort is not None:
-        from . import registry
         try:
             normalizer = registry.build("normalizers", meta["normalizer"])
         except VvframeError as exc:
-            raise _model_error(f"{path}: its score normalizer cannot be built: {exc}") from exc
+            raise ModelError(f"{path}: its score normalizer cannot be built: {exc}") from exc
     return SpeakerModel(net, meta, cohort=cohort, normalizer=normalizer, device=device, source=str(path))
 
 
@@ -377,7 +386,7 @@ class OnnxNet(nn.Module):
         try:
             self.session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as exc:
-            raise _model_error(f"{path}: onnxruntime cannot load it: {_first_line(exc)}") from exc
+            raise ModelError(f"{path}: onnxruntime cannot load it: {_first_line(exc)}") from exc
         self.input = self.session.get_inputs()[0].name
         self.output = self.session.get_outputs()[0].name
         self.providers = self.session.get_providers()
@@ -402,39 +411,43 @@ def _onnx_fields(path: Path) -> dict[str, str] | None:
 
     Reads the protobuf's top-level fields directly (skipping the graph), so telling ONNX from anything else needs
     neither the onnx package nor onnxruntime."""
-    size = path.stat().st_size
     seen: set[int] = set()
     props: dict[str, str] = {}
     try:
         with open(path, "rb") as f:
-            while f.tell() < size:
-                key = _varint(f)
-                number, wire = key >> 3, key & 7
+            for number, wire, size in _fields(f, path.stat().st_size):
                 if number == 0 or _ONNX_FIELDS.get(number, wire) != wire:
                     return None
-                if wire == 0:
-                    _varint(f)
-                elif wire == 1 or wire == 5:
-                    f.seek(8 if wire == 1 else 4, os.SEEK_CUR)
-                elif wire == 2:
-                    length = _varint(f)
-                    if f.tell() + length > size:
-                        return None
-                    if number == 14:
-                        entry = _entry(f.read(length))
-                        if entry is None:
-                            return None
-                        props[entry[0]] = entry[1]
-                    else:
-                        f.seek(length, os.SEEK_CUR)
-                else:
-                    return None
+                if number == 14:
+                    key, value = _entry(f.read(size))
+                    props[key] = value
                 seen.add(number)
-            if f.tell() != size:
-                return None
     except (EOFError, OSError, ValueError):
         return None
     return props if {1, 7} <= seen else None
+
+
+def _fields(f: BinaryIO, end: int) -> Iterator[tuple[int, int, int]]:
+    """The fields of the protobuf message from ``f``'s position to ``end``: ``(number, wire type, size)``, with a
+    varint's value already read and any other value's ``size`` bytes next in ``f`` (skipped unless the caller
+    reads them). An EOFError or ValueError where the bytes are no message."""
+    while f.tell() < end:
+        key = _varint(f)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _varint(f)
+            size = 0
+        elif wire == 1 or wire == 5:
+            size = 8 if wire == 1 else 4
+        elif wire == 2:
+            size = _varint(f)
+        else:
+            raise ValueError(f"wire type {wire}")
+        start = f.tell()
+        if start + size > end:
+            raise ValueError("a field runs past the end")
+        yield number, wire, size
+        f.seek(start + size)
 
 
 def _varint(f: BinaryIO) -> int:
@@ -451,28 +464,19 @@ def _varint(f: BinaryIO) -> int:
             raise ValueError("varint too long")
 
 
-def _entry(data: bytes) -> tuple[str, str] | None:
-    """A StringStringEntryProto's ``(key, value)``, or None when it is not one."""
+def _entry(data: bytes) -> tuple[str, str]:
+    """A StringStringEntryProto's ``(key, value)``; a ValueError when it is not one."""
     f = io.BytesIO(data)
     found = {1: "", 2: ""}
-    try:
-        while f.tell() < len(data):
-            key = _varint(f)
-            number, wire = key >> 3, key & 7
-            if number not in found or wire != 2:
-                return None
-            length = _varint(f)
-            chunk = f.read(length)
-            if len(chunk) != length:
-                return None
-            found[number] = chunk.decode("utf-8")
-    except (EOFError, ValueError, UnicodeDecodeError):
-        return None
+    for number, wire, size in _fields(f, len(data)):
+        if number not in found or wire != 2:
+            raise ValueError("not a StringStringEntryProto")
+        found[number] = f.read(size).decode("utf-8")
     return found[1], found[2]
 
 
 # ---- verification ------------------------------------------------------------------------------------------
-def compare(model, path: str | Path, seed: int = 0) -> tuple[float, list[tuple[int, int]]]:
+def compare(model: SpeakerModel, path: str | Path, seed: int = 0) -> tuple[float, list[tuple[int, int]]]:
     """The largest absolute difference between the embeddings of the exported file at ``path`` and those of
     ``model`` (loaded from a run directory) on random waveforms: batches of several lengths, none the length
     the export was traced with. Returns ``(max difference, [(batch, samples), ...] compared)``. Also checks
@@ -485,14 +489,14 @@ def compare(model, path: str | Path, seed: int = 0) -> tuple[float, list[tuple[i
     if loaded.thresholds != model.thresholds:
         raise ExportError(f"{path}: its thresholds {loaded.thresholds} are not the model's {model.thresholds}")
     if (loaded.cohort is None) != (model.cohort is None) or (
-            model.cohort is not None and not torch.equal(loaded.cohort, model.cohort.float().cpu())):
+            model.cohort is not None and not torch.equal(loaded.cohort, model.cohort)):
         raise ExportError(f"{path}: its cohort is not the model's")
     rate = model.sample_rate
     shapes = [(1, int(0.83 * rate) + 1), (3, int(1.71 * rate) + 7), (2, int(4.3 * rate) + 3)]
     gen = torch.Generator().manual_seed(seed)
     worst = 0.0
     for batch, samples in shapes:
-        waves = (torch.rand(batch, samples, generator=gen) * 2 - 1) * 0.3
+        waves = _noise(batch, samples, gen)
         with torch.inference_mode():
             want = embedder(waves).float()
             try:
@@ -534,11 +538,9 @@ def main(rest: list[str]) -> int:
         raise OutputExists(f"{out} exists; choose another --out or pass --force to replace it")
     run = Path(opts.run)
     if not run.is_dir():
-        from .api import ModelError
         raise ModelError(f"{run}: no such run directory (export takes a run directory)" if not run.exists() else
                          f"{run}: a file; export takes a run directory")
 
-    from .api import load
     model = load(run, device="cpu", checkpoint=opts.checkpoint)
     if int(model.meta.get("crops") or 0):
         print(f"warning: the run embeds {model.meta['crops']} crops of {model.meta.get('crop_seconds')} s per"
@@ -559,22 +561,7 @@ def main(rest: list[str]) -> int:
     return 0
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata of a file from ``vvframe export`` without loading its graph (a ModelError if it has none)."""
-    path = Path(path)
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            name = _member(zf.namelist(), f"extra/{META_FILE}")
-            if name is not None:
-                return _parse_meta(path, zf.read(name))
-    else:
-        fields = _onnx_fields(path)
-        if fields and ONNX_META in fields:
-            return _parse_meta(path, fields[ONNX_META].encode("utf-8"))
-    raise _model_error(f"{path}: no vvframe metadata in it (not a file from `vvframe export`)")
-
-
-def _report(model, out: Path, fmt: str, size: int, worst: float, shapes: list[tuple[int, int]]) -> None:
+def _report(model: SpeakerModel, out: Path, fmt: str, size: int, worst: float, shapes: list[tuple[int, int]]) -> None:
     meta = model.meta
     exported = read_metadata(out).get("exported") or {}
     name = "ONNX" if fmt == "onnx" else "TorchScript"

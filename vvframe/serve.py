@@ -39,7 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import numpy as np
+import soundfile as sf
 
 from .errors import BadValue, VvframeError, did_you_mean
 
@@ -47,10 +47,9 @@ log = logging.getLogger("vvframe.serve")
 
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_MAX_SECONDS = 600.0
-DEFAULT_MIN_SECONDS = 0.1  # shorter uploads are refused (a frontend needs a few frames; nothing to verify anyway)
+DEFAULT_MIN_SECONDS = 0.0  # no floor of its own: SpeakerModel.samples refuses audio under api.MIN_SECONDS
 MAX_PARTS = 16
 DRAIN_LIMIT = 1024 * 1024  # bytes of an unread body read and dropped before closing, so the client sees the answer
-ENDPOINTS = "POST /verify, POST /embed, GET /health"
 
 
 class RequestError(Exception):
@@ -70,7 +69,6 @@ class Part:
 
     name: str | None
     filename: str | None
-    content_type: str
     data: bytes
 
     def label(self, index: int) -> str:
@@ -130,8 +128,7 @@ def _part(body: bytes, start: int, end: int, index: int) -> Part:
         head, data_start = body[start:split], split + 4
     headers = _headers.parsebytes(head + b"\r\n\r\n")
     name = headers.get_param("name", header="content-disposition")
-    filename = headers.get_filename()
-    return Part(None if name is None else str(name), filename, headers.get_content_type(), body[data_start:end])
+    return Part(None if name is None else str(name), headers.get_filename(), body[data_start:end])
 
 
 def select(parts: list[Part], names: tuple[str, ...], options: tuple[str, ...],
@@ -140,25 +137,26 @@ def select(parts: list[Part], names: tuple[str, ...], options: tuple[str, ...],
     nothing else is, else the parts (other than ``options``) in order, when there are exactly as many."""
     audio = [(i, p) for i, p in enumerate(parts) if p.name not in options]
     by_name = {p.name: (i, p) for i, p in audio if p.name in names}
-    fields = " and ".join(f"'{n}'" for n in names)
-    plural = "s" if len(names) > 1 else ""
-    example = " ".join(f"-F {n}=@{n}.wav" for n in names)
-    wanted = (f"{endpoint} takes {len(names)} audio file{plural} as multipart/form-data (field{plural} {fields},"
-              f" e.g. curl {example})")
-    got = ", ".join(p.label(i) for i, p in audio) or "no parts"
     if len(audio) == len(names):
         chosen = [by_name[n] for n in names] if len(by_name) == len(names) else audio
         return [(p.label(i), p) for i, p in chosen]
-    if len(audio) < len(names):
-        # parts without a wanted name fill the first missing fields; name the first one still missing
-        missing = [n for n in names if n not in by_name][len(audio) - len(by_name):]
-        raise RequestError(400, f"missing the audio part '{missing[0]}': {wanted}; got {got}")
-    raise RequestError(400, f"{len(audio)} audio parts, expected {len(names)}: {wanted}; got {got}")
+    plural = "s" if len(names) > 1 else ""
+    fields = " and ".join(f"'{n}'" for n in names)
+    example = " ".join(f"-F {n}=@{n}.wav" for n in names)
+    wanted = (f"{endpoint} takes {len(names)} audio file{plural} as multipart/form-data (field{plural} {fields},"
+              f" e.g. curl {example}); got {', '.join(p.label(i) for i, p in audio) or 'no parts'}")
+    if len(audio) > len(names):
+        raise RequestError(400, f"{len(audio)} audio parts, expected {len(names)}: {wanted}")
+    # parts without a wanted name fill the first missing fields; name the first one still missing
+    missing = [n for n in names if n not in by_name][len(audio) - len(by_name)]
+    raise RequestError(400, f"missing the audio part '{missing}': {wanted}")
 
 
 # ---- the service --------------------------------------------------------------------------------------------
 class Service:
-    """The model and the request limits, shared by the handler threads; inference runs under ``lock``."""
+    """The model and the request limits, shared by the handler threads; inference runs under ``lock``.
+
+    ``min_seconds`` only raises the floor: the model itself refuses audio under ``api.MIN_SECONDS``."""
 
     def __init__(self, model, threshold: str = "eer", max_bytes: int = DEFAULT_MAX_BYTES,
                  max_seconds: float = DEFAULT_MAX_SECONDS, min_seconds: float = DEFAULT_MIN_SECONDS):
@@ -179,7 +177,7 @@ class Service:
         m = self.model
         return {"status": "ok", "model": m.source, "sample_rate": m.sample_rate, "embed_dim": m.embed_dim,
                 "thresholds": dict(m.thresholds), "threshold": self.threshold,
-                "normalized": getattr(m, "normalizer", None) is not None}
+                "normalized": m.normalizer is not None}
 
     def resolve_threshold(self, raw: str) -> tuple[str, float]:
         try:
@@ -192,36 +190,32 @@ class Service:
         return name, value
 
     def decode(self, label: str, data: bytes):
-        """An upload as ``(T,)`` float32 samples at the model's rate; 400 naming ``label`` when it cannot be."""
-        import soundfile as sf
+        """An upload as ``(T,)`` float32 samples at the model's rate; 400 naming ``label`` when it cannot be.
+
+        The length limits are checked here; :meth:`SpeakerModel.samples` refuses empty, silent, non-finite and
+        too short audio and resamples."""
         if not data:
             raise RequestError(400, f"{label}: the upload is empty (0 bytes)")
         try:
-            info = sf.info(io.BytesIO(data))
+            upload = sf.SoundFile(io.BytesIO(data))
         except Exception as exc:
             raise RequestError(400, f"{label}: not audio that soundfile can decode ({_sf_reason(exc)})") from None
-        if info.samplerate > 0 and info.frames > 0:
-            self._check_length(label, info.frames / info.samplerate)
+        with upload:
+            rate = upload.samplerate
+            self._check_length(label, upload.frames / rate)  # what the header says: refused before decoding
+            try:
+                wave = upload.read(dtype="float32", always_2d=True)
+            except Exception as exc:
+                raise RequestError(400, f"{label}: the audio cannot be decoded ({_sf_reason(exc)})") from None
+        seconds = len(wave) / rate
+        self._check_length(label, seconds)  # what was decoded (a header can understate it)
+        if seconds < self.min_seconds:
+            raise RequestError(400, f"{label}: {seconds:.3f} s of audio, less than the minimum of"
+                                    f" {self.min_seconds:g} s (--min-seconds)")
         try:
-            wave, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-        except Exception as exc:
-            raise RequestError(400, f"{label}: the audio cannot be decoded ({_sf_reason(exc)})") from None
-        if wave.size == 0:
-            raise RequestError(400, f"{label}: the audio has no samples")
-        self._check_length(label, len(wave) / rate)
-        mono = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
-        if not np.isfinite(mono).all():
-            raise RequestError(400, f"{label}: the audio has samples that are not finite numbers")
-        if not np.any(mono):
-            raise RequestError(400, f"{label}: the audio is silent (every sample is zero)")
-        try:
-            wave = self.model.samples(np.ascontiguousarray(mono), int(rate))
+            return self.model.samples(wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0], rate)
         except BadValue as exc:
             raise RequestError(400, f"{label}: {exc}") from None
-        if len(wave) < self.min_seconds * self.model.sample_rate:
-            raise RequestError(400, f"{label}: {len(mono) / rate:.3f} s of audio, less than the {self.min_seconds:g} s"
-                                    " needed")
-        return wave
 
     def _check_length(self, label: str, seconds: float) -> None:
         if seconds > self.max_seconds:
@@ -239,7 +233,7 @@ class Service:
     def embed(self, x) -> dict[str, Any]:
         with self.lock:
             emb = self.model.embed(x)
-        values = emb.detach().cpu().float().reshape(-1).tolist()
+        values = emb.tolist()  # (D,) float32 on the CPU
         if not all(math.isfinite(v) for v in values):
             raise RuntimeError("the model gave a non-finite embedding")
         return {"embedding": values, "dim": len(values), "sample_rate": self.model.sample_rate}
@@ -248,7 +242,7 @@ class Service:
 def _sf_reason(exc: BaseException) -> str:
     """soundfile's reason without the "Error opening <_io.BytesIO object at 0x...>: " in front."""
     reason = getattr(exc, "error_string", None) or re.sub(r"^Error opening <[^>]*>: ", "", str(exc))
-    return _short(reason if isinstance(reason, str) else exc).rstrip(".")
+    return _short(reason).rstrip(".")
 
 
 def _short(exc: BaseException | str, limit: int = 200) -> str:
@@ -257,7 +251,8 @@ def _short(exc: BaseException | str, limit: int = 200) -> str:
 
 
 # ---- HTTP ---------------------------------------------------------------------------------------------------
-ROUTES = {"/health": ("GET", "HEAD"), "/verify": ("POST",), "/embed": ("POST",)}
+ROUTES = {"/verify": ("POST",), "/embed": ("POST",), "/health": ("GET", "HEAD")}  # path -> methods; handler _<name>
+ENDPOINTS = ", ".join(f"{methods[0]} {path}" for path, methods in ROUTES.items())
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -301,7 +296,7 @@ class Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None,
               close: bool = False) -> None:
         body = json.dumps(payload).encode("utf-8") + b"\n"
-        state = getattr(self, "_body_state", "done")
+        state = self._body_state
         if state == "reading" or (state == "unread" and not self._drain()):
             close = True  # the rest of the body is still on the wire
         self.send_response(status)
@@ -387,54 +382,29 @@ class Handler(BaseHTTPRequestHandler):
         self._body_state = "done"
         return body
 
-    def _form(self) -> tuple[list[Part], dict[str, list[str]]]:
-        ctype = self.headers.get_content_type()
-        if ctype != "multipart/form-data":
+    def _form(self) -> list[Part]:
+        if self.headers.get_content_type() != "multipart/form-data":
             raise RequestError(400, f"Content-Type {self.headers.get('Content-Type') or '(none)'}: uploads must be"
                                     " multipart/form-data (curl -F a=@x.wav ...)")
         boundary = self.headers.get_param("boundary")
-        body = self._body()
-        parts = parse_multipart(body, "" if not isinstance(boundary, str) else boundary)
-        return parts, self._query()
-
-    def _query(self) -> dict[str, list[str]]:
-        try:
-            return parse_qs(urlsplit(self.path).query, keep_blank_values=True, strict_parsing=False)
-        except ValueError as exc:
-            raise RequestError(400, f"malformed query string: {exc}") from None
+        return parse_multipart(self._body(), boundary if isinstance(boundary, str) else "")
 
     # -- dispatch --
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_HEAD(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_OPTIONS(self) -> None:
-        self._dispatch()
-
     def _dispatch(self) -> None:
-        path = urlsplit(self.path).path
+        status, headers = 200, {}
         try:
+            try:
+                target = urlsplit(self.path)
+            except ValueError as exc:
+                raise RequestError(400, f"malformed request target {self.path!r}: {exc}") from None
+            path = target.path
             methods = ROUTES.get(path)
             if methods is None:
                 raise RequestError(404, f"no endpoint {path}; this service has {ENDPOINTS}")
             if self.command not in methods:
                 raise RequestError(405, f"{path} takes {' or '.join(m for m in methods if m != 'HEAD')},"
                                         f" not {self.command}", {"Allow": ", ".join(methods)})
-            status, payload = 200, getattr(self, "_" + path.strip("/"))()
+            payload = getattr(self, "_" + path.strip("/"))(parse_qs(target.query, keep_blank_values=True))
         except RequestError as exc:
             status, payload, headers = exc.status, {"error": exc.message}, exc.headers
         except VvframeError as exc:
@@ -445,20 +415,21 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as exc:
             log.exception("%s %s failed", self.command, self.path)
             status, payload, headers = 500, {"error": f"internal error: {type(exc).__name__}: {_short(exc)}"}, {}
-        else:
-            headers = {}
         try:
             self._send(status, payload, headers, close=status >= 500)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
-    # -- endpoints --
-    def _health(self) -> dict[str, Any]:
+    # every method the base class would answer with 501 gets a JSON 404/405 instead
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
+
+    # -- endpoints: the query's parameters -> the answer --
+    def _health(self, query: dict[str, list[str]]) -> dict[str, Any]:
         return self.server.service.health()
 
-    def _verify(self) -> dict[str, Any]:
+    def _verify(self, query: dict[str, list[str]]) -> dict[str, Any]:
         service = self.server.service
-        parts, query = self._form()
+        parts = self._form()
         _only(query, ("threshold",), "/verify")
         threshold = query.get("threshold", [None])[-1]
         if threshold is None:
@@ -469,9 +440,9 @@ class Handler(BaseHTTPRequestHandler):
         a, b = (service.decode(label, part.data) for label, part in chosen)
         return service.verify(a, b, name)
 
-    def _embed(self) -> dict[str, Any]:
+    def _embed(self, query: dict[str, list[str]]) -> dict[str, Any]:
         service = self.server.service
-        parts, query = self._form()
+        parts = self._form()
         _only(query, (), "/embed")
         (label, part), = select(parts, ("audio",), (), "POST /embed")
         return service.embed(service.decode(label, part.data))
@@ -572,7 +543,7 @@ def main(rest: list[str]) -> int:
     parser.add_argument("--max-seconds", type=_seconds, default=DEFAULT_MAX_SECONDS, metavar="S",
                         help="longest audio per file in seconds (default 600)")
     parser.add_argument("--min-seconds", type=_seconds, default=DEFAULT_MIN_SECONDS, metavar="S",
-                        help="shortest audio per file in seconds (default 0.1)")
+                        help="shortest audio per file in seconds (default: only the model's own minimum, 0.1 s)")
     opts = parser.parse_args(rest)
 
     if not logging.getLogger().handlers:

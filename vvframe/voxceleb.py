@@ -46,7 +46,6 @@ TRIAL_LISTS = {  # written list -> (cleaned official file, original official fil
     "vox1_E.txt": ("list_test_all2.txt", "list_test_all.txt"),
     "vox1_H.txt": ("list_test_hard2.txt", "list_test_hard.txt"),
 }
-READABLE = (".wav", ".flac")  # what soundfile reads
 UNREADABLE = (".m4a", ".aac", ".mp4", ".opus", ".mp3")  # VoxCeleb2 as distributed (and the like): convert first
 SHOW_MISSING = 5
 RECIPE = "recipes/voxceleb_resnet.yaml"
@@ -83,6 +82,10 @@ class _Plan:
     notes: list[Written] = field(default_factory=list)
     links: dict[str, str] = field(default_factory=dict)  # link name -> target
 
+    def add(self, name: str, write: Callable[[Path], None], note: str) -> None:
+        self.lists[name] = write
+        self.notes.append(Written(name, note))
+
 
 def prepare(root: str | Path, out: str | Path = DEFAULT_OUT, *, vox1: Sequence[str | Path] | None = None,
             vox2: str | Path | None = None, trials_dir: str | Path | None = None, cohort_per_speaker: int = 0,
@@ -112,17 +115,15 @@ def prepare(root: str | Path, out: str | Path = DEFAULT_OUT, *, vox1: Sequence[s
                   f" data.root={root})")
 
     plan = _Plan()
-    links = {"musan": _check_musan(musan) if musan is not None else None,
-             "rirs": _check_rirs(rirs) if rirs is not None else None}
-    for name, target in links.items():
-        if target is not None:
-            _check_link(out / name, target, name)
-            plan.links[name] = target
+    plan.links = {name: check(given) for name, given, check in (("musan", musan, _check_musan),
+                                                                 ("rirs", rirs, _check_rirs)) if given is not None}
+    for name, target in plan.links.items():
+        _check_link(out / name, target, name)
 
     found_trials, absent = _find_trials(root, vox1_trees, trials_dir) if vox1_trees else ({}, {})
     if not vox2_tree and not found_trials and not vox1_train:
         raise BadValue(f"nothing to write: VoxCeleb1 is at {_listing(t.folder for t in vox1_trees)} but no official"
-                       f" trial list ({', '.join(n for pair in TRIAL_LISTS.values() for n in pair[:1])}) is in "
+                       f" trial list ({', '.join(cleaned for cleaned, _ in TRIAL_LISTS.values())}) is in "
                        f"{_listing(_trial_dirs(root, vox1_trees, trials_dir))}, and there is no VoxCeleb2 dev tree"
                        f" (looked in {_listing(vox2_looked)}); download the trial lists into {root} (or pass"
                        " --trials-dir), or pass --vox2 PATH or --vox1-train")
@@ -164,17 +165,16 @@ def _find_vox1(root: Path, given: Sequence[str | Path] | None) -> tuple[list[Tre
 def _find_vox2(root: Path, given: str | Path | None) -> tuple[Tree | None, list[Path]]:
     if given is not None:
         return _given_tree(root, Path(given), VOX2_SPEAKER, "--vox2", "id0xxxx", "voxceleb2/dev/aac"), []
-    looked, candidates = [], []
+    looked, first = [], None
     for rel in VOX2_SEARCH:
         looked.append(root / rel)
         tree = _tree(root, root / rel, VOX2_SPEAKER)
         if tree is not None:
-            candidates.append(tree)
-    # a tree with .wav/.flac wins over an earlier one with only .m4a (the original next to its converted copy)
-    for tree in candidates:
-        if _probe(tree) == "readable":
-            return tree, looked
-    return (candidates[0] if candidates else None), looked
+            # a tree with .wav/.flac wins over an earlier one with only .m4a (the original next to its converted copy)
+            if _readable(tree):
+                return tree, looked
+            first = first or tree
+    return first, looked
 
 
 def _given_tree(root: Path, folder: Path, pattern: re.Pattern, option: str, ids: str, usual: str) -> Tree:
@@ -183,8 +183,8 @@ def _given_tree(root: Path, folder: Path, pattern: re.Pattern, option: str, ids:
                        f" folder that holds the speaker folders {ids} (such as ROOT/{usual})")
     tree = _tree(root, folder, pattern)
     if tree is None:
-        inner = [p for p in _subdirs(folder) if _speaker_dirs(folder / p, pattern)]
-        hint = f" (did you mean {option} {folder / inner[0]}?)" if inner else ""
+        inner = next((p for p in _subdirs(folder) if _speaker_dirs(folder / p, pattern)), None)
+        hint = f" (did you mean {option} {folder / inner}?)" if inner else ""
         raise BadValue(f"{option} {folder}: no speaker folders {ids} in it; expected the folder that holds them"
                        f" (such as ROOT/{usual}){hint}")
     return tree
@@ -217,17 +217,14 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-def _probe(tree: Tree) -> str:
-    """``"readable"`` when the first speakers hold .wav/.flac, ``"unreadable"`` when only .m4a and the like."""
-    kinds = set()
+def _readable(tree: Tree) -> bool:
+    """Whether one of the first three speakers holds .wav/.flac files."""
     for speaker in tree.speakers[:3]:
-        audio, other = [], []
-        _walk(tree.folder / speaker, "", 3, audio, other)
+        audio: list[str] = []
+        _walk(tree.folder / speaker, "", 3, audio, [])
         if audio:
-            return "readable"
-        if other:
-            kinds.add("unreadable")
-    return kinds.pop() if kinds else "empty"
+            return True
+    return False
 
 
 # --- scanning ---------------------------------------------------------------------------------------------------
@@ -247,11 +244,15 @@ def _walk(folder: Path | str, rel: str, depth: int, audio: list[str], other: lis
                 if depth > 0:
                     _walk(entry.path, f"{rel}{name}/", depth - 1, audio, other)
                 continue
-            suffix = name[name.rfind("."):].lower() if "." in name else ""
-            if suffix in READABLE:
+            suffix = _suffix(name)
+            if suffix in lists.AUDIO_SUFFIXES:
                 audio.append(rel + name)
             elif suffix in UNREADABLE:
                 other.append(rel + name)
+
+
+def _suffix(name: str) -> str:
+    return name[name.rfind("."):].lower() if "." in name else ""
 
 
 def _scan_speaker(folder: Path) -> tuple[list[str], int]:
@@ -273,11 +274,10 @@ def _scan_speaker(folder: Path) -> tuple[list[str], int]:
     return audio, unconverted
 
 
-def _scan(tree: Tree, speakers: Iterable[str], desc: str, bar: Bar) -> tuple[dict[str, list[str]], int]:
-    speakers = list(speakers)
+def _scan(tree: Tree, desc: str, bar: Bar) -> tuple[dict[str, list[str]], int]:
     found, unconverted = {}, 0
-    with bar(len(speakers), desc, "speaker") as update:
-        for speaker in speakers:
+    with bar(len(tree.speakers), desc, "speaker") as update:
+        for speaker in tree.speakers:
             files, left = _scan_speaker(tree.folder / speaker)
             unconverted += left
             if files:
@@ -289,7 +289,7 @@ def _scan(tree: Tree, speakers: Iterable[str], desc: str, bar: Bar) -> tuple[dic
 # --- VoxCeleb2: train.txt, cohort.txt ---------------------------------------------------------------------------
 
 def _plan_vox2(root: Path, tree: Tree, per_speaker: int, plan: _Plan, bar: Bar) -> None:
-    found, unconverted = _scan(tree, tree.speakers, "scanning VoxCeleb2 dev", bar)
+    found, unconverted = _scan(tree, "scanning VoxCeleb2 dev", bar)
     if not found:
         if unconverted:
             target = tree.folder.parent / "flac" if tree.folder.name == "aac" else root / VOX2_CONVERTED
@@ -302,12 +302,12 @@ def _plan_vox2(root: Path, tree: Tree, per_speaker: int, plan: _Plan, bar: Bar) 
     if unconverted:
         _warn(f"{tree.folder}: left out {unconverted} .m4a files that have no .wav/.flac copy next to them")
     count = sum(len(v) for v in found.values())
-    plan.lists["train.txt"] = lambda path: lists.write_utterances(path, _utterances(tree, found, 0))
-    plan.notes.append(Written("train.txt", f"{len(found)} speakers, {count} utterances (VoxCeleb2 dev)"))
+    plan.add("train.txt", lambda path: lists.write_utterances(path, _utterances(tree, found, 0)),
+             f"{len(found)} speakers, {count} utterances (VoxCeleb2 dev)")
     kept = sum(min(len(v), per_speaker) if per_speaker else len(v) for v in found.values())
-    plan.lists["cohort.txt"] = lambda path: lists.write_utterances(path, _utterances(tree, found, per_speaker))
     cap = f", at most {per_speaker} per speaker" if per_speaker else ""
-    plan.notes.append(Written("cohort.txt", f"{len(found)} speakers, {kept} utterances (VoxCeleb2 dev{cap})"))
+    plan.add("cohort.txt", lambda path: lists.write_utterances(path, _utterances(tree, found, per_speaker)),
+             f"{len(found)} speakers, {kept} utterances (VoxCeleb2 dev{cap})")
 
 
 def _utterances(tree: Tree, found: dict[str, list[str]], per_speaker: int) -> Iterator[lists.Utterance]:
@@ -338,11 +338,11 @@ def _find_trials(root: Path, trees: list[Tree], trials_dir: str | Path | None) \
     found, absent = {}, {}
     for name, (cleaned, original) in TRIAL_LISTS.items():
         for official in (cleaned, original):
-            hits = [d / official for d in dirs if (d / official).is_file()]
-            if hits:
-                found[name] = hits[0]
+            hit = next((d / official for d in dirs if (d / official).is_file()), None)
+            if hit is not None:
+                found[name] = hit
                 if official == original:
-                    _warn(f"{name}: using {hits[0]}; the cleaned list {cleaned} is the one papers report (download"
+                    _warn(f"{name}: using {hit}; the cleaned list {cleaned} is the one papers report (download"
                           " it from the VoxCeleb site)")
                 break
         else:
@@ -367,8 +367,9 @@ def _read_official(path: Path) -> list[tuple[int, int, str, str]]:
     return out
 
 
-def _vox1_number(speaker: str) -> int:
-    return int(speaker[2:])
+def _is_test_speaker(name: str) -> bool:
+    """Whether ``name`` is one of VoxCeleb1's test speakers id10270-id10309."""
+    return bool(VOX1_SPEAKER.fullmatch(name)) and int(name[2:]) in VOX1_TEST_SPEAKERS
 
 
 def _plan_vox1(root: Path, trees: list[Tree], found_trials: dict[str, Path], train: bool, plan: _Plan,
@@ -376,25 +377,22 @@ def _plan_vox1(root: Path, trees: list[Tree], found_trials: dict[str, Path], tra
     official = {name: _read_official(path) for name, path in found_trials.items()}
     wanted = {p.split("/", 1)[0] for rows in official.values() for _, _, e, t in rows for p in (e, t)}
     if train:
-        wanted |= {s for tree in trees for s in tree.speakers if _vox1_number(s) not in VOX1_TEST_SPEAKERS}
+        wanted |= {s for tree in trees for s in tree.speakers if not _is_test_speaker(s)}
     owners: dict[str, list[Tree]] = {}
     for tree in trees:
         for speaker in tree.speakers:
             owners.setdefault(speaker, []).append(tree)
     present: set[str] = set()
     by_speaker: dict[str, list[str]] = {}  # dev speaker -> files relative to ROOT
-    total = sum(1 for s in wanted for _ in owners.get(s, ()))
-    with bar(total, "scanning VoxCeleb1", "speaker") as update:
-        for tree in trees:
-            for speaker in tree.speakers:
-                if speaker not in wanted:
-                    continue
-                files, _ = _scan_speaker(tree.folder / speaker)
-                full = [tree.path(f"{speaker}/{f}") for f in files]
-                present.update(full)
-                if train and _vox1_number(speaker) not in VOX1_TEST_SPEAKERS:
-                    by_speaker.setdefault(speaker, []).extend(full)
-                update(1)
+    todo = [(tree, speaker) for tree in trees for speaker in tree.speakers if speaker in wanted]
+    with bar(len(todo), "scanning VoxCeleb1", "speaker") as update:
+        for tree, speaker in todo:
+            files, _ = _scan_speaker(tree.folder / speaker)
+            full = [tree.path(f"{speaker}/{f}") for f in files]
+            present.update(full)
+            if train and not _is_test_speaker(speaker):
+                by_speaker.setdefault(speaker, []).extend(full)
+            update(1)
 
     def locate(path: str) -> str | None:
         for tree in owners.get(path.split("/", 1)[0], ()):
@@ -420,19 +418,19 @@ def _plan_vox1(root: Path, trees: list[Tree], found_trials: dict[str, Path], tra
         if missing:
             raise BadValue(_missing_message(root, found_trials[name], missing, len(rewritten), trees))
         trials = [lists.Trial(rewritten[e], rewritten[t], label) for _, label, e, t in rows]
-        plan.lists[name] = lambda path, trials=trials: lists.write_trials(path, trials)
         speakers = {p.split("/", 1)[0] for p in rewritten}
         targets = sum(t.label for t in trials)
-        plan.notes.append(Written(name, f"{len(trials)} trials ({targets} target), {len(speakers)} speakers,"
-                                        f" {len(rewritten)} files (from {found_trials[name].name})"))
+        plan.add(name, lambda path, trials=trials: lists.write_trials(path, trials),
+                 f"{len(trials)} trials ({targets} target), {len(speakers)} speakers, {len(rewritten)} files"
+                 f" (from {found_trials[name].name})")
     if train:
         if not by_speaker:
             raise BadValue(f"--vox1-train: no VoxCeleb1 dev speakers (any but id10270-id10309) with .wav/.flac files"
                            f" in {_listing(t.folder for t in trees)}")
         utterances = [lists.Utterance(s, f) for s in sorted(by_speaker) for f in sorted(by_speaker[s])]
-        plan.lists["train_vox1.txt"] = lambda path: lists.write_utterances(path, utterances)
-        plan.notes.append(Written("train_vox1.txt", f"{len(by_speaker)} speakers, {len(utterances)} utterances"
-                                                    " (VoxCeleb1 dev: test speakers id10270-id10309 left out)"))
+        plan.add("train_vox1.txt", lambda path: lists.write_utterances(path, utterances),
+                 f"{len(by_speaker)} speakers, {len(utterances)} utterances (VoxCeleb1 dev: test speakers"
+                 " id10270-id10309 left out)")
 
 
 def _missing_message(root: Path, official: Path, missing: dict[str, int], files: int, trees: list[Tree]) -> str:
@@ -441,7 +439,7 @@ def _missing_message(root: Path, official: Path, missing: dict[str, int], files:
     text = (f"{official}: {len(missing)} of its {files} audio files {'is' if len(missing) == 1 else 'are'} missing"
             f" from the VoxCeleb1 tree ({_listing(t.folder for t in trees)}) under {root}:\n  {shown}{more}")
     speakers = {p.split("/", 1)[0] for p in missing}
-    if any(VOX1_SPEAKER.fullmatch(s) and _vox1_number(s) in VOX1_TEST_SPEAKERS for s in speakers):
+    if any(_is_test_speaker(s) for s in speakers):
         text += ("\nthe test speakers id10270-id10309 come in VoxCeleb1's test archive (vox1_test_wav.zip): extract"
                  " it next to the dev speakers, or pass --vox1 twice (the dev and the test wav folder)")
     return text
@@ -450,11 +448,10 @@ def _missing_message(root: Path, official: Path, missing: dict[str, int], files:
 # --- MUSAN and RIRS_NOISES --------------------------------------------------------------------------------------
 MUSAN_LAYOUT = ("music", "speech", "noise")  # MUSAN's own folders (one is named like the noise augmentor)
 
-def _has_audio(folder: Path, suffixes: Sequence[str] = READABLE) -> bool:
-    for _, _, files in os.walk(folder, followlinks=True):
-        if any(name[name.rfind("."):].lower() in suffixes for name in files if "." in name):
-            return True
-    return False
+
+def _has_audio(folder: Path) -> bool:
+    return any(_suffix(name) in lists.AUDIO_SUFFIXES for _, _, files in os.walk(folder, followlinks=True)
+               for name in files)
 
 
 def _check_musan(path: str | Path) -> str:
