@@ -316,6 +316,12 @@ def _rank_main(index: int, nproc: int, port: int, backend: str, use_cuda: bool, 
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)  # not a normal exit: destructors of a process group with peers mid-collective may block
+    # the rank's work is done and saved: leave without the interpreter's teardown, where gloo's threads can still
+    # be running and abort the process now and then ("terminate called without an active exception")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _errors(folder: Path) -> list[dict]:
