@@ -7,7 +7,6 @@ import math
 import shutil
 
 import numpy as np
-import pytest
 import soundfile as sf
 
 from conftest import ROOT, vvframe_cli
@@ -97,8 +96,7 @@ def _fake_voxceleb(root, musan, rirs) -> None:
     sf.write(rirs / "simulated_rirs" / "room.wav", decay.astype(np.float32), 16000)
 
 
-@pytest.mark.parametrize("unused", [None], ids=["resnet then large-margin"])
-def test_the_voxceleb_recipes_run_on_a_voxceleb_shaped_tree(tmp_path, unused):
+def test_the_resnet_recipe_and_its_fine_tuning_run_on_a_voxceleb_shaped_tree(tmp_path):
     root, work = tmp_path / "voxceleb", tmp_path / "work"
     work.mkdir()
     _fake_voxceleb(root, tmp_path / "musan", tmp_path / "RIRS_NOISES")
