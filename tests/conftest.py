@@ -24,7 +24,8 @@ FAKE = {
     "augmentors": {"hiss": "fake_components:noise", "boost": "fake_components:gain",
                    "exploding": "fake_components:exploding"},
     "optimizers": {"sgd": "torch.optim:SGD"},
-    "stages": {"write": "fake_components:WriteStage", "fail": "fake_components:fail_stage"},
+    "stages": {"write": "fake_components:WriteStage", "fail": "fake_components:fail_stage",
+               "wait": "fake_components:wait_stage", "picky": "fake_components:picky_stage"},
 }
 
 
@@ -73,11 +74,16 @@ def third_party(tmp_path):
     return env
 
 
+# A hang guard, never a speed limit: the longest command a test runs takes about a minute on a quiet 2-core machine,
+# and the suite must pass on one slow, busy core too.
+HANG_GUARD = 1800
+
+
 def vvframe_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the installed ``vvframe`` console script."""
     script = Path(sys.executable).parent / "vvframe"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "vvframe"]
-    return subprocess.run([*command, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    return subprocess.run([*command, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=HANG_GUARD)
 
 
 TRAINED_RECIPE = {

@@ -116,6 +116,21 @@ def fail_stage(ctx: RunContext, trainer: TrainerSettings):
     return run
 
 
+def wait_stage(ctx: RunContext, trainer: TrainerSettings):
+    """A stage that says it is running (a file ``waiting`` in the run directory), then waits to be interrupted."""
+    def run() -> None:
+        import time
+        ctx.path("waiting").write_text("x")
+        time.sleep(600)  # a hang guard only: the test interrupts it within seconds
+    return run
+
+
+def picky_stage(ctx: RunContext, data: DataSettings):
+    """A stage whose building finds a mistake in the data, as a list naming a missing file would."""
+    from vvframe.errors import BadValue
+    raise BadValue(f"{data.root}/train.txt:3: no such audio file")
+
+
 def untyped_stage(ctx, settings):
     """Breaks the stage contract: a settings parameter without a schema annotation."""
     return lambda: None

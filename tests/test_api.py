@@ -68,7 +68,7 @@ def test_samples_are_embedded_like_files_at_any_rate_and_channel_count(model, tr
         model.embed(np.zeros(16000, dtype=np.float32))
     with pytest.raises(BadValue, match="expected"):
         model.embed(np.zeros((2, 2, 100), dtype=np.float32))
-    with pytest.raises(BadValue, match=r"too short: 800 at 16000 Hz; at least 0.1 s"):
+    with pytest.raises(BadValue, match=r"too short: 800 at 16000 Hz; an utterance needs at least 0.1 s"):
         model.embed(wave[:800])
 
 

@@ -7,37 +7,18 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
-
 from conftest import vvframe_cli
 
-RECIPE = {
-    "name": "backend", "seed": 1, "stages": ["train", "prepare", "eval", "test"],
-    "frontend": {"name": "fbank", "n_mels": 24},
-    "model": {"name": "ecapa_tdnn", "channels": 64, "embed_dim": 32},
-    "loss": {"name": "aamsoftmax", "margin": 0.1, "scale": 16},
-    "optimizer": {"name": "adam", "lr": 0.003},
-    "trainer": {"epochs": 10, "batch_size": 32, "workers": 0},
-    "normalizer": {"name": "asnorm", "top_k": 4},
-}
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    """A trained run and an untrained one (lr 0) of the same recipe on a synthetic corpus."""
-    work = tmp_path_factory.mktemp("backend")
-    made = vvframe_cli("data", "synth", str(work / "c"), "--speakers", "16", "--utterances", "8", "--eval-speakers",
-                       "6", "--cohort-speakers", "6", "--seconds", "1-1.5", "--seed", "5")
-    assert made.returncode == 0, made.stderr
-    recipe = dict(RECIPE, data={"root": "c/audio", "train_list": "c/train.txt", "crop_seconds": 1.0},
-                  cohort={"list": "c/cohort.txt"}, eval={"trials": ["c/trials.txt"]}, test={"pairs": "c/pairs.txt"})
-    (work / "r.yaml").write_text(yaml.safe_dump(recipe))
-    trained = vvframe_cli("run", "r.yaml", "--run-dir", "trained", cwd=work)
-    assert trained.returncode == 0, trained.stderr
-    untrained = vvframe_cli("run", "r.yaml", "--run-dir", "untrained", "trainer.epochs=1", "optimizer.lr=0.0",
-                            cwd=work)
-    assert untrained.returncode == 0, untrained.stderr
-    return {"work": work, "trained": work / "trained", "untrained": work / "untrained"}
+def runs(trained_run, tmp_path_factory) -> dict[str, Path]:
+    """The shared trained run (conftest's ``trained_run``: train, prepare, eval, test on a synthetic corpus) and an
+    untrained one (lr 0) of the same recipe."""
+    work = trained_run["work"]
+    untrained = tmp_path_factory.mktemp("backend") / "untrained"
+    result = vvframe_cli("run", "r.yaml", "--run-dir", str(untrained), "trainer.epochs=1", "optimizer.lr=0.0",
+                         cwd=work)
+    assert result.returncode == 0, result.stderr
+    return {"work": work, "trained": trained_run["run"], "untrained": untrained}
 
 
 def test_every_output_file_is_written(runs):
@@ -60,7 +41,7 @@ def test_every_output_file_is_written(runs):
     accepted = [r for r in rows if r["decision"] == "1"]
     assert all(float(r["score"]) >= thresholds["eer"] - 1e-6 for r in accepted) and 0 < len(accepted) < len(rows)
     log = (run / "log.txt").read_text()
-    assert re.search(r"embedding with the weights of trained/checkpoints/(avg|best|last)\.pt", log)
+    assert re.search(r"embedding with the weights of run/checkpoints/(avg|best|last)\.pt", log)
 
 
 def test_a_trained_model_scores_better_than_the_untrained_one(runs):

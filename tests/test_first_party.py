@@ -5,6 +5,8 @@ import ast
 import configparser
 import importlib
 import importlib.metadata as md
+import types
+import typing
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from conftest import ROOT, vvframe_cli
 from vvframe import registry
 from vvframe.recipe import COMPONENT_SECTIONS, check
-from vvframe.schema import parameters
+from vvframe.schema import Range, limits, parameters, type_name
 
 CONFIG = configparser.ConfigParser()
 CONFIG.read(ROOT / "setup.cfg")
@@ -160,3 +162,48 @@ def test_every_model_combines_with_every_loss_its_sampler_satisfies():
         assert complaints(model, loss, need) == [], loss
         if need > 1:
             assert complaints(model, loss, need - 1), f"{loss} with {need - 1} per speaker passed the check"
+
+
+def _is_int(annotation) -> bool:
+    """Whether ``annotation`` is ``int``, perhaps annotated or optional."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _is_int(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_is_int(a) for a in typing.get_args(annotation))
+    return annotation is int
+
+
+def test_first_party_probabilities_and_sizes_state_their_ranges():
+    """Every ``prob`` is a probability, and every integer argument of a model or frontend has an upper bound, so
+    `vvframe check` refuses ``prob: 2`` or ``channels: 100000000000`` before anything is built."""
+    unbounded, seen = [], 0
+    for ep in declared():
+        kind = ep.group.removeprefix("vvframe.")
+        if kind == "stages":
+            continue
+        for p in registry.signature(kind, registry.load(ep)):
+            if p.name in registry.KINDS[kind].supplies:
+                continue
+            if p.name == "prob":
+                assert limits(p.annotation) == [Range(0, 1)], f"{kind} '{ep.name}': prob is {type_name(p.annotation)}"
+            if kind in ("models", "frontends") and _is_int(p.annotation):
+                seen += 1
+                if not any(r.high is not None for r in limits(p.annotation)):
+                    unbounded.append(f"{kind} '{ep.name}': {p.describe()}")
+    assert not unbounded, "\n".join(unbounded)
+    assert seen > 20
+    assert "    channels: int in [1, 65536] = 512" in registry.describe("models", "ecapa_tdnn").splitlines()
+
+
+@pytest.mark.parametrize("section, values", [
+    ("trainer", {"epochs": "0", "batch_size": "1000000", "workers": "-1", "grad_clip": "0",
+                 "early_stop_patience": "0"}),
+    ("data", {"sample_rate": "10", "crop_seconds": ".nan"}),
+    ("eval", {"p_target": "[0.01, 1.5]", "target_far": "2"}),
+])
+def test_first_party_settings_state_their_ranges(section, values):
+    from vvframe.errors import RecipeError
+    with pytest.raises(RecipeError) as info:
+        check(ROOT / "recipes" / "quickstart.yaml", [f"{section}.{k}={v}" for k, v in values.items()])
+    assert {p.path.split(".")[1] for p in info.value.problems} == set(values), "\n".join(map(str, info.value.problems))
+    assert all(" in [" in p.message or " in (" in p.message for p in info.value.problems)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import HANG_GUARD
 from vvframe.errors import BadValue, VvframeError
 from vvframe.launch import (Dist, LaunchError, _free_port, launch, setup_rank_logging, under_torchrun, unwrap,
                             wrap_model)
@@ -114,6 +115,54 @@ def test_under_torchrun_reads_the_environment(monkeypatch):
     assert under_torchrun()
 
 
+def test_native_bf16_cpu_asks_torch_and_else_reads_cpuinfo(monkeypatch, tmp_path):
+    import vvframe.launch as launch_module
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert launch_module.native_bf16_cpu() == "amx_bf16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert launch_module.native_bf16_cpu() is None
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # a torch without the probes: /proc/cpuinfo
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(launch_module, "_CPUINFO", cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512bw\n")  # AVX-512, but no BF16
+    assert launch_module.native_bf16_cpu() is None
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert launch_module.native_bf16_cpu() == "avx512_bf16"
+    cpuinfo.unlink()  # not Linux
+    assert launch_module.native_bf16_cpu() is None
+
+
+def test_auto_precision_on_cpu_and_cuda(monkeypatch):
+    import vvframe.launch as launch_module
+    monkeypatch.setattr(launch_module, "native_bf16_cpu", lambda: "avx512_bf16")
+    assert launch_module.auto_precision("cpu") == ("bf16", "the CPU has native bf16: avx512_bf16")
+    monkeypatch.setattr(launch_module, "native_bf16_cpu", lambda: None)
+    assert launch_module.auto_precision(torch.device("cpu")) == ("fp32", "no native bf16 on this CPU")
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some GPU")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: asked.append(
+        including_emulation) or len(asked) == 1)
+    assert launch_module.auto_precision("cuda:0") == ("bf16", "Some GPU supports bf16")
+    assert launch_module.auto_precision("cuda:0") == ("fp16", "Some GPU has no native bf16")
+    assert asked == [False, False]  # emulated bf16 (GPUs before Ampere) does not count
+    assert launch_module.auto_precision("meta")[0] == "fp32"
+
+
+def test_keep_freed_memory_tunes_glibc_unless_the_environment_chose(monkeypatch):
+    from vvframe.launch import keep_freed_memory
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD"):
+        monkeypatch.delenv(name, raising=False)
+    import platform
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert keep_freed_memory()
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")
+    assert not keep_freed_memory()
+    monkeypatch.delenv("LD_PRELOAD")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    assert not keep_freed_memory()
+
+
 def test_setup_rank_logging(tmp_path):
     root = logging.getLogger()
     level = root.level
@@ -154,9 +203,10 @@ def test_ddp_spawn_two_gloo_ranks(tmp_path):
 def test_ddp_rank_that_raises_ends_the_run_without_hanging():
     start = time.monotonic()
     with pytest.raises(LaunchError) as info:
-        launch(_one_fails, (1,), "ddp", device="cpu", nproc=2, timeout_s=30)
+        launch(_one_fails, (1,), "ddp", device="cpu", nproc=2, timeout_s=HANG_GUARD)
     elapsed = time.monotonic() - start
-    assert elapsed < 20, f"took {elapsed:.1f} s"
+    # the waiting rank was ended by the failing one, not by its collective's timeout (a hang guard, not a speed test)
+    assert elapsed < HANG_GUARD / 2, f"took {elapsed:.1f} s"
     error = info.value
     assert isinstance(error, VvframeError) and isinstance(error, RuntimeError)
     assert error.rank == 1
@@ -195,7 +245,7 @@ def test_ddp_under_torchrun(tmp_path):
         env.pop(name, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            str(script), str(out)]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_GUARD)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [(m["rank"], m["world_size"], m["local_rank"]) for m in ranks] == [(0, 2, 0), (1, 2, 1)]

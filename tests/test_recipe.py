@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import FAKE
+from ranged_components import marked_module
 from vvframe import recipe as recipes
 from vvframe.errors import RecipeError
 
@@ -206,6 +208,7 @@ def test_settings_sections_come_from_stage_signatures(fake_registry, tmp_path):
 
 
 def test_a_section_read_only_by_a_stage_not_in_the_recipe_is_still_checked(fake_registry, tmp_path):
+    fake_registry({**FAKE, "stages": {"write": FAKE["stages"]["write"], "fail": FAKE["stages"]["fail"]}})
     path = write(tmp_path / "r.yaml", "stages: [fail]\ndata: {root: /d, sample_rat: 8000}\n")  # only 'write' reads data
     with pytest.raises(RecipeError) as info:
         recipes.check(path)
@@ -276,3 +279,56 @@ def test_a_loss_needing_more_utterances_per_speaker_than_the_sampler_gives_is_a_
                               " sampler per_speaker: 2 or more"]
     assert recipes.check(path, ["sampler.per_speaker=2"]).components["sampler"].args == {"per_speaker": 2}
     assert recipes.check(path, ["loss.name=margin_loss"])  # a classification loss is happy with one
+
+
+def test_a_required_component_section_set_to_null_names_the_stages_that_need_it(fake_registry, tmp_path):
+    fake_registry({**FAKE, "stages": {"write": FAKE["stages"]["write"], "copy": FAKE["stages"]["write"]}})
+    path = write(tmp_path / "r.yaml", GOOD)
+    with pytest.raises(RecipeError) as info:
+        recipes.check(path, ["model=null"])
+    assert problems(info) == ["model (command-line override 1 (model=null)): section 'model' is null, but stage"
+                              " 'write' requires it: name a component there, e.g. model: {name: ...}"
+                              " (`vvframe plugins models` lists choices)"]
+    with pytest.raises(RecipeError) as info:
+        recipes.check(path, ["stages=[write, copy]", "model=null"])
+    assert problems(info)[0].startswith("model (command-line override 2 (model=null)): section 'model' is null, but"
+                                        " stages 'write', 'copy' require it: ")
+    # sections the stage can do without stay optional
+    resolved = recipes.check(path, ["frontend=null", "loss=null", "augment=null"])
+    assert resolved.components["frontend"] is None and resolved.components["augment"] == []
+    assert resolved.stage_arguments(resolved.stages[0])["loss"] is None
+
+
+def test_a_number_outside_its_range_names_the_key_the_origin_and_the_range(fake_registry, tmp_path):
+    fake_registry({**FAKE, "augmentors": {"hiss": "ranged_components:hiss"}})
+    path = write(tmp_path / "r.yaml", GOOD.replace("prob: 0.4", "prob: 1.4"))
+    with pytest.raises(RecipeError) as info:
+        recipes.check(path, ["augment.0.snr=[0, 99]"])
+    assert problems(info) == [f"augment.0.prob ({path}:9): expected a number in [0, 1], got 1.4",
+                              "augment.0.snr.1 (command-line override 1 (augment.0.snr=[0, 99])): expected a number"
+                              " in [-20, 60], got 99"]
+
+
+def test_a_reference_in_a_recipe_is_checked_without_being_called(fake_registry, tmp_path, monkeypatch):
+    module = marked_module(tmp_path, monkeypatch)
+    path = write(tmp_path / "r.yaml", f"stages: ['{module}:stage']\nmodel: {{name: '{module}:Model', embed_dim: 4}}\n"
+                                      "trainer: {steps: 2}\n")
+    resolved = recipes.check(path)
+    assert resolved.components["model"].args == {"embed_dim": 4}
+    assert resolved.stage_arguments(resolved.stages[0])["trainer"].steps == 2
+    with pytest.raises(RecipeError) as info:
+        recipes.check(path, ["model.embed_dims=3", "trainer.steps=x"])
+    assert [p.path for p in info.value.problems] == ["model.embed_dims", "trainer.steps"]
+    assert (tmp_path / "imported").exists() and not (tmp_path / "called").exists()
+
+
+def test_references_false_refuses_references_in_stages_and_sections(fake_registry, tmp_path, monkeypatch):
+    module = marked_module(tmp_path, monkeypatch)
+    text = f"stages: [write, '{module}:stage']\ndata: {{root: /d}}\nmodel: '{module}:Model'\n"
+    loaded = recipes.load(write(tmp_path / "recipe.yaml", text))
+    with pytest.raises(RecipeError) as info:
+        recipes.resolve(loaded, references=False)
+    assert [(p.path, "names a Python object directly" in p.message) for p in info.value.problems] == [
+        ("stages.1", True), ("model.name", True)]
+    assert not (tmp_path / "imported").exists()
+    assert recipes.resolve(recipes.load(write(tmp_path / "ok.yaml", GOOD)), references=False).name == "demo"

@@ -7,10 +7,12 @@ import math
 import shutil
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from conftest import ROOT, vvframe_cli
 from vvframe import lists, recipe
+from vvframe.errors import RecipeError
 from vvframe.synth import synthesize
 
 RECIPES = ROOT / "recipes"
@@ -65,6 +67,51 @@ def test_the_ecapa_and_light_resnet_recipes():
 def test_data_root_is_the_one_key_to_set():
     for name in ("voxceleb_resnet.yaml", "voxceleb_ecapa.yaml", "voxceleb_resnet_se34l.yaml"):
         assert resolved(name, "data.root=/somewhere/voxceleb")["data"]["root"] == "/somewhere/voxceleb"
+
+
+QUICKSTART = RECIPES / "quickstart.yaml"
+
+
+@pytest.mark.parametrize("override, problem", [
+    ("model=null", "model (command-line override 1 (model=null)): section 'model' is null, but stages 'train',"
+                   " 'prepare', 'eval', 'test' require it: name a component there, e.g. model: {name: ...}"
+                   " (`vvframe plugins models` lists choices)"),
+    ("augment.0.prob=2", "augment.0.prob (command-line override 1 (augment.0.prob=2)): expected a number in [0, 1],"
+                         " got 2"),
+    ("optimizer.lr=.nan", "optimizer.lr (command-line override 1 (optimizer.lr=.nan)): expected a finite number in"
+                          " [0, inf), got nan"),
+    ("trainer.epochs=99999999999999999999999", "trainer.epochs (command-line override 1"
+     " (trainer.epochs=99999999999999999999999)): expected an integer in [1, 1000000], got 99999999999999999999999"),
+    ("model.channels=100000000000", "model.channels (command-line override 1 (model.channels=100000000000)):"
+                                    " expected an integer in [1, 65536], got 100000000000"),
+    ("optimizer.lr=-0.1", "optimizer.lr (command-line override 1 (optimizer.lr=-0.1)): expected a number in [0, inf),"
+                          " got -0.1"),
+    ("frontend=null", "frontend (command-line override 1 (frontend=null)): section 'frontend' is null, but stages"
+                      " 'train', 'prepare', 'eval', 'test' require it: name a component there, e.g. frontend:"
+                      " {name: ...} (`vvframe plugins frontends` lists choices)"),
+])
+def test_check_refuses_what_would_fail_later_naming_key_origin_and_range(override, problem):
+    with pytest.raises(RecipeError) as info:
+        recipe.check(QUICKSTART, [override])
+    assert [str(p) for p in info.value.problems] == [problem]
+
+
+def test_optional_sections_may_be_null():
+    resolved = recipe.check(QUICKSTART, ["normalizer=null", "scheduler=null", "augment=[]", "sampler=null"])
+    assert resolved.components["normalizer"] is None and resolved.components["scheduler"] is None
+
+
+def test_vvframe_check_exits_2_listing_every_range_problem():
+    result = vvframe_cli("check", str(QUICKSTART), "augment.1.prob=-0.5", "trainer.workers=1000",
+                         "loss.margin=2", "data.crop_seconds=0")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"error: {QUICKSTART}: 4 problems",
+        "  augment.1.prob (command-line override 1 (augment.1.prob=-0.5)): expected a number in [0, 1], got -0.5",
+        "  trainer.workers (command-line override 2 (trainer.workers=1000)): expected an integer in [0, 256], got 1000",
+        "  loss.margin (command-line override 3 (loss.margin=2)): expected a number in [0, 1.570796327), got 2",
+        "  data.crop_seconds (command-line override 4 (data.crop_seconds=0)): expected a number in (0, 3600], got 0",
+    ]
 
 
 def _fake_voxceleb(root, musan, rirs) -> None:

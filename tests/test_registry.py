@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
+from ranged_components import marked_module
 from vvframe import registry
-from vvframe.errors import ArgumentError, ComponentNotFound, PluginImportError, RecipeError
+from vvframe.errors import ArgumentError, BadValue, ComponentNotFound, PluginImportError, RecipeError
 
 
 def test_every_kind_of_the_design_is_known_with_what_the_engine_supplies():
@@ -170,3 +171,83 @@ def test_check_all_flags_each_broken_contract(fake_registry):
 
 def test_check_all_passes_on_good_components(fake_registry):
     assert registry.check_all() == []
+
+
+# --- ranges and kind limits -------------------------------------------------------------------------------
+
+RANGED = {"augmentors": {"hiss": "ranged_components:hiss"}, "models": {"wide": "ranged_components:Wide"},
+          "optimizers": {"sgd": "torch.optim:SGD"}}
+
+
+def test_a_value_outside_its_range_is_a_problem_at_its_path(fake_registry):
+    fake_registry(RANGED)
+    _, problems = registry.resolve("augmentors", {"name": "hiss", "prob": 2, "snr": [0, 90]}, "augment.0")
+    assert problems == [("augment.0.prob", "expected a number in [0, 1], got 2"),
+                        ("augment.0.snr.1", "expected a number in [-20, 60], got 90")]
+    comp, problems = registry.resolve("models", {"name": "wide", "embed_dim": 192, "depth": None}, "model")
+    assert problems == [] and comp.args == {"embed_dim": 192, "depth": None}
+
+
+def test_the_optimizers_kind_limits_torch_arguments_it_does_not_own(fake_registry):
+    fake_registry(RANGED)
+    entry = {"name": "sgd", "lr": -0.1, "momentum": -1, "weight_decay": float("nan")}
+    _, problems = registry.resolve("optimizers", entry, "optimizer")
+    assert problems == [("optimizer.lr", "expected a number in [0, inf), got -0.1"),
+                        ("optimizer.momentum", "expected a number in [0, inf), got -1"),
+                        ("optimizer.weight_decay", "expected a finite number in [0, inf), got nan")]
+    assert registry.resolve("optimizers", {"name": "sgd", "lr": "1e-3"}, "optimizer")[0].args == {"lr": 1e-3}
+    assert "    lr: (float | Tensor) in [0, inf) = 0.001" in registry.describe("optimizers", "sgd").splitlines()
+
+
+def test_describe_shows_each_range(fake_registry):
+    fake_registry(RANGED)
+    assert registry.describe("augmentors", "hiss").splitlines()[3:6] == [
+        "    prob: float in [0, 1] = 0.5",
+        "    snr: tuple[float, float] in [-20, 60] = (0.0, 15.0)",
+        "    level: float in (0, inf) = 1.0",
+    ]
+    assert "    depth: int in [1, inf) | None = None" in registry.describe("models", "wide").splitlines()
+
+
+def test_build_with_a_bad_value_is_a_bad_value_naming_the_component(fake_registry):
+    fake_registry(RANGED)
+    with pytest.raises(BadValue) as info:
+        registry.build("augmentors", {"name": "hiss", "prob": 1.5}, sample_rate=8000)
+    assert str(info.value) == "augmentors 'hiss': 1 problem\n  augmentors.prob: expected a number in [0, 1], got 1.5"
+    assert isinstance(info.value, RecipeError)
+
+
+def test_check_all_flags_a_default_outside_its_own_range(fake_registry):
+    fake_registry({"augmentors": {"hiss": "ranged_components:hiss", "bad": "ranged_components:bad_default"}})
+    assert registry.check_all() == [
+        "vvframe.augmentors 'bad' (ranged_components:bad_default, from -): the default prob=2.0 is outside its own"
+        " annotation (float in [0, 1]): expected a number in [0, 1], got 2.0"]
+
+
+# --- references: trusted in a recipe, refused where data is loaded ----------------------------------------
+
+def test_a_reference_is_imported_and_checked_but_never_called(fake_registry, tmp_path, monkeypatch):
+    module = marked_module(tmp_path, monkeypatch)
+    comp, problems = registry.resolve("models", {"name": f"{module}:Model", "embed_dim": "12"}, "model")
+    assert problems == [] and comp.args == {"embed_dim": 12}
+    _, problems = registry.resolve("models", {"name": f"{module}:Model", "embed_dims": 12}, "model")
+    assert [p for p, _ in problems] == ["model.embed_dims"] and "did you mean 'embed_dim'" in problems[0][1]
+    assert "    embed_dim: int = 8" in registry.describe("models", f"{module}:Model").splitlines()
+    assert (tmp_path / "imported").exists() and not (tmp_path / "called").exists()
+
+
+def test_references_false_refuses_a_reference_before_importing_it(fake_registry, tmp_path, monkeypatch):
+    module = marked_module(tmp_path, monkeypatch)
+    refused = (f"models '{module}:Model' names a Python object directly (module:attr), which is refused here: a run"
+               " directory or model file being loaded is data, not a recipe you run, so only installed models"
+               " components are built from it (`vvframe plugins models` lists them); load it with trust_recipe=True"
+               " (--trust-recipe) only if you trust its author as you trust a recipe you run")
+    with pytest.raises(ComponentNotFound) as info:
+        registry.find("models", f"{module}:Model", references=False)
+    assert str(info.value) == refused
+    assert registry.resolve("models", f"{module}:Model", "model", references=False) == (None, [("model.name",
+                                                                                              refused)])
+    with pytest.raises(RecipeError, match="refused here"):
+        registry.build("models", f"{module}:Model", references=False, in_dim=4)
+    assert not (tmp_path / "imported").exists()
+    assert registry.resolve("models", "tiny", "model", references=False)[1] == []  # entry points are fine

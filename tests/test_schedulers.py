@@ -201,7 +201,7 @@ def test_plateau_respects_min_lr():
     ("step", {"gamma": 2.0}, "gamma", "(0, 1]"),
     ("step", {"step_epochs": 0.0}, "step_epochs", "(0, inf)"),
     ("plateau", {"factor": 1.0}, "factor", "(0, 1)"),
-    ("plateau", {"patience": 0}, "patience", ">= 1"),
+    ("plateau", {"patience": 0}, "patience", "[1, inf)"),
     ("plateau", {"min_lr": 1.0}, "min_lr", "[0, 0.1]"),
     ("plateau", {"threshold": -0.1}, "threshold", "[0, 1)"),
 ])

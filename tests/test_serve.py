@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import csv
+import http.client
 import io
 import json
 import logging
+import select
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +25,8 @@ import pytest
 import soundfile as sf
 
 import vvframe
-from vvframe.serve import RequestError, make_server, parse_multipart
+from vvframe.errors import BadValue
+from vvframe.serve import RequestError, main, make_server, parse_multipart
 
 MAX_BYTES = 400_000   # the test server's body limit: two of the corpus's files (<= 2.5 s at 16 kHz) fit
 MAX_SECONDS = 3.0
@@ -60,6 +64,28 @@ def request(base: str, path: str, parts=None, *, method: str | None = None, body
             return exc.code, json.loads(exc.read()), dict(exc.headers)
 
 
+def raw_request(port: int, data: bytes) -> tuple[int, dict, dict]:
+    """Send ``data`` as it is on a new connection: ``(status, JSON answer, headers)`` of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(data)
+        return read_answer(sock)
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict, dict]:
+    answer = http.client.HTTPResponse(sock)
+    answer.begin()
+    with answer:
+        return answer.status, json.loads(answer.read()), dict(answer.headers)
+
+
+def until(condition, what: str) -> None:
+    """Wait for ``condition()`` (a hang guard, not a timing)."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.01)
+
+
 def wav_bytes(wave: np.ndarray, rate: int = 16000, fmt: str = "WAV") -> bytes:
     buf = io.BytesIO()
     sf.write(buf, wave, rate, format=fmt)
@@ -88,6 +114,21 @@ def _start(model, **kwargs):
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     return server, thread
+
+
+@pytest.fixture
+def started(model):
+    """``start(**limits) -> (server, port)``: a server of its own for one test, stopped after it."""
+    servers = []
+
+    def start(**kwargs):
+        servers.append(_start(model, **kwargs))
+        return servers[-1][0], servers[-1][0].server_address[1]
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 @pytest.fixture(scope="module")
@@ -307,3 +348,161 @@ def test_cli_serves_until_interrupted(trained_run, tmp_path):
         err.seek(0)
         log = err.read()
     assert "GET /health 200" in log and "Traceback" not in log
+
+
+# ---- hostile input and load ----------------------------------------------------------------------------------
+MULTIPART = b"Content-Type: multipart/form-data; boundary=x\r\n"
+
+
+def test_malformed_content_length_is_400(base):
+    port = int(base.rsplit(":", 1)[1])
+    for start in (b"POST /verify HTTP/1.1\r\nHost: x\r\n" + MULTIPART, b"GET /health HTTP/1.1\r\nHost: x\r\n",
+                  b"POST /embed HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n" + MULTIPART):
+        for value in ("-5", "abc", "1e3", "+5", "0x10", "", "5 5"):
+            status, answer, headers = raw_request(port, start + f"Content-Length: {value}\r\n\r\n".encode())
+            assert (status, answer) == (400, {"error": f"Content-Length {value!r} is not valid: it must be the body's"
+                                                       " size in bytes, a whole number >= 0 (e.g. Content-Length:"
+                                                       " 1024)"}), (start, value)
+            assert headers["Connection"] == "close"
+        status, answer, _ = raw_request(port, start + b"Content-Length: 5\r\nContent-Length: 7\r\n\r\nabcde")
+        assert (status, answer["error"]) == (400, "several Content-Length values (5, 7): send one Content-Length"
+                                                  " header, the body's size in bytes")
+        status, answer, _ = raw_request(port, start + b"Content-Length: 5, 5\r\n\r\nabcde")
+        assert status == 400 and answer["error"].startswith("several Content-Length values (5, 5)")
+    status, answer, _ = raw_request(port, b"POST /verify HTTP/1.1\r\nHost: x\r\n" + MULTIPART + b"\r\n")
+    assert (status, answer["error"]) == (411, "POST needs a Content-Length header (the body's size in bytes)")
+    status, answer, _ = raw_request(port, b"POST /verify HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                                          + MULTIPART + b"\r\n5\r\nabcde\r\n0\r\n\r\n")
+    assert (status, answer["error"]) == (411, "Transfer-Encoding 'chunked' is not supported (no chunked uploads):"
+                                              " send the body with a Content-Length header")
+    status, answer, _ = raw_request(port, b"POST /embed HTTP/1.1\r\nHost: x\r\n" + MULTIPART
+                                          + b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n")
+    assert status == 413 and "--max-bytes" in answer["error"]
+    status, answer, _ = raw_request(port, b"\x16\x03\x01\x00\xa5\x01\r\n\r\n")  # TLS to a plain HTTP port
+    assert status == 400 and answer["error"].startswith("Bad request syntax")
+    assert raw_request(port, b"GET /health HTTP/2.0\r\n\r\n")[:2] == (505, {"error": "Invalid HTTP version (2.0)"})
+    assert request(base, "/health")[0] == 200  # still serving
+
+
+def test_short_body_is_400_and_a_stalled_one_408(base, started):
+    port = int(base.rsplit(":", 1)[1])
+    head = b"POST /embed HTTP/1.1\r\nHost: x\r\n" + MULTIPART + b"Content-Length: 1000\r\n\r\n--x\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(head)
+        sock.shutdown(socket.SHUT_WR)  # the client is done: the body ends short
+        status, answer, _ = read_answer(sock)
+    assert (status, answer["error"]) == (400, "the request body ended after 5 of 1000 bytes (Content-Length)")
+    server, port = started(timeout=1.0)  # the client sends at once: 1 s of silence is its own doing
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(head)  # and then nothing
+        status, answer, headers = read_answer(sock)
+    assert (status, answer["error"]) == (408, "the request body stalled: 5 of 1000 bytes (Content-Length) came,"
+                                              " then nothing for 1 s (--timeout)")
+    assert headers["Connection"] == "close"
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as idle:  # a connection that says nothing
+        assert idle.recv(100) == b""  # is closed
+    until(lambda: server.connections.held == 0, "the connections' threads to end")
+    assert request(f"http://127.0.0.1:{port}", "/health")[0] == 200
+
+
+@pytest.mark.parametrize("limits", [{}, {"workers": 2, "queue": 3, "max_connections": 10}],
+                         ids=["default-limits", "tight-limits"])
+def test_200_concurrent_requests_all_get_an_answer(started, trained_run, limits):
+    server, port = started(**limits)
+    row = decisions(trained_run)[0]
+    body, ctype = multipart(pair(trained_run, row))
+    burst = threading.Barrier(100)  # each round of 100 connects at once
+
+    def call(i):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            burst.wait(timeout=60)
+            if i % 4 == 0:
+                conn.request("POST", "/verify", body, {"Content-Type": ctype})
+            else:
+                conn.request("GET", "/health")
+            answer = conn.getresponse()
+            return answer.status, answer.getheader("Retry-After"), json.loads(answer.read())
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        answers = list(pool.map(call, range(200)))  # a ConnectionResetError (no answer) would surface here
+    statuses = [status for status, _, _ in answers]
+    assert set(statuses) <= {200, 503} and 200 in statuses, statuses
+    for i, (status, retry, answer) in enumerate(answers):
+        if status == 503:
+            assert retry == "1" and "--workers" in answer["error"] and "--queue" in answer["error"]
+        elif i % 4 == 0:
+            assert answer["score"] == pytest.approx(float(row["score"]), abs=1e-4)
+        else:
+            assert answer["status"] == "ok"
+    assert request(f"http://127.0.0.1:{port}", "/health")[0] == 200
+
+
+def test_saturated_service_answers_503_at_once(started):
+    server, port = started(workers=1, queue=0)
+    service = server.service
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as held:
+        held.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\n" + MULTIPART + b"Content-Length: 1000\r\n\r\n--x\r\n")
+        until(lambda: service.working.held == 1, "the held request to take the only worker")
+        for data in (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+                     b"POST /embed HTTP/1.1\r\nHost: x\r\n" + MULTIPART + b"Content-Length: 4\r\n\r\n--x-"):
+            status, answer, headers = raw_request(port, data)
+            assert (status, answer["error"]) == (503, "the service is busy: 1 request(s) being worked on (--workers)"
+                                                      " and 0 waiting (--queue); retry after 1 s")
+            assert headers["Retry-After"] == "1" and headers["Connection"] == "close"
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as waiting:  # waits for 100 Continue
+            waiting.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\n" + MULTIPART
+                            + b"Content-Length: 10\r\nExpect: 100-continue\r\n\r\n")
+            assert waiting.makefile("rb").readline().startswith(b"HTTP/1.1 503 ")  # the 503 instead of 100
+        held.sendall(b"z" * 995)  # the held request goes on: its (malformed) body is refused as usual
+        status, answer, _ = read_answer(held)
+        assert status == 400 and "malformed multipart body" in answer["error"]
+    until(lambda: service.admitted.held == 0, "the worker to be free")
+    assert request(f"http://127.0.0.1:{port}", "/health")[0] == 200
+
+
+def test_connections_beyond_the_limit_wait_in_the_backlog(started):
+    server, port = started(max_connections=1)
+    with socket.create_connection(("127.0.0.1", port), timeout=60):  # holds the only connection, says nothing
+        until(lambda: server.connections.held == 1, "the first connection to be taken")
+        waiting = socket.create_connection(("127.0.0.1", port), timeout=60)  # taken by the system's backlog
+        waiting.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert select.select([waiting], [], [], 0.2)[0] == []  # no answer while the one thread is taken
+    with waiting:
+        status, answer, headers = read_answer(waiting)  # served once the first one closes
+    assert status == 200 and answer["status"] == "ok"
+    assert headers["Connection"] == "close"  # at the limit, a connection is not kept alive
+
+
+def test_server_close_ends_idle_and_stalled_connections(model):
+    server, thread = _start(model)
+    port = server.server_address[1]
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as idle, \
+            socket.create_connection(("127.0.0.1", port), timeout=60) as stalled:
+        stalled.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\n" + MULTIPART + b"Content-Length: 1000\r\n\r\n--x\r\n")
+        until(lambda: server.connections.held == 2 and server.service.working.held == 1, "both connections")
+        server.shutdown()
+        closing = threading.Thread(target=server.server_close)
+        closing.start()
+        closing.join(60)
+        assert not closing.is_alive()  # the connection threads ended: none is left to outlive the interpreter
+        status, answer, _ = read_answer(stalled)  # the answer still went out
+        assert (status, answer["error"]) == (400, "the request body ended after 5 of 1000 bytes (Content-Length)")
+        assert idle.recv(100) == b""
+    thread.join(5)
+    assert server.connections.held == 0
+
+
+def test_limits_are_options(model, capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert all(option in out for option in ("--workers", "--queue", "--max-connections", "--backlog", "--timeout"))
+    assert "503 with Retry-After" in out
+    with pytest.raises(SystemExit):
+        main(["run", "--workers", "0"])
+    assert "argument --workers: 0: must be at least 1" in capsys.readouterr().err
+    with pytest.raises(BadValue, match="workers=0"):
+        make_server(model, "127.0.0.1", 0, workers=0)

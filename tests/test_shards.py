@@ -184,14 +184,18 @@ def test_refuses_duplicates_missing_files_and_bad_shard_paths(corpus, tmp_path):
 def test_unreadable_source_is_left_out_and_listed(corpus, tmp_path):
     root, utterances, _ = corpus
     (tmp_path / "src").mkdir()
-    sf.write(tmp_path / "src" / "silent.wav", np.zeros(800, dtype=np.int16), 16000, subtype="PCM_16")
-    sf.write(tmp_path / "src" / "ok.wav", np.arange(800, dtype=np.int16), 16000, subtype="PCM_16")
+    sf.write(tmp_path / "src" / "silent.wav", np.zeros(1600, dtype=np.int16), 16000, subtype="PCM_16")
+    sf.write(tmp_path / "src" / "ok.wav", np.arange(1600, dtype=np.int16), 16000, subtype="PCM_16")
+    sf.write(tmp_path / "src" / "short.wav", np.arange(1, 801, dtype=np.int16), 16000, subtype="PCM_16")
+    sf.write(tmp_path / "src" / "nan.wav", np.full(1600, np.nan, dtype=np.float32), 16000, subtype="FLOAT")
     (tmp_path / "src" / "junk.wav").write_bytes(b"junk" * 100)
-    items = [Utterance("a", "ok.wav"), Utterance("a", "silent.wav"), Utterance("b", "junk.wav")]
+    items = [Utterance("a", "ok.wav"), Utterance("a", "silent.wav"), Utterance("b", "junk.wav"),
+             Utterance("b", "short.wav"), Utterance("b", "nan.wav")]
     write_shards(items, tmp_path / "src", tmp_path / "out", seed=None)
     assert [line.split()[1] for line in (tmp_path / "out" / "index.txt").read_text().splitlines()] == ["ok"]
     skipped = (tmp_path / "out" / "skipped.txt").read_text().splitlines()
-    assert [line.split(":")[0] for line in skipped] == ["silent.wav", "junk.wav"]
+    assert [line.split(":")[0] for line in skipped] == ["silent.wav", "junk.wav", "short.wav", "nan.wav"]
+    assert skipped[2].startswith("short.wav: too short: 0.050 s") and "NaN/inf" in skipped[3]
     assert [item["key"] for item in ShardDataset(tmp_path / "out", 16000)] == ["ok"]
 
 

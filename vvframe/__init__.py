@@ -14,10 +14,10 @@ from .run import RunContext
 
 
 
-def load(source, device="auto", checkpoint=None):
+def load(source, device="auto", checkpoint=None, *, trust_recipe=False):
     """A trained run directory or an exported model file as a :class:`vvframe.api.SpeakerModel` (imports torch)."""
     from .api import load as _load
-    return _load(source, device=device, checkpoint=checkpoint)
+    return _load(source, device=device, checkpoint=checkpoint, trust_recipe=trust_recipe)
 
 
 __all__ = ["load", "__version__", "VvframeError", "ComponentNotFound", "PluginImportError", "ArgumentError", "BadValue",

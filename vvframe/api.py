@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from . import __version__, audio
+from .audio import MIN_SECONDS
 from . import checkpoint as ckpt
 from .embed import Embedder, Extractor, l2_normalize, load_cohort, score_pairs, thresholds_file
 from .errors import BadValue, VvframeError
@@ -39,7 +41,6 @@ log = logging.getLogger(__name__)
 Audio = Union[str, Path, np.ndarray, Tensor]
 FORMAT = "vvframe-model"  # the metadata's "format" field in an exported file
 FORMAT_VERSION = 1  # its "version": what metadata() writes and the newest an exported file may carry
-MIN_SECONDS = 0.1  # shorter audio is refused: no frontend gets a usable frame count out of it
 
 
 class ModelError(VvframeError, ValueError):
@@ -126,7 +127,8 @@ class SpeakerModel:
             raise BadValue("the samples are empty, silent or not finite: nothing to embed")
         rate = int(sample_rate or self.sample_rate)
         if x.numel() < MIN_SECONDS * rate:
-            raise BadValue(f"the samples are too short: {x.numel()} at {rate} Hz; at least {MIN_SECONDS} s")
+            raise BadValue(f"the samples are too short: {x.numel()} at {rate} Hz; an utterance needs at least"
+                           f" {MIN_SECONDS:g} s (vvframe.audio.MIN_SECONDS)")
         if rate != self.sample_rate:
             import torchaudio
             x = torchaudio.functional.resample(x, rate, self.sample_rate)
@@ -145,9 +147,7 @@ class SpeakerModel:
         files = [(i, str(x)) for i, x in enumerate(items) if isinstance(x, (str, Path))]
         if files:
             for path in dict.fromkeys(p for _, p in files):
-                seconds = audio.info(path).seconds  # an unreadable file is reported before any work too
-                if seconds < MIN_SECONDS:
-                    raise audio.AudioError(path, f"too short: {seconds:.3f} s; at least {MIN_SECONDS} s")
+                audio.utterance_info(path)  # an unreadable or too short file is reported before any work
             found = self._extractor(progress)([p for _, p in files])
             for i, p in files:
                 out[i] = found[p]
@@ -175,9 +175,14 @@ class SpeakerModel:
     def threshold(self, name: str | float = "eer") -> tuple[str, float]:
         """A threshold by name (as ``eval`` tuned it: ``eer``, ``mindcf@P``, ``far@F``) or a number."""
         try:
-            return str(name), float(name)
+            value = float(name)
         except ValueError:
             pass
+        else:
+            if not math.isfinite(value):
+                raise BadValue(f"threshold {name!r}: a threshold must be a finite number or one of"
+                               f" {', '.join(sorted(self.thresholds)) or 'the tuned names (eer, mindcf@P, far@F)'}")
+            return str(name), value
         if name in self.thresholds:
             return name, self.thresholds[name]
         if not self.thresholds:
@@ -229,30 +234,68 @@ def _device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def load(source: str | Path, device: str | torch.device = "auto", checkpoint: str | Path | None = None) -> SpeakerModel:
+def load(source: str | Path, device: str | torch.device = "auto", checkpoint: str | Path | None = None, *,
+         trust_recipe: bool = False) -> SpeakerModel:
     """A run directory (its snapshot, weights, cohort and thresholds) or an exported model file, ready to use.
-    A recipe's folder of runs (``runs/quickstart``) means its newest run.
+    A recipe's folder of runs (``runs/quickstart``) means its newest usable run (one with weights).
 
     ``checkpoint``: other weights for a run directory (a checkpoint file). ``device``: ``auto`` (CUDA when
     there is one), ``cpu``, ``cuda``, ``cuda:N``.
+
+    What is loaded is data: only installed components (entry points) are built from it, and a ``module:attr``
+    reference in its files is refused unless ``trust_recipe=True`` (do that only for runs you would run).
     """
     path = Path(source)
     dev = _device(device)
     if path.is_dir():
         from .run import latest_run
-        return _from_run(latest_run(path, "recipe.yaml") or path, dev, checkpoint)
+        run_dir = latest_run(path) or latest_run(path, "recipe.yaml") or path
+        return _from_run(run_dir, dev, checkpoint, trust_recipe)
     if not path.exists():
         raise ModelError(f"{path}: no such run directory or model file")
     from . import export
-    return export.load_exported(path, dev)
+    return export.load_exported(path, dev, trust_recipe=trust_recipe)
 
 
-def _from_run(run_dir: Path, device: torch.device, checkpoint: str | Path | None) -> SpeakerModel:
+# a component named by its Python object instead of an entry point: ``package.module:attr``
+_REFERENCE = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def references(node: Any, path: str = "") -> list[tuple[str, str]]:
+    """``(recipe path, value)`` of every ``module:attr`` reference in a loaded recipe or metadata mapping,
+    outside its ``plugins:`` block (which only records where installed components came from)."""
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not (path == "" and key == "plugins"):
+                found += references(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            found += references(value, f"{path}.{i}" if path else str(i))
+    elif isinstance(node, str) and _REFERENCE.fullmatch(node.strip()):
+        found.append((path, node.strip()))
+    return found
+
+
+def refuse_references(node: Any, source: str | Path, trust_recipe: bool) -> None:
+    """Raise ``ModelError`` when a run or model file names Python objects directly and is not trusted."""
+    found = [] if trust_recipe else references(node)
+    if found:
+        listed = ", ".join(f"{p} = {v!r}" for p, v in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise ModelError(f"{source}: names Python objects directly ({listed}); a run directory or model file you load is"
+                         " data, so vvframe builds only installed components (entry points) from it. If you trust its"
+                         " author as you trust a recipe you run, load it with trust_recipe=True (command line:"
+                         " --trust-recipe)")
+
+
+def _from_run(run_dir: Path, device: torch.device, checkpoint: str | Path | None, trust_recipe: bool) -> SpeakerModel:
     from . import recipe as recipes
     snapshot = run_dir / "recipe.yaml"
     if not snapshot.is_file():
         raise ModelError(f"{run_dir}: not a vvframe run directory (it has no recipe.yaml)")
-    resolved = recipes.resolve(recipes.load(snapshot))
+    loaded = recipes.load(snapshot)
+    refuse_references(loaded.data, snapshot, trust_recipe)
+    resolved = recipes.resolve(loaded, references=trust_recipe)
     for warning in resolved.warnings:
         log.warning(warning)
     spec = resolved.to_dict()

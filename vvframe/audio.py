@@ -2,6 +2,11 @@
 
 soundfile seeks in wav and flac, so a 2-second crop of a 10-minute file decodes 2 seconds. A file at another
 rate is resampled on the fly (torchaudio's resampler); a file shorter than the crop is repeated to fill it.
+
+What counts as unusable is decided here, once, for every path (training skips and counts such a file; extraction,
+the API and the service refuse it naming the file): missing, unreadable, truncated, empty, silent (every sample
+read is zero), holding NaN/inf samples, and, for an utterance (:func:`utterance_info`), shorter than
+:data:`MIN_SECONDS`. Only the samples actually read are checked, so a training crop stays a crop.
 """
 from __future__ import annotations
 
@@ -20,9 +25,12 @@ from .errors import VvframeError
 
 log = logging.getLogger(__name__)
 
+MIN_SECONDS = 0.1  # the shortest utterance vvframe trains on, embeds or scores: less gives no frontend usable frames
+
 
 class AudioError(VvframeError, OSError):
-    """A file that cannot serve as audio: missing, unreadable, empty or silent; the message names it and why."""
+    """A file that cannot serve as audio: missing, unreadable, empty, silent, NaN/inf or too short; the message
+    names it and why."""
 
     def __init__(self, path: str | Path, reason: str):
         self.path = str(path)
@@ -63,6 +71,18 @@ def info(path: str | Path) -> AudioInfo:
             raise AudioError(path, f"truncated: the header promises {promised // block} samples, the file holds"
                                    f" {meta.frames}")
     return AudioInfo(int(meta.frames), int(meta.samplerate), int(meta.channels))
+
+
+def utterance_info(path: str | Path) -> AudioInfo:
+    """:func:`info` of a file used as an utterance (trained on, embedded, scored): also an ``AudioError`` naming
+    the file and its length when it is shorter than :data:`MIN_SECONDS`."""
+    meta = info(path)
+    if meta.frames < MIN_SECONDS * meta.sample_rate:
+        shown = math.floor(meta.seconds * 1000) / 1000  # rounded down: 1599 samples at 16 kHz is no "0.100 s"
+        raise AudioError(path, f"too short: {shown:.3f} s ({meta.frames} sample{'s' if meta.frames != 1 else ''} at"
+                               f" {meta.sample_rate} Hz); an utterance needs at least {MIN_SECONDS:g} s"
+                               " (vvframe.audio.MIN_SECONDS)")
+    return meta
 
 
 _SAMPLE_BYTES = {"PCM_U8": 1, "PCM_S8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
@@ -107,7 +127,8 @@ def read(path: str | Path, sample_rate: int | None = None, start: int = 0, frame
 
     ``sample_rate``: the rate wanted (``None``: the file's own). ``start``/``frames``: a crop in samples at that
     rate; only that part is decoded. A file shorter than ``start + frames`` is repeated to fill the crop.
-    Raises ``AudioError`` naming the file for a missing, unreadable, empty or all-zero file.
+    Raises ``AudioError`` naming the file for a missing, unreadable or empty file, and for one whose samples read
+    are all zero or hold NaN/inf (only the crop is checked). The length is not checked: see :func:`utterance_info`.
     """
     path = Path(path)
     meta = info(path)
@@ -152,6 +173,11 @@ def _decode(path: Path, meta: AudioInfo, start: int, frames: int) -> torch.Tenso
     if len(data) < frames:
         raise AudioError(path, f"truncated: the header promises {meta.frames} samples, reading"
                                f" [{start}, {start + frames}) gave {len(data)}")
+    if not np.isfinite(data).all():  # a float wav written from a failed computation; one NaN ruins a whole batch
+        bad = np.flatnonzero(~np.isfinite(data).all(axis=1))
+        raise AudioError(path, f"holds NaN/inf samples: {len(bad)} of the {len(data)} read from [{start},"
+                               f" {start + frames}), the first at sample {start + int(bad[0])}; write the file"
+                               " again from its source, or leave it out of the lists")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     return torch.from_numpy(np.ascontiguousarray(mono))
 

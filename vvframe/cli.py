@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -89,14 +90,17 @@ def _run(rest: list[str]) -> int:
         parser.error("under torchrun, give every process the same --run-dir DIR (or --resume RUN_DIR)")
     path = path or runs.resume_recipe_path(opts.resume)
     resolved = recipes.check(path, overrides)
+    made = None  # folders this command made (a mistake found before any work removes them): how many parents
     if opts.resume:
         run_dir = runs.resume_recipe_path(opts.resume).parent
     elif opts.run_dir and rank > 0:
         run_dir = Path(opts.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
     elif opts.run_dir:
+        made = -1 if Path(opts.run_dir).exists() else 0  # an empty folder given by the user stays
         run_dir = runs.claim_run_dir(opts.run_dir)
     else:
+        made = 2  # runs/<name>/<time>, and runs/<name> and runs when it made them
         run_dir = runs.new_run_dir(resolved.name, opts.runs)
     runs.setup_logging(run_dir, rank=rank)
     world_size = int(os.environ.get("WORLD_SIZE", "1")) if "LOCAL_RANK" in os.environ else 1
@@ -104,6 +108,7 @@ def _run(rest: list[str]) -> int:
     ctx.log.info("vvframe %s: %s %s in %s", __version__, "resuming" if opts.resume else "running", path, run_dir)
     for warning in resolved.warnings:
         ctx.log.warning(warning)
+    previous = signal.signal(signal.SIGTERM, _terminated)  # a SIGTERM ends the run the way Ctrl-C does
     try:
         if ctx.is_main:
             runs.write_snapshot(ctx)
@@ -111,13 +116,30 @@ def _run(rest: list[str]) -> int:
     except runs.StageFailed as exc:
         print(f"error: {exc.summary()}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"interrupted; continue with: vvframe run --resume {run_dir}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"{exc or 'interrupted'}; continue with: vvframe run --resume {run_dir}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    except VvframeError:
+        if made is not None and not ctx.started:  # found before any work: leave no run directory behind
+            ctx.close()
+            runs.setup_logging(None, rank=rank)
+            runs.discard_run_dir(run_dir, max(made, 0))
+            if made < 0:
+                run_dir.mkdir()  # the empty folder the user gave, as it was
+        raise
     finally:
+        signal.signal(signal.SIGTERM, previous)
         ctx.close()
     ctx.log.info("run finished: %s", run_dir)
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM while running: handled like Ctrl-C (status ``interrupted``, the resume hint), exit code 143."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated("terminated (SIGTERM)")
 
 
 def _resolve(command: str, rest: list[str]):

@@ -7,10 +7,13 @@
   another rate uses on the fly, so converted data trains like unconverted data).
 - ``src/a/b.m4a`` becomes ``dst/a/b.wav`` (or ``.flac``); files of other suffixes are ignored. Two sources
   that would land on one output (``x.wav`` and ``x.flac``) are a failure for the second (sorted order).
+  ``replace_spaces`` writes each whitespace character of the path as ``_`` (``a b/c.wav`` -> ``a_b/c.wav``), so
+  the copy can go into lists, whose lines cannot hold a path with spaces.
 - Each output is written to a temporary sibling and renamed, so a killed conversion never leaves half a file;
   a rerun skips an output that exists, is at least as new as its source and has the wanted rate, one channel
   and the wanted format (unless ``overwrite``).
-- A source that cannot be decoded is a failure entry naming the problem, never a crash. Sources are only read.
+- A source that cannot be decoded, or that holds NaN/inf samples, is a failure entry naming the problem, never a
+  crash. Sources are only read.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import io
 import logging
 import multiprocessing
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -79,11 +83,13 @@ def find_audio(src: str | Path) -> list[Path]:
 
 
 def convert_tree(src: Path, dst: Path, sample_rate: int = 16000, fmt: str = "wav", jobs: int = 1,
-                 overwrite: bool = False, progress: Callable[[int], None] | None = None) -> ConvertReport:
+                 overwrite: bool = False, progress: Callable[[int], None] | None = None,
+                 replace_spaces: bool = False) -> ConvertReport:
     """Every audio file under src to mono at sample_rate in fmt ('wav' 16-bit PCM or 'flac'), mirrored under dst.
 
     ``progress(1)`` is called once per audio file, whatever became of it (``len(find_audio(src))`` in all).
-    ``jobs > 1`` converts in that many processes; the outputs are the same as with one.
+    ``jobs > 1`` converts in that many processes; the outputs are the same as with one. ``replace_spaces``: each
+    whitespace character of an output path becomes ``_``.
     """
     src, dst = Path(src), Path(dst)
     fmt = fmt.lower().lstrip(".")
@@ -109,6 +115,8 @@ def convert_tree(src: Path, dst: Path, sample_rate: int = 16000, fmt: str = "wav
     claimed: dict[str, str] = {}
     for rel in find_audio(src):
         out_rel = rel.with_suffix("." + fmt).as_posix()
+        if replace_spaces:
+            out_rel = re.sub(r"\s", "_", out_rel)
         if out_rel in claimed:
             report.failures.append((rel.as_posix(), f"its output {out_rel} is also {claimed[out_rel]}'s;"
                                                     " not converted"))
@@ -192,6 +200,9 @@ def _convert_one(paths: tuple[str, str], sample_rate: int, fmt: str, overwrite: 
         wave, rate = _decode(source, sample_rate, ffmpeg)
         if wave.size == 0:
             return "failed", "empty (no samples)"
+        if not np.isfinite(wave).all():
+            return "failed", (f"holds NaN/inf samples ({int(np.count_nonzero(~np.isfinite(wave)))} of {wave.size});"
+                              " not converted")
         if rate != sample_rate:
             wave = _resample(wave, rate, sample_rate)
         with atomic_path(output) as tmp:

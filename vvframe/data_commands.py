@@ -1,17 +1,19 @@
 """``vvframe data``: build lists and trials, convert audio, pack shards, generate a synthetic corpus.
 
-Each sub-command shows a progress bar on a terminal and leaves its sources untouched.
+Each sub-command shows a progress bar on a terminal and leaves its sources untouched. A list that is there already
+is replaced only with ``--force``; a path with whitespace (which a list line cannot hold) is refused before any list
+is written.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from . import lists
-from .errors import BadValue
+from .errors import BadValue, refuse_existing
 
 COMMANDS = {
     "lists": "scan ROOT/<speaker>/**/*.{wav,flac} into train.txt and val.txt",
@@ -37,6 +39,7 @@ def main(rest: list[str]) -> int:
                         " speaker (default); 0: no validation list")
     p.add_argument("--min-utterances", type=int, default=2, metavar="N", help="leave out smaller speakers (2)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="replace train.txt and val.txt if DIR has them")
 
     p = sub.add_parser("trials", help=COMMANDS["trials"], description=COMMANDS["trials"])
     p.add_argument("list", type=Path, metavar="LIST")
@@ -44,6 +47,7 @@ def main(rest: list[str]) -> int:
     p.add_argument("--per-utterance", type=int, default=2, metavar="K",
                    help="target trials per enrollment utterance, and as many non-target ones (2)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
     p = sub.add_parser("convert", help=COMMANDS["convert"], description=COMMANDS["convert"])
     p.add_argument("src", type=Path, metavar="SRC")
@@ -52,6 +56,8 @@ def main(rest: list[str]) -> int:
     p.add_argument("--format", choices=["wav", "flac"], default="wav")
     p.add_argument("--jobs", type=int, default=1, metavar="N")
     p.add_argument("--overwrite", action="store_true", help="convert files again even if DST has them")
+    p.add_argument("--replace-spaces", action="store_true",
+                   help="write each whitespace character of a path as '_' (lists cannot hold paths with spaces)")
     p.add_argument("--report", type=Path, metavar="FILE", help="where the report goes (default DST/convert-report.txt)")
 
     p = sub.add_parser("shards", help=COMMANDS["shards"], description=COMMANDS["shards"])
@@ -95,6 +101,8 @@ def main(rest: list[str]) -> int:
     p.add_argument("--sample-rate", type=int, default=16000)
     p.add_argument("--per-utterance", type=int, default=2, metavar="K", help="target trials per utterance (2)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true",
+                   help="replace the lists if OUT has them (its audio is written again)")
 
     opts = parser.parse_args(rest)
     return globals()[f"_{opts.command}"](opts)
@@ -107,18 +115,36 @@ def _bar(total: int | None, desc: str, unit: str = "file") -> Iterator:
         yield bar.update
 
 
+def _refuse(out: Path, names: Sequence[str], force: bool, flag: str) -> None:
+    """An ``OutputExists`` naming the first of ``names`` that ``out`` holds and ``--force``, unless ``force``."""
+    for name in names:
+        refuse_existing(out / name, force, flag)
+
+
+def _drop_stale(out: Path, names: Sequence[str], written: Sequence[str]) -> list[str]:
+    """Remove the lists of ``names`` an earlier run left in ``out`` that this one did not write; returns them."""
+    stale = [n for n in names if n not in written and (out / n).is_file()]
+    for name in stale:
+        (out / name).unlink()
+    return stale
+
+
 def _lists(opts: argparse.Namespace) -> int:
     with _bar(None, "scanning", "speaker") as update:
         by_speaker = lists.scan(opts.root, progress=update)
     if not by_speaker:
         raise BadValue(f"{opts.root}: no audio files found as {opts.root}/<speaker>/**/*.wav|flac")
     train, val = lists.split(by_speaker, opts.split_ratio, opts.min_utterances, opts.seed)
+    lists.check_no_whitespace([n for u in train + val for n in (u.speaker, u.path)], opts.out)
+    _refuse(opts.out, ("train.txt", "val.txt"), opts.force, "--out")
     opts.out.mkdir(parents=True, exist_ok=True)
     lists.write_utterances(opts.out / "train.txt", train)
     written = [f"{opts.out / 'train.txt'} ({len(train)} utterances, {len({u.speaker for u in train})} speakers)"]
     if val:
         lists.write_utterances(opts.out / "val.txt", val)
         written.append(f"{opts.out / 'val.txt'} ({len(val)} utterances)")
+    if not val and _drop_stale(opts.out, ["val.txt"], []):
+        written.append(f"removed the earlier {opts.out / 'val.txt'}")
     left_out = len(by_speaker) - len({u.speaker for u in train})
     if left_out:
         written.append(f"left out {left_out} speaker(s) with fewer than {opts.min_utterances} utterances")
@@ -127,6 +153,7 @@ def _lists(opts: argparse.Namespace) -> int:
 
 
 def _trials(opts: argparse.Namespace) -> int:
+    refuse_existing(opts.out, opts.force)
     utterances = lists.read_utterances(opts.list)
     trials = lists.make_trials(utterances, opts.per_utterance, opts.seed)
     lists.write_trials(opts.out, trials)
@@ -138,7 +165,8 @@ def _trials(opts: argparse.Namespace) -> int:
 def _convert(opts: argparse.Namespace) -> int:
     from .convert import convert_tree
     with _bar(None, "converting") as update:
-        report = convert_tree(opts.src, opts.dst, opts.sample_rate, opts.format, opts.jobs, opts.overwrite, update)
+        report = convert_tree(opts.src, opts.dst, opts.sample_rate, opts.format, opts.jobs, opts.overwrite, update,
+                              replace_spaces=opts.replace_spaces)
     report_path = opts.report or opts.dst / "convert-report.txt"
     report.write(report_path)
     print(f"converted {report.converted}, up to date {report.skipped}, failed {len(report.failures)}"
@@ -166,6 +194,9 @@ def _shards(opts: argparse.Namespace) -> int:
     return 0
 
 
+SYNTH_LISTS = ("train.txt", "eval.txt", "cohort.txt", "val.txt", "trials.txt", "pairs.txt", "val_trials.txt")
+
+
 def _synth(opts: argparse.Namespace) -> int:
     from .synth import synthesize
     try:
@@ -174,6 +205,11 @@ def _synth(opts: argparse.Namespace) -> int:
         raise BadValue(f"--seconds {opts.seconds}: expected a range such as 2-4") from None
     if not 0 < low <= high:
         raise BadValue(f"--seconds {opts.seconds}: expected 0 < A <= B")
+    from .audio import MIN_SECONDS
+    if low < MIN_SECONDS:
+        raise BadValue(f"--seconds {opts.seconds}: an utterance needs at least {MIN_SECONDS:g} s"
+                       " (vvframe.audio.MIN_SECONDS); shorter ones would be skipped in training and refused elsewhere")
+    _refuse(opts.out, SYNTH_LISTS, opts.force, "OUT")
     groups = {"train.txt": [f"spk{i:04d}" for i in range(opts.speakers)],
               "eval.txt": [f"eval{i:04d}" for i in range(opts.eval_speakers)],
               "cohort.txt": [f"coh{i:04d}" for i in range(opts.cohort_speakers)],
@@ -200,5 +236,10 @@ def _synth(opts: argparse.Namespace) -> int:
         lists.write_trials(opts.out / "val_trials.txt", trials)
         notes.append(f"val_trials.txt ({len(trials)} trials)")
     notes.append(", ".join(written) + " (paths relative to audio/)")
+    made = [*written, *(["trials.txt", "pairs.txt"] if len(groups["eval.txt"]) >= 2 else []),
+            *(["val_trials.txt"] if len(groups["val.txt"]) >= 2 else [])]
+    stale = _drop_stale(opts.out, SYNTH_LISTS, made)
+    if stale:
+        notes.append(f"removed the earlier {', '.join(stale)}")
     print("wrote " + "; ".join(notes))
     return 0

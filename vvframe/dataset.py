@@ -1,6 +1,7 @@
 """Training data: random fixed-length crops of a list's utterances, with labels; broken files skipped and counted.
 
-A file that cannot be read (missing, corrupt, empty, silent) is logged and replaced by another utterance of
+A file that cannot be used (missing, corrupt, empty, silent or NaN/inf in the crop read, shorter than
+``audio.MIN_SECONDS``: see :mod:`vvframe.audio`) is logged with the count so far and replaced by another utterance of
 the same speaker, so one bad file does not end a week-long run; more than ``max_skipped`` of them stops it
 with the list, since then something is wrong with the data rather than with a file.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .audio import AudioError, info, read
+from .audio import AudioError, read, utterance_info
 from .errors import VvframeError
 from .lists import Utterance, speaker_labels
 
@@ -40,7 +41,8 @@ class CropDataset(torch.utils.data.Dataset):
         self.max_skipped = max_skipped
         self.seed = seed
         self.epoch = 0
-        self.skipped: list[str] = []
+        self.skipped: list[str] = []  # "<path>: <reason>", each file once
+        self._seen: set[str] = set()
         self._by_label: dict[int, list[int]] = defaultdict(list)
         for i, label in enumerate(self.labels):
             self._by_label[label].append(i)
@@ -67,13 +69,16 @@ class CropDataset(torch.utils.data.Dataset):
 
     def _crop(self, index: int) -> torch.Tensor:
         path = self.root / self.utterances[index].path
-        meta = info(path)
+        meta = utterance_info(path)
         total = int(meta.frames * self.sample_rate / meta.sample_rate)
         gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
         start = int(torch.randint(0, total - self.frames + 1, (1,), generator=gen)) if total > self.frames else 0
         return read(path, self.sample_rate, start, self.frames)
 
     def _skip(self, exc: AudioError) -> None:
+        if exc.path in self._seen:  # counted once: a bad file met again in a later epoch is no new problem
+            return
+        self._seen.add(exc.path)
         self.skipped.append(f"{exc.path}: {exc.reason}")
         log.warning("skipped %s (%d so far, at most %d allowed)", exc, len(self.skipped), self.max_skipped)
         if len(self.skipped) > self.max_skipped:

@@ -139,10 +139,9 @@ class Extractor:
     # ---- extraction --------------------------------------------------------------------------------------
     def _length(self, path: str) -> int:
         """Samples this utterance yields at the recipe's rate (crops mode: the crop length)."""
+        meta = audio.utterance_info(self.root / path)  # fail before any work, naming the file (or too short)
         if self.crops:
-            audio.info(self.root / path)  # fail early, naming the file
             return self.crop_frames
-        meta = audio.info(self.root / path)
         total = math.floor(meta.frames * self.sample_rate / meta.sample_rate)
         return total if self.max_frames is None else min(total, self.max_frames)
 

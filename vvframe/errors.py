@@ -50,6 +50,17 @@ class RecipeError(VvframeError, ValueError):
         super().__init__("\n  ".join([head, *map(str, self.problems)]))
 
 
+class OutputExists(VvframeError, FileExistsError):
+    """An output that is there already: no command replaces one unless given ``--force``."""
+
+
+def refuse_existing(path, force: bool, flag: str = "--out") -> None:
+    """Raise ``OutputExists`` when ``path`` exists and ``force`` is not set, naming the path and the way out."""
+    from pathlib import Path
+    if Path(path).exists() and not force:
+        raise OutputExists(f"{path} exists; choose another {flag} or pass --force to replace it")
+
+
 class ContractError(VvframeError, TypeError):
     """A plugin whose callable cannot serve as a component (no readable signature, ``**kwargs``, ...)."""
 

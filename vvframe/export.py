@@ -41,10 +41,10 @@ import torch
 from torch import Tensor, nn
 
 from . import registry
-from .api import FORMAT, FORMAT_VERSION, ModelError, SpeakerModel, load
+from .api import FORMAT, FORMAT_VERSION, ModelError, SpeakerModel, load, refuse_references
 from .atomic import atomic_path
 from .embed import Embedder
-from .errors import VvframeError
+from .errors import OutputExists, VvframeError
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,6 @@ class ExportError(VvframeError, RuntimeError):
 
 class MissingPackage(VvframeError, ImportError):
     """An optional package that the ONNX format needs (``pip install 'vvframe[onnx]'``)."""
-
-
-class OutputExists(VvframeError, FileExistsError):
-    """``--out`` names a file that is there already (``--force`` replaces it)."""
 
 
 # ---- exporting ---------------------------------------------------------------------------------------------
@@ -221,17 +217,19 @@ def _first_line(exc: BaseException) -> str:
 
 
 # ---- loading -------------------------------------------------------------------------------------------------
-def load_exported(path: str | Path, device: str | torch.device = "cpu") -> SpeakerModel:
+def load_exported(path: str | Path, device: str | torch.device = "cpu", *, trust_recipe: bool = False) -> SpeakerModel:
     """A :class:`~vvframe.api.SpeakerModel` from a file written by ``vvframe export``, told apart by content:
     TorchScript (a zip archive with ``extra/vvframe.json``) or ONNX (a ModelProto with ``vvframe`` metadata).
-    Anything else, a training checkpoint included, is a ModelError naming the file."""
+    Anything else, a training checkpoint included, is a ModelError naming the file. The one component built
+    from the metadata, the score normalizer, must be an installed entry point unless ``trust_recipe``."""
     path = Path(path)
     fmt, meta, cohort_bytes = _contents(path)
+    refuse_references({"normalizer": meta.get("normalizer")}, path, trust_recipe)
     if fmt == "torchscript":
         net, device = _torchscript_net(path, meta, torch.device(device))
     else:
         net, device = _onnx_net(path, torch.device(device))
-    return _speaker_model(path, net, meta, cohort_bytes, device)
+    return _speaker_model(path, net, meta, cohort_bytes, device, trust_recipe)
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -348,7 +346,7 @@ def _parse_meta(path: Path, text: bytes) -> dict[str, Any]:
 
 
 def _speaker_model(path: Path, net: nn.Module, meta: dict[str, Any], cohort_bytes: bytes | None,
-                   device: torch.device) -> SpeakerModel:
+                   device: torch.device, trust_recipe: bool = False) -> SpeakerModel:
     cohort = None
     if cohort_bytes is not None:
         try:
@@ -362,7 +360,7 @@ def _speaker_model(path: Path, net: nn.Module, meta: dict[str, Any], cohort_byte
     normalizer = None
     if meta.get("normalizer") and cohort is not None:
         try:
-            normalizer = registry.build("normalizers", meta["normalizer"])
+            normalizer = registry.build("normalizers", meta["normalizer"], references=trust_recipe)
         except VvframeError as exc:
             raise ModelError(f"{path}: its score normalizer cannot be built: {exc}") from exc
     return SpeakerModel(net, meta, cohort=cohort, normalizer=normalizer, device=device, source=str(path))
@@ -528,6 +526,8 @@ def main(rest: list[str]) -> int:
     parser.add_argument("--checkpoint", metavar="FILE", help="other weights for the run (a checkpoint file)")
     parser.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: the exporter's choice)")
     parser.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    parser.add_argument("--trust-recipe", action="store_true",
+                        help="allow the run's recipe to name Python objects (module:attr): only for runs you trust")
     opts = parser.parse_args(rest)
     if opts.opset is not None and opts.format != "onnx":
         parser.error("--opset applies to --format onnx only")
@@ -541,7 +541,7 @@ def main(rest: list[str]) -> int:
         raise ModelError(f"{run}: no such run directory (export takes a run directory)" if not run.exists() else
                          f"{run}: a file; export takes a run directory")
 
-    model = load(run, device="cpu", checkpoint=opts.checkpoint)
+    model = load(run, device="cpu", checkpoint=opts.checkpoint, trust_recipe=opts.trust_recipe)
     if int(model.meta.get("crops") or 0):
         print(f"warning: the run embeds {model.meta['crops']} crops of {model.meta.get('crop_seconds')} s per"
               " utterance; the exported model embeds whole utterances (its thresholds were tuned with crops)",

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import BadValue
+from .errors import BadValue, refuse_existing
 
 _MODEL_HELP = "a run directory (its weights, cohort and tuned thresholds) or a file from `vvframe export`"
 
@@ -15,12 +15,17 @@ def _parser(command: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("model", metavar="RUN", help=_MODEL_HELP)
     parser.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda, cuda:N")
     parser.add_argument("--checkpoint", metavar="FILE", help="other weights for the run (a checkpoint file)")
+    parser.add_argument("--trust-recipe", action="store_true",
+                        help="allow the run's recipe to name Python objects (module:attr): only for runs you trust")
     return parser
 
 
 def _load(opts: argparse.Namespace):
     from .api import load
-    return load(opts.model, device=opts.device, checkpoint=opts.checkpoint)
+    model = load(opts.model, device=opts.device, checkpoint=opts.checkpoint, trust_recipe=opts.trust_recipe)
+    if Path(model.source) != Path(opts.model):
+        print(f"{opts.model}: using its newest usable run, {model.source}", file=sys.stderr)
+    return model
 
 
 def _listed(path: Path, root: Path | None) -> list[str]:
@@ -47,12 +52,14 @@ def embed(rest: list[str], description: str) -> int:
     parser.add_argument("--root", type=Path, metavar="DIR", help="the folder the list's paths are relative to")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE.npz",
                         help="numpy archive: 'paths' (N,), 'embeddings' (N, D) float32, 'metadata' (JSON)")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     opts = parser.parse_args(rest)
     files = list(opts.files) + (_listed(opts.list, opts.root) if opts.list else [])
     if not files:
         parser.error("give audio files, or --list LIST")
     if opts.out.suffix != ".npz":
         parser.error(f"--out {opts.out}: the output is a numpy archive; name it *.npz")
+    refuse_existing(opts.out, opts.force)
     import json
 
     import numpy as np
@@ -75,11 +82,16 @@ def verify(rest: list[str], description: str) -> int:
                         help="many pairs instead: '<enroll> <test>' or '<label> <enroll> <test>' lines")
     parser.add_argument("--root", type=Path, metavar="DIR", help="the folder the pairs' paths are relative to")
     parser.add_argument("--out", type=Path, metavar="FILE.csv", help="with --pairs: the decisions (default: stdout)")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.add_argument("--threshold", default="eer",
                         help="a threshold the run's eval stage tuned (eer, mindcf@P, far@F) or a number (eer)")
     opts = parser.parse_args(rest)
     if bool(opts.pairs) == bool(opts.files) or (opts.files and len(opts.files) != 2):
         parser.error("give two audio files A B, or --pairs FILE")
+    if opts.out and not opts.pairs:
+        parser.error("--out goes with --pairs (two files print their decision)")
+    if opts.out:
+        refuse_existing(opts.out, opts.force)
     model = _load(opts)
     name, value = model.threshold(opts.threshold)
     if opts.files:

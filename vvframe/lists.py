@@ -4,13 +4,17 @@
 - trials: ``<0|1|target|nontarget> <enroll path> <test path>``
 - test pairs: ``<enroll path> <test path>``
 
-Paths are relative to a data root. Blank lines and lines starting with ``#`` are skipped.
+Paths are relative to a data root. Blank lines and lines starting with ``#`` are skipped. A line's fields are
+split at whitespace, so **a speaker name or path may not contain whitespace**: the writers refuse such a name
+(naming it; nothing is written) and the readers report a line with too many fields with that hint.
 """
 from __future__ import annotations
 
+import contextlib
 import random
+import threading
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +22,8 @@ from .errors import VvframeError
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 LABELS = {"1": 1, "0": 0, "target": 1, "nontarget": 0}
+SPACES_HINT = ("fields are separated by whitespace, so a speaker name or path may not contain spaces: rename such"
+               " files, or copy the tree without them (`vvframe data convert SRC DST --replace-spaces`)")
 
 
 class ListError(VvframeError, ValueError):
@@ -58,7 +64,7 @@ def read_utterances(path: str | Path) -> list[Utterance]:
     for number, fields in _lines(path):
         if len(fields) != 2:
             raise ListError(f"{path}:{number}: expected '<speaker> <path>', got {len(fields)} field"
-                            f"{'s' if len(fields) != 1 else ''}: {' '.join(fields)!r}")
+                            f"{'s' if len(fields) != 1 else ''}: {' '.join(fields)!r}{_hint(fields, 2)}")
         out.append(Utterance(fields[0], fields[1]))
     if not out:
         raise ListError(f"{path}: the list is empty")
@@ -71,36 +77,90 @@ def read_trials(path: str | Path, labelled: bool | None = None) -> list[Trial]:
     ``labelled=None`` decides from the first line; mixing the two forms in one file is an error.
     """
     out = []
+    guessed = labelled is None
     for number, fields in _lines(path):
         if labelled is None:
             labelled = len(fields) == 3
         if labelled:
             if len(fields) != 3 or fields[0].lower() not in LABELS:
+                # three fields on a first line that decided the form may be a pair with a space in a path
+                names = 2 if guessed and not out else 3
                 raise ListError(f"{path}:{number}: expected '<0|1|target|nontarget> <enroll> <test>', got"
-                                f" {' '.join(fields)!r}")
+                                f" {' '.join(fields)!r}{_hint(fields, names)}")
             out.append(Trial(fields[1], fields[2], LABELS[fields[0].lower()]))
         else:
             if len(fields) != 2:
-                raise ListError(f"{path}:{number}: expected '<enroll> <test>', got {' '.join(fields)!r}")
+                raise ListError(f"{path}:{number}: expected '<enroll> <test>', got {' '.join(fields)!r}"
+                                f"{_hint(fields, 2)}")
             out.append(Trial(fields[0], fields[1]))
     if not out:
         raise ListError(f"{path}: the list is empty")
     return out
 
 
+def _hint(fields: list[str], names: int) -> str:
+    """The whitespace hint, for a malformed line with more fields than the ``names`` it should hold."""
+    return f" ({SPACES_HINT})" if len(fields) > names else ""
+
+
 def write_utterances(path: str | Path, utterances: Iterable[Utterance]) -> None:
-    """Write an utterance list."""
+    """Write an utterance list; a ``ListError`` (nothing written) if a speaker or path contains whitespace."""
+    utterances = list(utterances)
+    check_no_whitespace([n for u in utterances for n in (u.speaker, u.path)], path)
     _write(path, (f"{u.speaker} {u.path}" for u in utterances))
 
 
 def write_trials(path: str | Path, trials: Iterable[Trial]) -> None:
-    """Write trials (``<label> <enroll> <test>``) or pairs when a trial has no label."""
+    """Write trials (``<label> <enroll> <test>``) or pairs when a trial has no label; a ``ListError`` (nothing
+    written) if a path contains whitespace."""
+    trials = list(trials)
+    check_no_whitespace([p for t in trials for p in (t.enroll, t.test)], path)
     _write(path, (f"{t.enroll} {t.test}" if t.label is None else f"{t.label} {t.enroll} {t.test}" for t in trials))
 
 
-def _write(path: str | Path, lines: Iterable[str]) -> None:
+def check_no_whitespace(names: Iterable[str], dest: str | Path, show: int = 5) -> None:
+    """A ``ListError`` naming ``dest``, how many of ``names`` contain whitespace (which a list line cannot hold) and
+    the first ``show`` of them, with the fix; nothing if there are none."""
+    bad = list(dict.fromkeys(n for n in names if any(c.isspace() for c in n)))
+    if bad:
+        head = "\n  ".join(repr(n) for n in bad[:show])
+        more = f"\n  ... and {len(bad) - show} more" if len(bad) > show else ""
+        raise ListError(f"{dest}: nothing written: {len(bad)} path{'s' if len(bad) != 1 else ''} (or speaker"
+                        f" name{'s' if len(bad) != 1 else ''}) with whitespace, which a list line cannot hold (its"
+                        f" fields are split at whitespace):\n  {head}{more}\nrename them, or copy the tree without"
+                        " spaces (`vvframe data convert SRC DST --replace-spaces`), and run again")
+
+
+_together = threading.local()
+
+
+@contextlib.contextmanager
+def written_together() -> Iterator[None]:
+    """Hold the lists written inside the block and write them only when it ends without an error, so a command
+    that writes several lists writes all of them or none."""
+    held: list[tuple[str | Path, str]] = []
+    outer = getattr(_together, "held", None)
+    _together.held = held
+    try:
+        yield
+    finally:
+        _together.held = outer
     from .atomic import atomic_write
-    atomic_write(path, "".join(line + "\n" for line in lines))
+    for path, text in held:
+        if outer is not None:
+            outer.append((path, text))
+        else:
+            atomic_write(path, text)
+
+
+def _write(path: str | Path, lines: Iterable[str]) -> None:
+    text = "".join(line + "\n" for line in lines)
+    held = getattr(_together, "held", None)
+    if held is not None:
+        held.append((path, text))
+        return
+    from .atomic import atomic_write
+    atomic_write(path, text)
 
 
 def missing_files(paths: Iterable[str], root: str | Path) -> list[str]:

@@ -100,6 +100,10 @@ def _load_file(path: Path, chain: tuple[Path, ...], problems: list[Problem]) -> 
 
 
 def _missing_file(path: Path) -> str:
+    if path.is_dir():
+        names = sorted(p.name for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+        inside = f" (recipes in it: {', '.join(names[:5])})" if names else ""
+        return f"{path} is a directory; give a recipe file (.yaml){inside}"
     hint = ""
     if path.parent.is_dir():
         names = [p.name for p in path.parent.iterdir() if p.suffix in (".yaml", ".yml")]
@@ -347,8 +351,12 @@ def plain(value: Any) -> Any:
     return value
 
 
-def resolve(recipe: Recipe) -> Resolved:
-    """Validate the whole recipe (every problem at once, each with its path and origin) and resolve it."""
+def resolve(recipe: Recipe, *, references: bool = True) -> Resolved:
+    """Validate the whole recipe (every problem at once, each with its path and origin) and resolve it.
+
+    Nothing is built or called. ``references=False`` (for a run directory's recipe being loaded, which is data)
+    refuses ``module:attr`` references in component sections and stages; see ``registry.find``.
+    """
     data = recipe.data
     problems: list[Problem] = []
 
@@ -371,7 +379,7 @@ def resolve(recipe: Recipe) -> Resolved:
     stages, readers = [], {}
     stage_failed = False
     for i, stage_name in enumerate(stage_names):
-        stage, stage_problems = _stage(stage_name, f"stages.{i}")
+        stage, stage_problems = _stage(stage_name, f"stages.{i}", references)
         for path, message in stage_problems:
             report(path, message)
         if stage is None:
@@ -396,14 +404,14 @@ def resolve(recipe: Recipe) -> Resolved:
             entries = [] if entry is None else entry if isinstance(entry, list) else [entry]
             built = []
             for j, item in enumerate(entries):
-                comp, comp_problems = registry.resolve(kind_name, item, f"{section}.{j}")
+                comp, comp_problems = registry.resolve(kind_name, item, f"{section}.{j}", references=references)
                 for path, message in comp_problems:
                     report(path, message)
                 if comp is not None:
                     built.append(comp)
             components[section] = built
         else:
-            comp, comp_problems = registry.resolve(kind_name, entry, section)
+            comp, comp_problems = registry.resolve(kind_name, entry, section, references=references)
             for path, message in comp_problems:
                 report(path, message)
             components[section] = comp
@@ -431,11 +439,21 @@ def resolve(recipe: Recipe) -> Resolved:
             value = {}
         _settings(key, value, readers_of, settings, report)
 
+    needed: dict[str, list[str]] = {}  # a component section that a stage requires (no default) but is absent or null
     for stage in stages:
         for p in stage.params:
-            if p.name in COMPONENT_SECTIONS and p.name not in data and p.required:
-                report(p.name, f"missing section '{p.name}' ({COMPONENT_SECTIONS[p.name]}), required by stage"
-                               f" '{stage.name}' (`vvframe plugins {COMPONENT_SECTIONS[p.name]}` lists choices)")
+            if p.name in COMPONENT_SECTIONS and p.required and data.get(p.name) is None:
+                needed.setdefault(p.name, []).append(repr(stage.name))
+    for section, by in needed.items():
+        kind_name = COMPONENT_SECTIONS[section]
+        by_stages = f"stage{'s' if len(by) > 1 else ''} {', '.join(by)}"
+        if section in data:
+            report(section, f"section '{section}' is null, but {by_stages} require{'' if len(by) > 1 else 's'} it:"
+                            f" name a component there, e.g. {section}: {{name: ...}} (`vvframe plugins {kind_name}`"
+                            " lists choices)")
+        else:
+            report(section, f"missing section '{section}' ({kind_name}), required by {by_stages}"
+                            f" (`vvframe plugins {kind_name}` lists choices)")
     if problems:
         raise RecipeError(recipe.source, sorted(problems, key=_reading_order))
     return Resolved(recipe, name, seed, stages, components, settings, warnings)
@@ -470,11 +488,11 @@ def _reading_order(problem: Problem) -> tuple:
     return (1, "", int(override.group(1))) if override else (2, "", 0)
 
 
-def _stage(entry: Any, path: str) -> tuple[Stage | None, list[tuple[str, str]]]:
+def _stage(entry: Any, path: str, references: bool = True) -> tuple[Stage | None, list[tuple[str, str]]]:
     if not isinstance(entry, str):
         return None, [(path, f"expected a stage name, got {entry!r}")]
     try:
-        ep = registry.find("stages", entry)
+        ep = registry.find("stages", entry, references=references)
         params = parameters(registry.load(ep))
     except (ComponentNotFound, PluginImportError, ContractError) as exc:
         return None, [(path, str(exc))]

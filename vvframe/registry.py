@@ -5,6 +5,7 @@ a component's module is imported when it is first built or described.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.metadata as metadata
 import inspect
@@ -12,22 +13,27 @@ import keyword
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
-from .errors import (ArgumentError, ComponentNotFound, ContractError, PluginImportError, Problem, RecipeError,
-                     add_note, did_you_mean)
-from .schema import Param, bind, parameters, type_name
+from .errors import (ArgumentError, BadValue, ComponentNotFound, ContractError, PluginImportError, Problem,
+                     RecipeError, add_note, did_you_mean)
+from .schema import CoercionError, Param, Range, bind, coerce, limits, parameters, type_name
 
 GROUP_PREFIX = "vvframe."
 
 
 @dataclass(frozen=True)
 class Kind:
-    """A kind of component: its entry-point group is ``vvframe.<name>``."""
+    """A kind of component: its entry-point group is ``vvframe.<name>``.
+
+    ``limits``: ``(parameter name, Range)`` pairs that hold for every component of the kind that has such a
+    parameter, for callables whose signatures cannot say so themselves (``torch.optim.SGD``'s ``lr``).
+    """
 
     name: str
     supplies: tuple[str, ...]
     returns: str
+    limits: tuple[tuple[str, Range], ...] = ()
 
     @property
     def group(self) -> str:
@@ -41,7 +47,9 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
     Kind("augmentors", ("sample_rate",), "picklable callable on a waveform batch (B, T) with a torch.Generator"),
     Kind("samplers", ("labels", "batch_size", "rank", "world_size", "seed"), "yields lists of indices; set_epoch(e)"),
     Kind("normalizers", (), "N(scores, enroll, test, cohort) -> normalized scores"),
-    Kind("optimizers", ("params",), "a torch.optim.Optimizer"),
+    Kind("optimizers", ("params",), "a torch.optim.Optimizer",  # torch checks these only when it is built
+         (("lr", Range(0)), ("momentum", Range(0)), ("weight_decay", Range(0)), ("eps", Range(0)),
+          ("betas", Range(0, lt=1)))),
     Kind("schedulers", ("optimizer", "steps_per_epoch", "epochs"), "a scheduler stepped once per iteration"),
     Kind("stages", ("ctx",), "a callable run against the run context"),
 ]}
@@ -122,10 +130,20 @@ def is_reference(name: str) -> bool:
 _REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
-def find(kind_name: str, name: str) -> metadata.EntryPoint:
-    """The entry point that ``name`` means for ``kind_name`` (a ``module:attr`` reference is made into one)."""
+def find(kind_name: str, name: str, *, references: bool = True) -> metadata.EntryPoint:
+    """The entry point that ``name`` means for ``kind_name`` (a ``module:attr`` reference is made into one).
+
+    ``references=False`` refuses ``module:attr`` references (before importing anything): for entries read from
+    data that is loaded (a run directory, a model file), which may name installed entry points only.
+    """
     k = kind(kind_name)
     if is_reference(name):
+        if not references:
+            raise ComponentNotFound(
+                f"{kind_name} '{name}' names a Python object directly (module:attr), which is refused here: a run"
+                f" directory or model file being loaded is data, not a recipe you run, so only installed {kind_name}"
+                f" components are built from it (`vvframe plugins {kind_name}` lists them); load it with"
+                " trust_recipe=True (--trust-recipe) only if you trust its author as you trust a recipe you run")
         if not _REFERENCE.match(name):
             raise ComponentNotFound(f"'{name}' is not a valid reference; write package.module:Attr")
         return metadata.EntryPoint(name=name, value=name, group=k.group)
@@ -164,6 +182,15 @@ def load(ep: metadata.EntryPoint) -> Callable:
     if not callable(obj):
         raise ContractError(f"{kind_name} '{ep.name}' ({ep.value}) is a {type(obj).__name__}, not a callable")
     return obj
+
+
+def signature(kind_name: str, factory: Callable) -> list[Param]:
+    """The parameters of ``factory`` as a component of ``kind_name``: its own annotations, with the kind's
+    ``limits`` added to the parameters they name."""
+    own = parameters(factory)
+    extra = dict(KINDS[kind_name].limits) if kind_name in KINDS else {}
+    return [dataclasses.replace(p, annotation=Annotated[p.annotation, extra[p.name]]) if p.name in extra else p
+            for p in own]
 
 
 # --- components -------------------------------------------------------------------------------------------
@@ -208,10 +235,13 @@ class Component:
         return {"name": self.name, **self.args}
 
 
-def resolve(kind_name: str, entry: Any, path: str = "") -> tuple[Component | None, list[tuple[str, str]]]:
+def resolve(kind_name: str, entry: Any, path: str = "", *, references: bool = True) \
+        -> tuple[Component | None, list[tuple[str, str]]]:
     """A recipe entry (``None``, a name, or a mapping with ``name``) as a ``Component`` with checked arguments.
 
     Returns the component (``None`` if disabled or unresolvable) and problems as ``(recipe path, message)``.
+    Nothing is called: a ``module:attr`` reference is imported and its signature read. ``references=False``
+    refuses such references (see ``find``).
     """
     if entry is None:
         return None, []
@@ -225,9 +255,8 @@ def resolve(kind_name: str, entry: Any, path: str = "") -> tuple[Component | Non
     name = entry["name"]
     args = {k: v for k, v in entry.items() if k != "name"}
     try:
-        ep = find(kind_name, name)
-        factory = load(ep)
-        params = parameters(factory)
+        ep = find(kind_name, name, references=references)
+        params = signature(kind_name, load(ep))
     except (ComponentNotFound, PluginImportError, ContractError) as exc:
         return None, [(_join(path, "name"), str(exc))]
     coerced, problems = bind(params, args, engine=KINDS[kind_name].supplies, owner=f"{kind_name} '{name}'")
@@ -235,11 +264,18 @@ def resolve(kind_name: str, entry: Any, path: str = "") -> tuple[Component | Non
     return Component(kind_name, name, coerced, path, ep), problems
 
 
-def build(kind_name: str, entry: Any, **supplied: Any) -> Any:
-    """Resolve and build a component in one step (the Python API): ``build('optimizers', 'sgd', params=...)``."""
-    comp, problems = resolve(kind_name, entry, kind_name)
+class EntryError(RecipeError, BadValue):
+    """Everything wrong with one entry given to ``build`` (a ``RecipeError`` and a ``BadValue``)."""
+
+
+def build(kind_name: str, entry: Any, *, references: bool = True, **supplied: Any) -> Any:
+    """Resolve and build a component in one step (the Python API): ``build('optimizers', 'sgd', params=...)``;
+    ``references=False`` builds installed entry points only (see ``find``)."""
+    comp, problems = resolve(kind_name, entry, kind_name, references=references)
     if problems:
-        raise RecipeError(f"{kind_name} entry", [Problem(p, "", m) for p, m in problems])
+        name = entry if isinstance(entry, str) else entry.get("name") if isinstance(entry, Mapping) else None
+        raise EntryError(f"{kind_name} '{name}'" if isinstance(name, str) else f"{kind_name} entry",
+                         [Problem(p, "", m) for p, m in problems])
     if comp is None:
         raise ArgumentError(f"{kind_name} entry is null: nothing to build")
     return comp.build(**supplied)
@@ -267,7 +303,7 @@ def describe(kind_name: str, name: str) -> str:
     """The parameters of one component (defaults, annotations), what vvframe supplies, its docstring's first line."""
     ep = find(kind_name, name)
     factory = load(ep)
-    params = parameters(factory)
+    params = signature(kind_name, factory)
     supplies = KINDS[kind_name].supplies
     doc = (inspect.getdoc(factory) or "").strip().splitlines()
     lines = [f"{kind_name} '{name}'  ->  {ep.value}  ({_where(ep)})"]
@@ -300,10 +336,11 @@ def check_all() -> list[str]:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", ep.name) or keyword.iskeyword(ep.name):
             problems.append(f"{label}: the name must be lowercase snake_case")
         try:
-            params = parameters(load(ep))
+            params = signature(kind_name, load(ep))
         except (PluginImportError, ContractError) as exc:
             problems.append(str(exc))
             continue
+        problems += [f"{label}: {m}" for m in _defaults_outside_limits(params)]
         if kind_name == "stages":
             continue  # a stage's parameters name recipe sections: the recipe module's stage_contract checks them
         own = set(KINDS[kind_name].supplies)
@@ -317,5 +354,19 @@ def check_all() -> list[str]:
     return problems
 
 
-__all__ = ["KINDS", "Kind", "Component", "Param", "build", "describe", "distribution", "entry_points", "find",
-           "check_all", "listing", "load", "refresh", "resolve", "type_name"]
+def _defaults_outside_limits(params: list[Param]) -> list[str]:
+    """A default that its own annotation's ``Range`` refuses (a recipe leaving it out would get it unchecked)."""
+    found = []
+    for p in params:
+        if p.required or p.default is None or not limits(p.annotation):
+            continue
+        try:
+            coerce(p.default, p.annotation, p.default)
+        except CoercionError as exc:
+            found.append(f"the default {p.name}={p.default!r} is outside its own annotation"
+                         f" ({type_name(p.annotation)}): {exc}")
+    return found
+
+
+__all__ = ["KINDS", "Kind", "Component", "EntryError", "Param", "Range", "build", "describe", "distribution",
+           "entry_points", "find", "check_all", "listing", "load", "refresh", "resolve", "signature", "type_name"]

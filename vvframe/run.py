@@ -62,6 +62,7 @@ class RunContext:
         self.world_size = world_size
         self.resumed = resumed
         self.log = logging.getLogger("vvframe.run")
+        self.started = False  # set when the first stage starts running (building them is not work yet)
         self._writer = None
 
     @property
@@ -112,13 +113,23 @@ def new_run_dir(name: str, root: str | Path = "runs") -> Path:
 
 
 def latest_run(folder: str | Path, needs: str = "checkpoints") -> Path | None:
-    """The newest run directory under ``folder`` (``runs/<recipe name>``: timestamped runs) that holds ``needs``;
-    ``folder`` itself when it is such a run; None when there is none."""
+    """The newest usable run directory under ``folder`` (``runs/<recipe name>``: timestamped runs): one that
+    holds ``needs`` (for ``checkpoints``: at least one checkpoint file, so a failed or empty attempt never
+    counts); ``folder`` itself when it is such a run; None when there is none. The choice is logged."""
     folder = Path(folder)
-    if (folder / needs).exists():
+
+    def usable(run: Path) -> bool:
+        target = run / needs
+        if needs == "checkpoints":
+            return target.is_dir() and any(p.suffix == ".pt" for p in target.iterdir())
+        return target.exists()
+
+    if usable(folder):
         return folder
-    runs = sorted((p for p in folder.iterdir() if p.is_dir() and (p / needs).exists()), key=lambda p: p.name) \
+    runs = sorted((p for p in folder.iterdir() if p.is_dir() and usable(p)), key=lambda p: p.name) \
         if folder.is_dir() else []
+    if runs:
+        log.info("%s: using its newest usable run, %s", folder, runs[-1])
     return runs[-1] if runs else None
 
 
@@ -132,10 +143,24 @@ def claim_run_dir(path: str | Path) -> Path:
     return path
 
 
+def discard_run_dir(run_dir: Path, parents: int = 0) -> None:
+    """Remove a run directory that this command made and in which nothing ran (its snapshot, an empty log), and
+    up to ``parents`` of its folders (``runs/<name>``, ``runs``) that it alone filled."""
+    import shutil
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in run_dir.parents[:parents]:
+        if parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+
+
 def resume_recipe_path(run_dir: str | Path) -> Path:
     """The recipe snapshot of a run to resume; a ``RunError`` if ``run_dir`` is not a run directory."""
     run_dir = Path(run_dir)
     snapshot = run_dir / RECIPE_FILE
+    if not run_dir.exists():
+        raise RunError(f"--resume {run_dir}: no such directory (give a run directory, e.g. runs/NAME/TIMESTAMP)")
+    if not run_dir.is_dir():
+        raise RunError(f"--resume {run_dir}: a file, not a run directory")
     if not snapshot.is_file():
         raise RunError(f"--resume {run_dir}: not a run directory (no {RECIPE_FILE} in it)")
     return snapshot
@@ -173,6 +198,16 @@ def write_snapshot(ctx: RunContext) -> None:
     atomic_write(target, text)
 
 
+def _snapshot(run_dir: Path) -> dict[str, Any]:
+    """The recipe a run started with (its ``recipe.yaml``), or ``{}`` when it cannot be read."""
+    import yaml
+    try:
+        data = yaml.safe_load((run_dir / RECIPE_FILE).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _body(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
 
@@ -180,7 +215,17 @@ def _body(text: str) -> str:
 def read_status(run_dir: Path) -> dict[str, Any]:
     """The stage statuses of a run (``run.json``), empty for a new run."""
     path = run_dir / STATUS_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"stages": {}}
+    if not path.is_file():
+        return {"stages": {}}
+    try:
+        status = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{path}: unreadable ({exc}); it records which stages finished. Move it aside to run every"
+                       " stage again (finished training resumes from its checkpoints)") from None
+    if not isinstance(status, dict) or not isinstance(status.get("stages"), dict):
+        raise RunError(f"{path}: not a vvframe run status (expected {{\"stages\": {{...}}}}); move it aside to run"
+                       " every stage again (finished training resumes from its checkpoints)")
+    return status
 
 
 def execute(ctx: RunContext, only: Sequence[str] = ()) -> None:
@@ -194,20 +239,31 @@ def execute(ctx: RunContext, only: Sequence[str] = ()) -> None:
         if name not in names:
             raise RunError(f"--stage {name}: not a stage of this recipe (its stages: {', '.join(names)})")
     status = read_status(ctx.run_dir)
+    started_with = _snapshot(ctx.run_dir) if ctx.resumed else {}
     todo = []
     for stage in ctx.resolved.stages:
         done = status["stages"].get(stage.name, {}).get("status") == "done"
         if only and stage.name not in only:
+            if done and todo:
+                ctx.log.warning("stage %s: finished before %s runs again, so its results may be out of date; name it"
+                                " with --stage too to bring it up to date", stage.name, todo[0].name)
             continue
         if done and not only:
-            ctx.log.info("stage %s: finished already, skipped (name it with --stage to run it again)", stage.name)
+            changed = [p.name for p in stage.params if p.name != "ctx" and started_with
+                       and started_with.get(p.name) != ctx.recipe.get(p.name)]
+            if changed:
+                ctx.log.warning("stage %s: finished already, skipped, although %s changed since; name it with --stage"
+                                " %s to run it again with the new values", stage.name, ", ".join(changed), stage.name)
+            else:
+                ctx.log.info("stage %s: finished already, skipped (name it with --stage to run it again)", stage.name)
             continue
         todo.append(stage)
-    if ctx.is_main:
-        ctx.writer.add_text("recipe", "```\n" + recipes.dump(ctx.recipe) + "\n```")
     runners = []
     for stage in todo:  # build every stage first, so a mistake in a late one shows before hours of work
         runners.append((stage, _guard(ctx, stage, "building", lambda s=stage: _build(ctx, s), status)))
+    ctx.started = True
+    if ctx.is_main:
+        ctx.writer.add_text("recipe", "```\n" + recipes.dump(ctx.recipe) + "\n```")
     for stage, runner in runners:
         ctx.log.info("stage %s: started", stage.name)
         _set_status(ctx, status, stage.name, "running")

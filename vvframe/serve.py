@@ -15,7 +15,13 @@ Endpoints (JSON answers; every error is ``{"error": "..."}`` with a 4xx/5xx stat
 * ``POST /embed``: one audio file (field ``audio``, or any single part) -> the unit-length embedding.
 
 Uploads are decoded in memory by soundfile (any rate or channel count it reads), mixed to mono and resampled to
-the model's rate. Requests are served in threads; decoding happens in parallel, the model runs under a lock.
+the model's rate. Each connection is served in its own thread; decoding happens in parallel, the model runs under
+a lock.
+
+Limits under load (``vvframe serve --help``): at most ``--max-connections`` connections are served at once; further
+ones wait in the listen backlog (``--backlog``) until one closes. At most ``--workers`` requests are worked on at
+once and ``--queue`` more wait for a worker; a request beyond those gets 503 with ``Retry-After`` at once. A
+connection silent for ``--timeout`` seconds (an idle keep-alive, a stalled upload) is closed.
 """
 from __future__ import annotations
 
@@ -47,9 +53,16 @@ log = logging.getLogger("vvframe.serve")
 
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_MAX_SECONDS = 600.0
-DEFAULT_MIN_SECONDS = 0.0  # no floor of its own: SpeakerModel.samples refuses audio under api.MIN_SECONDS
+DEFAULT_MIN_SECONDS = 0.0  # no floor of its own: SpeakerModel.samples refuses audio under vvframe.audio.MIN_SECONDS
+DEFAULT_WORKERS = 8  # requests worked on at once (body read, decoded, run): bounds the memory in use
+DEFAULT_QUEUE = 32  # requests waiting for a worker; one more gets 503 at once
+DEFAULT_MAX_CONNECTIONS = 128  # connections served at once, one thread each
+DEFAULT_BACKLOG = 1024  # the listen backlog: connections the kernel holds while all the threads are busy
+DEFAULT_TIMEOUT = 60.0  # seconds a connection may stay silent
+RETRY_AFTER = 1  # seconds, in the Retry-After header of a 503
 MAX_PARTS = 16
-DRAIN_LIMIT = 1024 * 1024  # bytes of an unread body read and dropped before closing, so the client sees the answer
+DRAIN_LIMIT = 1024 * 1024  # bytes of an unread body read and dropped, so the client sees the answer
+LINGER_SECONDS = 2.0  # at most this long reading what a client still sends after the answer, before closing
 
 
 class RequestError(Exception):
@@ -60,6 +73,32 @@ class RequestError(Exception):
         self.status = int(status)
         self.message = message
         self.headers = dict(headers or {})
+
+
+class Slots:
+    """At most ``size`` holders at once: :meth:`take` one (waiting up to ``timeout`` s; None: as long as it takes),
+    :meth:`give` it back."""
+
+    def __init__(self, size: int):
+        self.size = int(size)
+        self.held = 0
+        self._free = threading.Condition()
+
+    def take(self, timeout: float | None = 0.0) -> bool:
+        with self._free:
+            if not self._free.wait_for(lambda: self.held < self.size, timeout):
+                return False
+            self.held += 1
+            return True
+
+    def give(self) -> None:
+        with self._free:
+            self.held -= 1
+            self._free.notify()
+
+    @property
+    def full(self) -> bool:
+        return self.held >= self.size
 
 
 # ---- multipart/form-data -------------------------------------------------------------------------------------
@@ -156,22 +195,45 @@ def select(parts: list[Part], names: tuple[str, ...], options: tuple[str, ...],
 class Service:
     """The model and the request limits, shared by the handler threads; inference runs under ``lock``.
 
-    ``min_seconds`` only raises the floor: the model itself refuses audio under ``api.MIN_SECONDS``."""
+    ``min_seconds`` only raises the floor: the model itself refuses audio under ``vvframe.audio.MIN_SECONDS``. A request is
+    worked on by one of ``workers`` at a time, after waiting (``queue`` at most) for one: :meth:`admit`."""
 
     def __init__(self, model, threshold: str = "eer", max_bytes: int = DEFAULT_MAX_BYTES,
-                 max_seconds: float = DEFAULT_MAX_SECONDS, min_seconds: float = DEFAULT_MIN_SECONDS):
+                 max_seconds: float = DEFAULT_MAX_SECONDS, min_seconds: float = DEFAULT_MIN_SECONDS,
+                 workers: int = DEFAULT_WORKERS, queue: int = DEFAULT_QUEUE, timeout: float = DEFAULT_TIMEOUT):
         if max_bytes <= 0:
             raise BadValue(f"max_bytes={max_bytes}: must be > 0")
         if not max_seconds > 0:
             raise BadValue(f"max_seconds={max_seconds}: must be > 0")
         if not 0 <= min_seconds <= max_seconds:
             raise BadValue(f"min_seconds={min_seconds}: must be >= 0 and at most max_seconds ({max_seconds})")
+        if workers < 1 or queue < 0:
+            raise BadValue(f"workers={workers}, queue={queue}: workers must be >= 1 and queue >= 0")
+        if not (timeout > 0 and math.isfinite(timeout)):
+            raise BadValue(f"timeout={timeout}: must be a positive number of seconds")
         self.model = model
         self.threshold = str(threshold)
         self.max_bytes = int(max_bytes)
         self.max_seconds = float(max_seconds)
         self.min_seconds = float(min_seconds)
+        self.timeout = float(timeout)
         self.lock = threading.Lock()
+        self.admitted = Slots(int(workers) + int(queue))  # working or waiting
+        self.working = Slots(int(workers))
+
+    def admit(self) -> None:
+        """Wait for a worker; 503 at once when all the workers are busy and the queue is full. Pair with
+        :meth:`done`."""
+        if not self.admitted.take():
+            workers = self.working.size
+            raise RequestError(503, f"the service is busy: {workers} request(s) being worked on (--workers) and"
+                                    f" {self.admitted.size - workers} waiting (--queue); retry after {RETRY_AFTER} s",
+                               {"Retry-After": str(RETRY_AFTER)})
+        self.working.take(None)
+
+    def done(self) -> None:
+        self.working.give()
+        self.admitted.give()
 
     def health(self) -> dict[str, Any]:
         m = self.model
@@ -259,25 +321,57 @@ class Handler(BaseHTTPRequestHandler):
     """Routes requests to the server's :class:`Service`; every answer is JSON."""
 
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"  # an unparsable request line still gets a status line and headers
     server_version = "vvframe-serve"
-    timeout = 60  # seconds a connection may stay silent (idle keep-alive, a stalled upload)
     server: "Server"
 
     # -- plumbing --
+    def setup(self) -> None:
+        self.timeout = self.server.service.timeout  # seconds the connection may stay silent (read by setup)
+        super().setup()
+
+    def handle_one_request(self) -> None:
+        self._admitted = False
+        try:
+            super().handle_one_request()
+        finally:
+            if self._admitted:  # however the request ended
+                self.server.service.done()
+
     def parse_request(self) -> bool:
         self._t0 = time.perf_counter()
-        self._body_state = "unread"
-        return super().parse_request()
+        self._body_state = "unread"  # unread -> reading -> done; "unframed": its end cannot be known
+        self._length = 0
+        if not super().parse_request():
+            return False
+        try:
+            self._length = self._framing()
+        except RequestError as exc:
+            self._refuse(exc)
+            return False
+        return True
 
     def handle_expect_100(self) -> bool:
-        # refuse an oversized body before the client sends it (curl waits for "100 Continue" on large uploads)
+        # refuse before the client sends the body (curl waits for "100 Continue" on large uploads): a body too
+        # large or malformed framing, or no room for the request
         try:
             self._content_length()
+            self._admit()
         except RequestError as exc:
-            self._body_state = "done"  # the client waits for "100 Continue" and has sent no body
-            self._send(exc.status, {"error": exc.message}, exc.headers, close=True)
+            self._refuse(exc)
             return False
         return super().handle_expect_100()
+
+    def _refuse(self, exc: RequestError) -> None:
+        """Answer a request refused before its body was read, and close (what the client still sends is
+        dropped by the server's lingering close)."""
+        self._body_state = "done"
+        self._send(exc.status, {"error": exc.message}, exc.headers, close=True)
+
+    def _admit(self) -> None:
+        if not self._admitted:
+            self.server.service.admit()
+            self._admitted = True
 
     def log_request(self, code="-", size="-") -> None:
         pass  # _send logs each request once, with its time
@@ -297,8 +391,11 @@ class Handler(BaseHTTPRequestHandler):
               close: bool = False) -> None:
         body = json.dumps(payload).encode("utf-8") + b"\n"
         state = self._body_state
-        if state == "reading" or (state == "unread" and not self._drain()):
+        if state in ("reading", "unframed") or (state == "unread" and not self._drain()):
             close = True  # the rest of the body is still on the wire
+        self._body_state = "done"
+        if self.server.connections.full:
+            close = True  # let a connection waiting in the backlog in
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -315,72 +412,68 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         self.wfile.flush()
 
-    def _content_length(self) -> int:
-        """The body's size from Content-Length; 411/400/413 when it is missing, malformed or too large."""
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            raise RequestError(411, "chunked uploads are not supported: send a Content-Length")
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            if self.command in ("POST", "PUT", "PATCH"):
-                raise RequestError(411, "a Content-Length header is required")
+    def _framing(self) -> int:
+        """The body's declared size (0 without a Content-Length); 400 for a malformed Content-Length, 411 for a
+        Transfer-Encoding (chunked bodies are not supported)."""
+        coding = self.headers.get("Transfer-Encoding")
+        if coding is not None:
+            self._body_state = "unframed"
+            raise RequestError(411, f"Transfer-Encoding {coding[:40]!r} is not supported (no chunked"
+                                    " uploads): send the body with a Content-Length header")
+        values = self.headers.get_all("Content-Length") or []
+        if len(values) > 1 or any("," in v for v in values):
+            raise RequestError(400, f"several Content-Length values ({', '.join(values)[:80]}): send one"
+                                    " Content-Length header, the body's size in bytes")
+        if not values:
             return 0
-        if not raw.strip().isdigit():
-            raise RequestError(400, f"Content-Length {raw!r} is not a number of bytes")
-        length = int(raw)
+        raw = values[0].strip()
+        if not (raw.isascii() and raw.isdigit()):
+            raise RequestError(400, f"Content-Length {values[0][:40]!r} is not valid: it must be the body's"
+                                    " size in bytes, a whole number >= 0 (e.g. Content-Length: 1024)")
+        digits = raw.lstrip("0") or "0"
+        return int(digits) if len(digits) <= 30 else 10 ** 30  # past any limit, and int() of 4300+ digits fails
+
+    def _content_length(self) -> int:
+        """The body's size; 411/400/413 when it is missing on a POST, malformed or too large."""
+        length = self._framing()
+        if self.headers.get("Content-Length") is None and self.command in ("POST", "PUT", "PATCH"):
+            self._body_state = "unframed"
+            raise RequestError(411, f"{self.command} needs a Content-Length header (the body's size in bytes)")
         limit = self.server.service.max_bytes
         if length > limit:
-            raise RequestError(413, f"the request body is {length} bytes, more than the limit of {limit} bytes"
+            size = f"{length} bytes" if length < 10 ** 30 else "over 10**30 bytes"
+            raise RequestError(413, f"the request body is {size}, more than the limit of {limit} bytes"
                                     " (--max-bytes)")
         return length
 
     def _drain(self) -> bool:
         """Read and drop an unread request body (so the connection stays usable and the client reads the answer);
-        False when it is too large, malformed or does not arrive, so the connection must close."""
+        False when it is too large or does not arrive, so the connection must close."""
         self._body_state = "done"
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            return False
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            return False
-        if length > min(DRAIN_LIMIT, self.server.service.max_bytes):
-            self._linger()
+        if self._length > min(DRAIN_LIMIT, self.server.service.max_bytes):
             return False
         try:
-            return len(self.rfile.read(length)) == length
+            return len(self.rfile.read(self._length)) == self._length
         except OSError:
             return False
-
-    def _linger(self) -> None:
-        """Before closing on an unread body, take what already arrived (briefly, bounded) so the close does not
-        reset the connection under the answer."""
-        try:
-            self.connection.settimeout(0.2)
-            left = DRAIN_LIMIT
-            while left > 0:
-                chunk = self.rfile.read1(min(65536, left))
-                if not chunk:
-                    break
-                left -= len(chunk)
-        except OSError:
-            pass
-        finally:
-            try:
-                self.connection.settimeout(self.timeout)
-            except OSError:
-                pass
 
     def _body(self) -> bytes:
         length = self._content_length()
         self._body_state = "reading"
+        chunks, got = [], 0
         try:
-            body = self.rfile.read(length)
+            while got < length:
+                chunk = self.rfile.read1(min(length - got, 1 << 20))
+                if not chunk:
+                    raise RequestError(400, f"the request body ended after {got} of {length} bytes"
+                                            " (Content-Length)")
+                chunks.append(chunk)
+                got += len(chunk)
         except TimeoutError:
-            raise RequestError(408, f"the request body did not arrive within {self.timeout} s") from None
-        if len(body) != length:
-            raise RequestError(400, f"the request body ended after {len(body)} of {length} bytes")
+            raise RequestError(408, f"the request body stalled: {got} of {length} bytes (Content-Length) came,"
+                                    f" then nothing for {self.timeout:g} s (--timeout)") from None
         self._body_state = "done"
-        return body
+        return b"".join(chunks)
 
     def _form(self) -> list[Part]:
         if self.headers.get_content_type() != "multipart/form-data":
@@ -404,6 +497,7 @@ class Handler(BaseHTTPRequestHandler):
             if self.command not in methods:
                 raise RequestError(405, f"{path} takes {' or '.join(m for m in methods if m != 'HEAD')},"
                                         f" not {self.command}", {"Allow": ", ".join(methods)})
+            self._admit()
             payload = getattr(self, "_" + path.strip("/"))(parse_qs(target.query, keep_blank_values=True))
         except RequestError as exc:
             status, payload, headers = exc.status, {"error": exc.message}, exc.headers
@@ -456,10 +550,74 @@ def _only(query: dict[str, list[str]], allowed: tuple[str, ...], endpoint: str) 
 
 
 class Server(ThreadingHTTPServer):
-    """A :class:`ThreadingHTTPServer` (one daemon thread per connection) holding the :class:`Service`."""
+    """A :class:`ThreadingHTTPServer` holding the :class:`Service`: one thread per connection, at most
+    ``max_connections`` at once. While all are busy the server stops accepting, and new connections wait in the
+    kernel's listen queue (``backlog`` long) instead of being reset.
 
-    daemon_threads = True
+    The threads are not daemons: :meth:`server_close` ends them and waits. (A daemon thread still holding the
+    model at interpreter exit could free its tensors during finalization, which aborts the process.)"""
+
+    daemon_threads = False
     service: Service
+
+    def __init__(self, address, handler, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 backlog: int = DEFAULT_BACKLOG):
+        if max_connections < 1 or backlog < 1:
+            raise BadValue(f"max_connections={max_connections}, backlog={backlog}: both must be >= 1")
+        self.request_queue_size = int(backlog)  # what server_activate passes to listen()
+        self.connections = Slots(max_connections)
+        self._open: set[socket.socket] = set()  # the connections being served
+        self._stopping = False
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        while not self.connections.take(timeout=0.1):  # the accepting waits; shutdown() still gets through
+            if self._stopping:
+                self.shutdown_request(request)
+                return
+        try:
+            super().process_request(request, client_address)  # starts the connection's thread
+        except BaseException:
+            self.connections.give()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        self._open.add(request)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._open.discard(request)
+            self.connections.give()
+
+    def shutdown_request(self, request) -> None:
+        """Close a connection without resetting it under the answer: send FIN, then read and drop what the client
+        still sends (at most DRAIN_LIMIT bytes, LINGER_SECONDS) until it closes its end too."""
+        try:
+            request.shutdown(socket.SHUT_WR)
+            deadline, left = time.monotonic() + LINGER_SECONDS, DRAIN_LIMIT
+            while left > 0 and (wait := deadline - time.monotonic()) > 0:
+                request.settimeout(wait)
+                chunk = request.recv(min(65536, left))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:
+            pass
+        self.close_request(request)
+
+    def shutdown(self) -> None:
+        self._stopping = True
+        super().shutdown()
+
+    def server_close(self) -> None:
+        """Stop listening and wait for the connections' threads, after ending their reading: an idle keep-alive
+        or a stalled upload ends at once, an answer being worked on still goes out."""
+        for request in list(self._open):
+            try:
+                request.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+        super().server_close()  # ThreadingMixIn's: closes the socket, joins the threads
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind also looks the host's name up (socket.getfqdn), which can stall on a machine
@@ -474,12 +632,15 @@ class Server6(Server):
 
 def make_server(model, host: str = "127.0.0.1", port: int = 8000, *, threshold: str = "eer",
                 max_bytes: int = DEFAULT_MAX_BYTES, max_seconds: float = DEFAULT_MAX_SECONDS,
-                min_seconds: float = DEFAULT_MIN_SECONDS) -> Server:
+                min_seconds: float = DEFAULT_MIN_SECONDS, workers: int = DEFAULT_WORKERS,
+                queue: int = DEFAULT_QUEUE, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                backlog: int = DEFAULT_BACKLOG, timeout: float = DEFAULT_TIMEOUT) -> Server:
     """A bound, not yet serving HTTP server for ``model`` (a :class:`vvframe.api.SpeakerModel`); run it with
     ``serve_forever()`` (in a thread if need be) and stop it with ``shutdown()`` and ``server_close()``.
-    ``port`` 0 picks a free port: ``server.server_address[1]`` says which."""
-    service = Service(model, threshold, max_bytes, max_seconds, min_seconds)
-    server = (Server6 if ":" in host else Server)((host, int(port)), Handler)
+    ``port`` 0 picks a free port: ``server.server_address[1]`` says which. The limits are ``vvframe serve``'s
+    options of the same names."""
+    service = Service(model, threshold, max_bytes, max_seconds, min_seconds, workers, queue, timeout)
+    server = (Server6 if ":" in host else Server)((host, int(port)), Handler, max_connections, backlog)
     server.service = service
     return server
 
@@ -514,6 +675,19 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _count(least: int):
+    """An argparse type: a whole number >= ``least``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value}: must be at least {least}")
+        return value
+    return parse
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -536,6 +710,8 @@ def main(rest: list[str]) -> int:
     parser.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0: any free port)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda, cuda:N")
     parser.add_argument("--checkpoint", metavar="FILE", help="other weights for a run directory")
+    parser.add_argument("--trust-recipe", action="store_true",
+                        help="allow the run's recipe to name Python objects (module:attr): only for runs you trust")
     parser.add_argument("--threshold", default="eer",
                         help="the default threshold: a tuned one's name (eer, mindcf@0.01, far@0.001) or a number")
     parser.add_argument("--max-bytes", type=parse_size, default=DEFAULT_MAX_BYTES, metavar="SIZE",
@@ -544,12 +720,27 @@ def main(rest: list[str]) -> int:
                         help="longest audio per file in seconds (default 600)")
     parser.add_argument("--min-seconds", type=_seconds, default=DEFAULT_MIN_SECONDS, metavar="S",
                         help="shortest audio per file in seconds (default: only the model's own minimum, 0.1 s)")
+    limits = parser.add_argument_group("limits under load")
+    limits.add_argument("--workers", type=_count(1), default=DEFAULT_WORKERS, metavar="N",
+                      help=f"requests worked on at once (default {DEFAULT_WORKERS}); each holds up to --max-bytes")
+    limits.add_argument("--queue", type=_count(0), default=DEFAULT_QUEUE, metavar="N",
+                      help=f"requests that may wait for a worker (default {DEFAULT_QUEUE}); a request beyond"
+                           f" --workers + --queue gets 503 with Retry-After: {RETRY_AFTER} at once")
+    limits.add_argument("--max-connections", type=_count(1), default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+                      help=f"connections served at once, one thread each (default {DEFAULT_MAX_CONNECTIONS});"
+                           " further ones wait in the listen backlog")
+    limits.add_argument("--backlog", type=_count(1), default=DEFAULT_BACKLOG, metavar="N",
+                      help=f"connections the system holds while all are busy (default {DEFAULT_BACKLOG}; capped"
+                           " by net.core.somaxconn)")
+    limits.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="S",
+                      help=f"seconds a connection may stay silent (an idle keep-alive, a stalled upload: 408)"
+                           f" before it is closed (default {DEFAULT_TIMEOUT:g})")
     opts = parser.parse_args(rest)
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     from .api import load
-    model = load(opts.model, device=opts.device, checkpoint=opts.checkpoint)
+    model = load(opts.model, device=opts.device, checkpoint=opts.checkpoint, trust_recipe=opts.trust_recipe)
     try:
         model.threshold(opts.threshold)
     except BadValue as exc:
@@ -559,7 +750,9 @@ def main(rest: list[str]) -> int:
                     " --threshold NUMBER)", model.source)
     try:
         server = make_server(model, opts.host, opts.port, threshold=opts.threshold, max_bytes=opts.max_bytes,
-                             max_seconds=opts.max_seconds, min_seconds=opts.min_seconds)
+                             max_seconds=opts.max_seconds, min_seconds=opts.min_seconds, workers=opts.workers,
+                             queue=opts.queue, max_connections=opts.max_connections, backlog=opts.backlog,
+                             timeout=opts.timeout)
     except OSError as exc:
         print(f"error: cannot listen on {opts.host}:{opts.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1

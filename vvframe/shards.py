@@ -150,7 +150,7 @@ def _write_shard(path: Path, chunk: Sequence[tuple[str, str, str]], root: str,
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
             for key, speaker, rel in chunk:
                 try:
-                    rate = audio.info(Path(root) / rel).sample_rate
+                    rate = audio.utterance_info(Path(root) / rel).sample_rate
                     wave = audio.read(Path(root) / rel)
                 except audio.AudioError as exc:
                     log.warning("leaving out %s: %s", rel, exc.reason)

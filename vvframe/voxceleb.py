@@ -133,9 +133,10 @@ def prepare(root: str | Path, out: str | Path = DEFAULT_OUT, *, vox1: Sequence[s
     if vox1_trees:
         _plan_vox1(root, vox1_trees, found_trials, vox1_train, plan, bar)
 
+    with lists.written_together():  # a path with whitespace in any list: none of them is written
+        for name, write in plan.lists.items():
+            write(out / name)
     out.mkdir(parents=True, exist_ok=True)
-    for name, write in plan.lists.items():
-        write(out / name)
     for name, target in plan.links.items():
         _make_link(out / name, target)
 

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
 from vvframe import BadValue, registry
+from vvframe.schema import Range
 
-from .common import check_prob, chosen_rows
+from .common import Probability, check_prob, chosen_rows
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +19,8 @@ class Choice:
 
     label_multiplier = 1
 
-    def __init__(self, sample_rate: int, options: list[dict], weights: list[float] | None = None,
-                 prob: float = 1.0):
+    def __init__(self, sample_rate: int, options: list[dict], weights: Annotated[list[float], Range(0)] | None = None,
+                 prob: Probability = 1.0):
         self.prob = check_prob(prob, "choice")
         if not options:
             raise BadValue("choice: options is empty; expected a list of augmentor entries,"

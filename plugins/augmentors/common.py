@@ -31,15 +31,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Annotated
 
 import torch
 
 from vvframe import BadValue
 from vvframe.lists import AUDIO_SUFFIXES
+from vvframe.schema import Range
 
 log = logging.getLogger(__name__)
 
 ON = ("waveform", "features")
+
+Probability = Annotated[float, Range(0, 1)]  # every augmentor's prob: `vvframe check` refuses prob: 2
 
 
 def check_prob(prob: float, owner: str) -> float:

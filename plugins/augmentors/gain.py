@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import check_batch, check_prob, check_range, chosen_rows, uniform
+from .common import Probability, check_batch, check_prob, check_range, chosen_rows, uniform
 
 
 class Gain:
@@ -12,7 +12,7 @@ class Gain:
     on = "waveform"
     label_multiplier = 1
 
-    def __init__(self, min_db: float = -6.0, max_db: float = 6.0, prob: float = 0.5):
+    def __init__(self, min_db: float = -6.0, max_db: float = 6.0, prob: Probability = 0.5):
         self.min_db, self.max_db = check_range(min_db, max_db, "gain: [min_db, max_db]")
         self.prob = check_prob(prob, "gain")
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
 
 from vvframe import BadValue
 from vvframe.audio import AudioError, random_crop
+from vvframe.schema import Range
 
-from .common import audio_files, check_batch, check_prob, check_range, chosen_rows, randint, uniform
+from .common import Probability, audio_files, check_batch, check_prob, check_range, chosen_rows, randint, uniform
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ class Noise:
     label_multiplier = 1
 
     def __init__(self, sample_rate: int, root: str, categories: dict[str, tuple[float, float]] = DEFAULT_CATEGORIES,
-                 babble: tuple[int, int] = (3, 7), prob: float = 0.6):
+                 babble: Annotated[tuple[int, int], Range(1, 100)] = (3, 7), prob: Probability = 0.6):
         self.sample_rate = int(sample_rate)
         self.root = str(root)
         self.prob = check_prob(prob, "noise")

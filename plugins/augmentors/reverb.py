@@ -8,7 +8,7 @@ from torchaudio.functional import fftconvolve
 
 from vvframe.audio import info, read
 
-from .common import audio_files, check_batch, check_prob, chosen_rows, randint
+from .common import Probability, audio_files, check_batch, check_prob, chosen_rows, randint
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Reverb:
     on = "waveform"
     label_multiplier = 1
 
-    def __init__(self, sample_rate: int, root: str, prob: float = 0.6):
+    def __init__(self, sample_rate: int, root: str, prob: Probability = 0.6):
         self.sample_rate = int(sample_rate)
         self.root = str(root)
         self.prob = check_prob(prob, "reverb")

@@ -1,11 +1,16 @@
 """SpecAugment on feature batches: time and frequency bands set to the utterance's mean, on the device."""
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
 from vvframe import BadValue
+from vvframe.schema import Range
 
-from .common import check_batch, check_prob, chosen_rows
+from .common import Probability, check_batch, check_prob, chosen_rows
+
+Count = Annotated[int, Range(0, 10000)]  # masks, or frames or bins a mask covers
 
 
 def bands(batch: int, count: int, max_width: int, size: int, generator: torch.Generator) \
@@ -42,8 +47,8 @@ class SpecAugment:
     on = "features"
     label_multiplier = 1
 
-    def __init__(self, num_time_masks: int = 1, max_time: int = 10, num_freq_masks: int = 1, max_freq: int = 8,
-                 prob: float = 0.6):
+    def __init__(self, num_time_masks: Count = 1, max_time: Count = 10, num_freq_masks: Count = 1, max_freq: Count = 8,
+                 prob: Probability = 0.6):
         for name, value in [("num_time_masks", num_time_masks), ("max_time", max_time),
                             ("num_freq_masks", num_freq_masks), ("max_freq", max_freq)]:
             if int(value) < 0:

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 import torch
 from torchaudio.functional import resample
 
 from vvframe import BadValue
+from vvframe.schema import Range
 
-from .common import check_batch, check_prob, chosen_rows, randint
+from .common import Probability, check_batch, check_prob, chosen_rows, randint
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,8 @@ class Speed:
 
     on = "waveform"
 
-    def __init__(self, sample_rate: int, factors: tuple[float, ...] = (0.9, 1.0, 1.1), prob: float = 1.0,
-                 new_speakers: bool = False):
+    def __init__(self, sample_rate: int, factors: Annotated[tuple[float, ...], Range(gt=0, le=10)] = (0.9, 1.0, 1.1),
+                 prob: Probability = 1.0, new_speakers: bool = False):
         self.sample_rate = int(sample_rate)
         self.prob = check_prob(prob, "speed")
         factors = tuple(float(f) for f in factors)

@@ -1,8 +1,18 @@
 """Helpers shared by the frontends (this module is not a component): input checks, pre-emphasis, normalisation."""
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
+
+from vvframe.schema import Range
+
+# what the frontends' signatures accept: feature bins, sizes in samples, a pre-emphasis coefficient
+Bins = Annotated[int, Range(1, 1024)]
+Samples = Annotated[int, Range(1, 65536)]
+Coefficient = Annotated[float, Range(0, 1)]
+Hertz = Annotated[float, Range(0)]
 
 
 def check_waveform(wave: Tensor, owner: str, min_samples: int = 1) -> Tensor:

@@ -1,15 +1,18 @@
 """``fbank``: Kaldi-compatible log mel filterbank energies, computed for the whole batch at once on its device."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import Tensor, nn
 from torchaudio.compliance.kaldi import get_mel_banks
 
-from .common import check_waveform, full_precision, normalise_over_time
+from vvframe.schema import Range
+
+from .common import Coefficient, Hertz, check_waveform, full_precision, normalise_over_time
 
 Window = Literal["hamming", "povey", "hanning", "rectangular"]
+Milliseconds = Annotated[float, Range(gt=0, le=1000)]
 
 
 def kaldi_window(kind: str, length: int) -> Tensor:
@@ -28,9 +31,10 @@ def kaldi_window(kind: str, length: int) -> Tensor:
 class Fbank(nn.Module):
     """Kaldi-compatible log mel filterbank (as WeSpeaker's), batched on the device; dither only in training."""
 
-    def __init__(self, sample_rate: int, n_mels: int = 80, frame_length: float = 25.0, frame_shift: float = 10.0,
-                 dither: float = 1.0, preemphasis: float = 0.97, window: Window = "hamming", f_min: float = 20.0,
-                 f_max: float | None = None, scale: float = 32768.0, mean_norm: bool = True):
+    def __init__(self, sample_rate: int, n_mels: Annotated[int, Range(4, 1024)] = 80, frame_length: Milliseconds = 25.0,
+                 frame_shift: Milliseconds = 10.0, dither: Annotated[float, Range(0)] = 1.0,
+                 preemphasis: Coefficient = 0.97, window: Window = "hamming", f_min: Hertz = 20.0,
+                 f_max: float | None = None, scale: Annotated[float, Range(gt=0)] = 32768.0, mean_norm: bool = True):
         """Log mel energies of ``(B, T)`` waveforms in [-1, 1] as ``(B, n_mels, frames)``.
 
         Equals ``torchaudio.compliance.kaldi.fbank(scale * wave, num_mel_bins=n_mels, window_type=window, ...)``

@@ -5,15 +5,16 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
-from .common import check_waveform, full_precision, normalise_over_time, preemphasise
+from .common import (Bins, Coefficient, Hertz, Samples, check_waveform, full_precision, normalise_over_time,
+                     preemphasise)
 
 
 class MelSpectrogram(nn.Module):
     """voxceleb_trainer's log mel spectrogram (pre-emphasis 0.97, Hamming window, log(x + 1e-6), instance norm)."""
 
-    def __init__(self, sample_rate: int, n_mels: int = 40, n_fft: int = 512, win_length: int = 400,
-                 hop_length: int = 160, f_min: float = 0.0, f_max: float | None = None, preemphasis: float = 0.97,
-                 mean_norm: bool = True, var_norm: bool = True):
+    def __init__(self, sample_rate: int, n_mels: Bins = 40, n_fft: Samples = 512, win_length: Samples = 400,
+                 hop_length: Samples = 160, f_min: Hertz = 0.0, f_max: float | None = None,
+                 preemphasis: Coefficient = 0.97, mean_norm: bool = True, var_norm: bool = True):
         """``(B, T)`` waveforms → ``(B, n_mels, T // hop_length + 1)`` log mel power spectra.
 
         ``torchaudio.transforms.MelSpectrogram`` (centred frames, reflect padding, HTK mel scale, periodic Hamming

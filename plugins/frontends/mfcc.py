@@ -5,15 +5,16 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
-from .common import check_waveform, full_precision, normalise_over_time, preemphasise
+from .common import (Bins, Coefficient, Hertz, Samples, check_waveform, full_precision, normalise_over_time,
+                     preemphasise)
 
 
 class MFCC(nn.Module):
     """MFCCs: pre-emphasis, log mel energies (Hamming window), orthonormal DCT-II, per-utterance mean normalisation."""
 
-    def __init__(self, sample_rate: int, n_mfcc: int = 30, n_mels: int = 80, n_fft: int = 512, win_length: int = 400,
-                 hop_length: int = 160, f_min: float = 20.0, f_max: float | None = None, preemphasis: float = 0.97,
-                 mean_norm: bool = True):
+    def __init__(self, sample_rate: int, n_mfcc: Bins = 30, n_mels: Bins = 80, n_fft: Samples = 512,
+                 win_length: Samples = 400, hop_length: Samples = 160, f_min: Hertz = 20.0, f_max: float | None = None,
+                 preemphasis: Coefficient = 0.97, mean_norm: bool = True):
         """``(B, T)`` waveforms → ``(B, n_mfcc, T // hop_length + 1)`` cepstra.
 
         ``torchaudio.transforms.MFCC`` with ``log_mels=True`` (log(mel + 1e-6), computed per utterance; the

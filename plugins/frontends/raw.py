@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .common import check_waveform, preemphasise
+from .common import Coefficient, check_waveform, preemphasise
 
 
 class Raw(nn.Module):
     """The waveform as features: ``(B, T)`` → ``(B, 1, T)``, optionally pre-emphasised and with its mean removed."""
 
-    def __init__(self, sample_rate: int, preemphasis: float = 0.0, mean_norm: bool = False):
+    def __init__(self, sample_rate: int, preemphasis: Coefficient = 0.0, mean_norm: bool = False):
         """``preemphasis``: coefficient of ``y[t] = x[t] - c x[t-1]`` (0 is off, 0.97 the usual choice);
         ``mean_norm``: subtract each utterance's mean (its DC offset)."""
         super().__init__()

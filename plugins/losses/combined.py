@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .common import ClassHead, check_batch
+from .common import AngularMargin, ClassHead, Scale, check_batch
 from .margin import AAMSoftmax
 from .metric import AngleProto
 from .softmax import Softmax
@@ -58,7 +58,7 @@ class SoftmaxProto(_ClassifierPlusProto):
 
     loss_name = "softmaxproto"
 
-    def __init__(self, embed_dim: int, num_classes: int, init_w: float = 10.0, init_b: float = -5.0):
+    def __init__(self, embed_dim: int, num_classes: int, init_w: Scale = 10.0, init_b: float = -5.0):
         super().__init__()
         self.classifier = Softmax(embed_dim, num_classes)
         self.proto = AngleProto(init_w, init_b)
@@ -74,8 +74,8 @@ class AAMSoftmaxProto(_ClassifierPlusProto):
 
     loss_name = "aamsoftmaxproto"
 
-    def __init__(self, embed_dim: int, num_classes: int, margin: float = 0.2, scale: float = 32.0,
-                 easy_margin: bool = False, init_w: float = 10.0, init_b: float = -5.0):
+    def __init__(self, embed_dim: int, num_classes: int, margin: AngularMargin = 0.2, scale: Scale = 32.0,
+                 easy_margin: bool = False, init_w: Scale = 10.0, init_b: float = -5.0):
         super().__init__()
         self.classifier = AAMSoftmax(embed_dim, num_classes, margin, scale, easy_margin)
         self.proto = AngleProto(init_w, init_b)

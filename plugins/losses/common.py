@@ -17,12 +17,18 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vvframe import BadValue
+from vvframe.schema import Range
+
+# what the losses' signatures accept (checked by `vvframe check`, before anything is built)
+Scale = Annotated[float, Range(gt=0)]                      # a logit scale, or the initial one of a learnt scale
+AngularMargin = Annotated[float, Range(0, lt=math.pi / 2)]  # radians
 
 
 def check_batch(name: str, embeddings: torch.Tensor, labels: torch.Tensor, min_per_speaker: int,

@@ -8,12 +8,14 @@ margin-free cosines. ``margin`` may be set at any time (the trainer schedules it
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 
 from vvframe import BadValue
+from vvframe.schema import Range
 
-from .common import CosineHead, check_scale
+from .common import AngularMargin, CosineHead, Scale, check_scale
 
 
 def _check_margin(name: str, margin: float, limit: float) -> float:
@@ -31,7 +33,8 @@ class AMSoftmax(CosineHead):
 
     loss_name = "amsoftmax"
 
-    def __init__(self, embed_dim: int, num_classes: int, margin: float = 0.2, scale: float = 30.0):
+    def __init__(self, embed_dim: int, num_classes: int, margin: Annotated[float, Range(0, lt=2)] = 0.2,
+                 scale: Scale = 30.0):
         super().__init__()
         self.init_head(embed_dim, num_classes)
         self.margin = margin
@@ -65,7 +68,7 @@ class AAMSoftmax(CosineHead):
 
     loss_name = "aamsoftmax"
 
-    def __init__(self, embed_dim: int, num_classes: int, margin: float = 0.2, scale: float = 32.0,
+    def __init__(self, embed_dim: int, num_classes: int, margin: AngularMargin = 0.2, scale: Scale = 32.0,
                  easy_margin: bool = False):
         super().__init__()
         self.init_head(embed_dim, num_classes)
@@ -124,8 +127,9 @@ class SubcenterAAMSoftmax(AAMSoftmax):
 
     loss_name = "subcenter_aamsoftmax"
 
-    def __init__(self, embed_dim: int, num_classes: int, margin: float = 0.2, scale: float = 32.0,
-                 easy_margin: bool = False, K: int = 3, inter_topk: int = 0, inter_margin: float = 0.06):
+    def __init__(self, embed_dim: int, num_classes: int, margin: AngularMargin = 0.2, scale: Scale = 32.0,
+                 easy_margin: bool = False, K: Annotated[int, Range(1, 1024)] = 3,
+                 inter_topk: Annotated[int, Range(0)] = 0, inter_margin: AngularMargin = 0.06):
         if isinstance(K, bool) or not isinstance(K, int) or K < 1:
             raise BadValue(f"loss '{self.loss_name}': K (sub-centers per class) must be a positive integer, got {K!r}")
         if isinstance(inter_topk, bool) or not isinstance(inter_topk, int) or inter_topk < 0:

@@ -7,13 +7,16 @@ should a label still occur twice, the other row of the same speaker is never cou
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vvframe import BadValue
+from vvframe.schema import Range
 
-from .common import check_batch, full_precision, mask_other_same_label, top1
+from .common import Scale, check_batch, full_precision, mask_other_same_label, top1
 
 
 class _MetricLoss(nn.Module):
@@ -53,7 +56,7 @@ class AngleProto(_Scaled):
 
     loss_name = "angleproto"
 
-    def __init__(self, init_w: float = 10.0, init_b: float = -5.0):
+    def __init__(self, init_w: Scale = 10.0, init_b: float = -5.0):
         super().__init__(init_w, init_b)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +105,7 @@ class GE2E(_Scaled):
 
     loss_name = "ge2e"
 
-    def __init__(self, init_w: float = 10.0, init_b: float = -5.0):
+    def __init__(self, init_w: Scale = 10.0, init_b: float = -5.0):
         super().__init__(init_w, init_b)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,7 +138,7 @@ class Triplet(_MetricLoss):
 
     loss_name = "triplet"
 
-    def __init__(self, margin: float = 0.1, hard_negatives: bool = True):
+    def __init__(self, margin: Annotated[float, Range(0)] = 0.1, hard_negatives: bool = True):
         super().__init__()
         if not margin >= 0:
             raise BadValue(f"loss '{self.loss_name}': margin must be >= 0, got {margin!r}")

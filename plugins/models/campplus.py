@@ -19,11 +19,15 @@ Written from the paper's description:
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import nn
 
 from vvframe import BadValue
+from vvframe.schema import Range
 
+from .common import Width
 from .pooling import make_pooling
 
 FCM_CHANNELS = 32
@@ -122,9 +126,10 @@ def transit(in_channels: int, out_channels: int) -> nn.Sequential:
 class CAMPPlus(nn.Module):
     """CAM++: 2-D conv front-end and densely connected TDNN with context-aware masking (Wang et al., Interspeech 2023)."""
 
-    def __init__(self, in_dim: int, embed_dim: int = 512, growth_rate: int = 32, bn_size: int = 4,
-                 init_channels: int = 128, config: tuple[int, int, int] = (12, 24, 16),
-                 dilations: tuple[int, int, int] = (1, 2, 2), segment: int = 100):
+    def __init__(self, in_dim: int, embed_dim: Width = 512, growth_rate: Width = 32,
+                 bn_size: Annotated[int, Range(1, 64)] = 4, init_channels: Width = 128,
+                 config: Annotated[tuple[int, int, int], Range(1, 1024)] = (12, 24, 16),
+                 dilations: Annotated[tuple[int, int, int], Range(1, 1024)] = (1, 2, 2), segment: Width = 100):
         """``config`` is the number of D-TDNN layers per block, ``dilations`` their dilation per block,
         ``growth_rate`` the channels each layer adds, ``bn_size * growth_rate`` the bottleneck width,
         ``init_channels`` the width entering the first block, ``segment`` the CAM segment length in frames of

@@ -15,13 +15,15 @@ Written from the paper's description (its Figure 1 and Section 3):
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
 from vvframe import BadValue
+from vvframe.schema import Range
 
+from .common import Width
 from .pooling import make_pooling
 
 Pooling = Literal["tap", "tstp", "sap", "asp", "astp"]
@@ -91,9 +93,9 @@ class SERes2Block(nn.Module):
 class ECAPATDNN(nn.Module):
     """ECAPA-TDNN: SE-Res2Net TDNN blocks, multi-layer aggregation, attentive statistics pooling (Desplanques et al., Interspeech 2020)."""
 
-    def __init__(self, in_dim: int, embed_dim: int = 192, channels: int = 512, scale: int = 8,
-                 se_bottleneck: int = 128, attention_bottleneck: int = 128, aggregate_channels: int = 1536,
-                 pooling: Pooling = "astp"):
+    def __init__(self, in_dim: int, embed_dim: Width = 192, channels: Width = 512,
+                 scale: Annotated[int, Range(2, 64)] = 8, se_bottleneck: Width = 128, attention_bottleneck: Width = 128,
+                 aggregate_channels: Width = 1536, pooling: Pooling = "astp"):
         """``channels`` is the paper's C (512 or 1024; any multiple of ``scale``), ``scale`` the Res2Net
         scale, ``se_bottleneck`` and ``attention_bottleneck`` the widths of the squeeze-excitation and
         attention layers (128 in the paper), ``aggregate_channels`` the width after multi-layer feature

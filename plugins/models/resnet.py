@@ -8,17 +8,20 @@ to the embedding by one linear layer (optionally a second, after a ReLU and a ba
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
 from vvframe import BadValue
+from vvframe.schema import Range
 
+from .common import Width
 from .pooling import make_pooling
 
 Pooling = Literal["tap", "tstp", "sap", "asp", "astp"]
 Depth = Literal[18, 34, 50, 101, 152, 221, 293]
+BaseWidth = Annotated[int, Range(1, 2048)]  # the last stage is 8x as wide (32x with bottleneck blocks)
 
 # depth -> (bottleneck blocks?, blocks per stage)
 LAYOUTS: dict[int, tuple[bool, tuple[int, int, int, int]]] = {
@@ -93,7 +96,7 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """WeSpeaker's ResNet, 18 to 293 layers: 2-D residual stages, stats pooling, linear embedding (Wespeaker, 2023)."""
 
-    def __init__(self, in_dim: int, embed_dim: int = 256, depth: Depth = 34, base_width: int = 32,
+    def __init__(self, in_dim: int, embed_dim: Width = 256, depth: Depth = 34, base_width: BaseWidth = 32,
                  pooling: Pooling = "tstp", two_emb_layer: bool = False):
         super().__init__()
         if depth not in LAYOUTS:
@@ -134,19 +137,19 @@ def _init_convs(module: nn.Module) -> None:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
-def resnet34(in_dim: int, embed_dim: int = 256, base_width: int = 32, pooling: Pooling = "tstp",
+def resnet34(in_dim: int, embed_dim: Width = 256, base_width: BaseWidth = 32, pooling: Pooling = "tstp",
              two_emb_layer: bool = False) -> ResNet:
     """WeSpeaker's ResNet34 (basic blocks [3, 4, 6, 3], 6.6 M parameters at 80 bins; Wang et al., ICASSP 2023)."""
     return ResNet(in_dim, embed_dim, 34, base_width, pooling, two_emb_layer)
 
 
-def resnet221(in_dim: int, embed_dim: int = 256, base_width: int = 32, pooling: Pooling = "tstp",
+def resnet221(in_dim: int, embed_dim: Width = 256, base_width: BaseWidth = 32, pooling: Pooling = "tstp",
               two_emb_layer: bool = False) -> ResNet:
     """WeSpeaker's ResNet221 (bottleneck blocks [6, 16, 48, 3], ~23.8 M parameters at 80 bins; WeSpeaker recipe)."""
     return ResNet(in_dim, embed_dim, 221, base_width, pooling, two_emb_layer)
 
 
-def resnet293(in_dim: int, embed_dim: int = 256, base_width: int = 32, pooling: Pooling = "tstp",
+def resnet293(in_dim: int, embed_dim: Width = 256, base_width: BaseWidth = 32, pooling: Pooling = "tstp",
               two_emb_layer: bool = False) -> ResNet:
     """WeSpeaker's ResNet293 (bottleneck blocks [10, 20, 64, 3], ~28.6 M parameters at 80 bins; WeSpeaker recipe)."""
     return ResNet(in_dim, embed_dim, 293, base_width, pooling, two_emb_layer)

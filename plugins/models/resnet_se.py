@@ -21,6 +21,7 @@ from torch import nn
 
 from vvframe import BadValue
 
+from .common import Width
 from .pooling import make_pooling
 
 Pooling = Literal["tap", "tstp", "sap", "asp", "astp"]
@@ -92,7 +93,7 @@ def _init(module: nn.Module) -> None:
 class ResNetSE34L(nn.Module):
     """voxceleb_trainer's ResNetSE34L: thin SE ResNet-34, widths 16-128, 1.4 M parameters (Chung et al., 2020)."""
 
-    def __init__(self, in_dim: int, embed_dim: int = 512, pooling: Pooling = "sap"):
+    def __init__(self, in_dim: int, embed_dim: Width = 512, pooling: Pooling = "sap"):
         super().__init__()
         _check("ResNetSE34L", in_dim, embed_dim)
         widths = (16, 32, 64, 128)
@@ -112,7 +113,7 @@ class ResNetSE34L(nn.Module):
 class ResNetSE34V2(nn.Module):
     """voxceleb_trainer's ResNetSE34V2: half-width SE ResNet-34, widths 32-256, 8 M parameters (Heo et al., 2020)."""
 
-    def __init__(self, in_dim: int, embed_dim: int = 512, pooling: Pooling = "asp"):
+    def __init__(self, in_dim: int, embed_dim: Width = 512, pooling: Pooling = "asp"):
         super().__init__()
         _check("ResNetSE34V2", in_dim, embed_dim)
         widths = (32, 64, 128, 256)

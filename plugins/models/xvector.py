@@ -17,6 +17,7 @@ from torch import nn
 
 from vvframe import BadValue
 
+from .common import Width
 from .pooling import make_pooling
 
 Pooling = Literal["tap", "tstp", "sap", "asp", "astp"]
@@ -28,7 +29,7 @@ FRAME_LAYERS = ((5, 1), (3, 2), (3, 3), (1, 1), (1, 1))
 class XVector(nn.Module):
     """TDNN x-vector: five frame-level TDNN layers, statistics pooling, segment6 embedding (Snyder et al., ICASSP 2018)."""
 
-    def __init__(self, in_dim: int, embed_dim: int = 512, channels: int = 512, stats_channels: int = 1500,
+    def __init__(self, in_dim: int, embed_dim: Width = 512, channels: Width = 512, stats_channels: Width = 1500,
                  pooling: Pooling = "tstp"):
         """``channels`` is the width of frame layers 1-4, ``stats_channels`` that of frame5 (pooled),
         ``embed_dim`` that of segment6 (the embedding); ``pooling`` the pooling layer (``tstp``: the

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 import torch
 
 from vvframe import BadValue
+from vvframe.schema import Range
 
 from .common import Side, check, normalized
 
@@ -15,7 +17,7 @@ log = logging.getLogger(__name__)
 class ASNorm:
     """Adaptive s-norm over each side's top-k cohort scores (Matejka et al. 2017; Cumani et al. 2011)."""
 
-    def __init__(self, top_k: int = 300) -> None:
+    def __init__(self, top_k: Annotated[int, Range(1)] = 300) -> None:
         if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1:
             raise BadValue(f"asnorm: top_k={top_k!r} must be a whole number >= 1")
         self.top_k = int(top_k)

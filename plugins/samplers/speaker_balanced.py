@@ -23,10 +23,12 @@ how many utterances within the cap that is per epoch (the same every epoch).
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 import numpy as np
 
 from vvframe import BadValue
+from vvframe.schema import Range
 
 from .random import EpochBatchSampler
 
@@ -56,7 +58,8 @@ class SpeakerBalancedSampler(EpochBatchSampler):
     """Batches of distinct speakers, ``per_speaker`` utterances each, capped per speaker; deferred, never dropped."""
 
     def __init__(self, labels: list[int], batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 per_speaker: int = 1, max_per_speaker: int | None = 100, skip_small: bool = False):
+                 per_speaker: Annotated[int, Range(1, 1024)] = 1,
+                 max_per_speaker: Annotated[int, Range(1)] | None = 100, skip_small: bool = False):
         """``labels``: the speaker of each utterance; ``batch_size``: utterances per batch on each rank, a multiple
         of ``per_speaker``. ``per_speaker``: utterances of one speaker that sit together in a batch (a group:
         2 or more for prototypical and angular-prototypical losses); consecutive runs of ``per_speaker`` indices

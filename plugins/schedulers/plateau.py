@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Annotated, Any
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from vvframe import BadValue
+from vvframe.schema import Range
 
 from .common import check_range, check_run, load_progress, reference_lr
 
@@ -32,8 +33,9 @@ class Plateau(LRScheduler):
 
     _STATE = ("last_epoch", "_step_count", "base_lrs", "_last_lr", "lrs", "best", "bad", "reductions")
 
-    def __init__(self, optimizer: Optimizer, steps_per_epoch: int, epochs: int, factor: float = 0.5,
-                 patience: int = 2, min_lr: float = 1e-6, threshold: float = 1e-3):
+    def __init__(self, optimizer: Optimizer, steps_per_epoch: int, epochs: int,
+                 factor: Annotated[float, Range(gt=0, lt=1)] = 0.5, patience: Annotated[int, Range(1)] = 2,
+                 min_lr: Annotated[float, Range(0)] = 1e-6, threshold: Annotated[float, Range(0, lt=1)] = 1e-3):
         name = "plateau"
         self.steps_per_epoch, self.epochs = check_run(name, steps_per_epoch, epochs)
         self.factor = check_range(name, "factor", factor, 0, 1, low_open=True, high_open=True)

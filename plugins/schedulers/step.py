@@ -1,7 +1,11 @@
 """``step``: the lr multiplied by ``gamma`` every ``step_epochs`` epochs (voxceleb_trainer's ``steplr``)."""
 from __future__ import annotations
 
+from typing import Annotated
+
 from torch.optim import Optimizer
+
+from vvframe.schema import Range
 
 from .common import IterationScheduler, check_range, check_run
 
@@ -17,8 +21,8 @@ class StepDecay(IterationScheduler):
     boundaries when ``step_epochs`` is whole, and allows fractional ``step_epochs``.
     """
 
-    def __init__(self, optimizer: Optimizer, steps_per_epoch: int, epochs: int, step_epochs: float = 10.0,
-                 gamma: float = 0.5):
+    def __init__(self, optimizer: Optimizer, steps_per_epoch: int, epochs: int,
+                 step_epochs: Annotated[float, Range(gt=0)] = 10.0, gamma: Annotated[float, Range(gt=0, le=1)] = 0.5):
         name = "step"
         steps_per_epoch, epochs = check_run(name, steps_per_epoch, epochs)
         self.step_epochs = check_range(name, "step_epochs", step_epochs, 0, float("inf"), low_open=True,

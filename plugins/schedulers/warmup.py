@@ -10,11 +10,15 @@ progress. Each param group gets ``its initial lr * factor(t)``; ``factor`` is wr
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 from torch.optim import Optimizer
 
+from vvframe.schema import Range
 
 from .common import IterationScheduler, check_range, check_run, check_warmup, decaying_lr, warmup_iterations
+
+Epochs = Annotated[float, Range(0)]  # a warm-up length, in epochs
 
 
 class WarmupExponential(IterationScheduler):
@@ -32,8 +36,8 @@ class WarmupExponential(IterationScheduler):
     last iteration a little above ``final_lr``; in between the two curves differ by up to that factor.
     """
 
-    def __init__(self, optimizer: Optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: float = 6.0,
-                 final_lr: float = 5e-5, warmup_from: float = 0.0):
+    def __init__(self, optimizer: Optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: Epochs = 6.0,
+                 final_lr: Annotated[float, Range(0)] = 5e-5, warmup_from: Annotated[float, Range(0, 1)] = 0.0):
         name = "warmup_exponential"
         steps_per_epoch, epochs = check_run(name, steps_per_epoch, epochs)
         lr = decaying_lr(name, optimizer)
@@ -64,8 +68,8 @@ class WarmupCosine(IterationScheduler):
     so ``lr(0) = 0`` (when there is a warm-up), ``lr(W) = lr`` and ``lr(T - 1) = final_lr``.
     """
 
-    def __init__(self, optimizer: Optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: float = 1.0,
-                 final_lr: float = 0.0):
+    def __init__(self, optimizer: Optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: Epochs = 1.0,
+                 final_lr: Annotated[float, Range(0)] = 0.0):
         name = "warmup_cosine"
         steps_per_epoch, epochs = check_run(name, steps_per_epoch, epochs)
         lr = decaying_lr(name, optimizer)

@@ -13,7 +13,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 
@@ -24,6 +24,7 @@ from vvframe.embed import (Extractor, finish, l2_normalize, load_cohort, save_co
                            thresholds_file)
 from vvframe.lists import Trial, check_files, read_trials, read_utterances, trial_files
 from vvframe.metrics import actual_dcf, cllr, det_plot, eer, min_dcf, threshold_at_far
+from vvframe.schema import Range
 from vvframe_plugins.stages.settings import DataSettings
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,9 @@ class EmbedSettings:
     """``embed:``: which weights, and how utterances become embeddings (shared by prepare, eval and test)."""
 
     checkpoint: str | None = None   # a checkpoint file or a run directory; default: this run's avg/best/last
-    crops: int = 0                  # > 0: average this many evenly spaced crops (voxceleb_trainer's test mode)
-    crop_seconds: float = 3.0
-    max_seconds: float | None = None
+    crops: Annotated[int, Range(0, 1000)] = 0  # > 0: average this many evenly spaced crops (voxceleb_trainer's test mode)
+    crop_seconds: Annotated[float, Range(gt=0)] = 3.0
+    max_seconds: Annotated[float, Range(gt=0)] | None = None
     mean_subtract: bool = True      # subtract the cohort mean (from prepare) before L2 normalisation
     device: str = "auto"
 
@@ -47,7 +48,7 @@ class CohortSettings:
 
     list: str                                        # <speaker> <path> lines, paths under data.root
     per_speaker: Literal["mean", "none"] = "mean"    # a speaker's mean embedding, or every utterance
-    first_k: int | None = None                       # with mean: only each speaker's first K utterances
+    first_k: Annotated[int, Range(1)] | None = None  # with mean: only each speaker's first K utterances
 
 
 @dataclass
@@ -55,8 +56,8 @@ class EvalSettings:
     """``eval:``: trial lists to score; minDCF operating points; the false-alarm rate for a threshold."""
 
     trials: list[str] = field(default_factory=list)
-    p_target: list[float] = field(default_factory=lambda: [0.01, 0.05])
-    target_far: float = 0.001
+    p_target: list[Annotated[float, Range(gt=0, lt=1)]] = field(default_factory=lambda: [0.01, 0.05])
+    target_far: Annotated[float, Range(0, 1)] = 0.001
 
     def __post_init__(self) -> None:
         if not self.trials:

@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 from vvframe import BadValue
+from vvframe.schema import Range
 from vvframe_plugins.stages.margin import MarginSchedule
+
+# what `vvframe check` accepts: at least 1 (0 for workers and average_last), and nothing absurd
+Count = Annotated[int, Range(1, 1_000_000)]
+Seconds = Annotated[float, Range(gt=0, le=3600)]
 
 
 @dataclass
@@ -13,12 +18,12 @@ class DataSettings:
     """``data:``: where the audio is and how it is read. Every list's paths are relative to ``root``."""
 
     root: str
-    sample_rate: int = 16000
+    sample_rate: Annotated[int, Range(1000, 1_000_000)] = 16000
     train_list: str | None = None      # <speaker> <path> lines, relative to the recipe's working directory
     val_trials: str | None = None      # <0|1> <enroll> <test> lines, for validation during training
-    crop_seconds: float = 2.0          # training crops
-    val_max_seconds: float = 20.0      # validation utterances are cut to this length
-    max_skipped: int = 100             # unreadable training files tolerated before the run stops
+    crop_seconds: Seconds = 2.0        # training crops
+    val_max_seconds: Seconds = 20.0    # validation utterances are cut to this length
+    max_skipped: Annotated[int, Range(0)] = 100  # unreadable training files tolerated before the run stops
 
     def __post_init__(self) -> None:
         if self.sample_rate < 1000:
@@ -31,25 +36,25 @@ class DataSettings:
 class TrainerSettings:
     """``trainer:``: how the train stage runs (launcher, precision, batches, checkpoints, validation)."""
 
-    epochs: int = 10
-    batch_size: int = 128              # the global batch: divided among DDP ranks
+    epochs: Count = 10
+    batch_size: Annotated[int, Range(1, 65536)] = 128  # the global batch: divided among DDP ranks
     launcher: Literal["single", "dp", "ddp"] = "single"
     device: str = "auto"               # auto | cpu | cuda | cuda:N
-    nproc: int = 2                     # DDP processes spawned locally (torchrun decides its own)
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
-    workers: int = 2                   # loader worker processes per rank
-    accumulate: int = 1                # batches per optimizer step
-    grad_clip: float | None = None     # max gradient norm
+    nproc: Annotated[int, Range(1, 1024)] = 2  # DDP processes spawned locally (torchrun decides its own)
+    precision: Literal["fp32", "fp16", "bf16", "auto"] = "fp32"  # auto: vvframe.launch.auto_precision
+    workers: Annotated[int, Range(0, 256)] = 2  # loader worker processes per rank
+    accumulate: Count = 1              # batches per optimizer step
+    grad_clip: Annotated[float, Range(gt=0)] | None = None  # max gradient norm
     scale_lr: bool = False             # multiply the optimizer's lr by global batch / 64 (WeSpeaker)
     margin_schedule: MarginSchedule | None = None
-    val_every: int = 1                 # epochs between validations (needs data.val_trials)
-    early_stop_patience: int | None = None  # validations without a better EER before stopping
-    save_every_minutes: float | None = None
-    keep: int = 3                      # epoch_N.pt checkpoints kept
-    average_last: int = 0              # average the last N epoch checkpoints into avg.pt
+    val_every: Count = 1               # epochs between validations (needs data.val_trials)
+    early_stop_patience: Count | None = None  # validations without a better EER before stopping
+    save_every_minutes: Annotated[float, Range(gt=0)] | None = None
+    keep: Count = 3                    # epoch_N.pt checkpoints kept
+    average_last: Annotated[int, Range(0, 1_000_000)] = 0  # average the last N epoch checkpoints into avg.pt
     init_from: str | None = None       # a run directory or a checkpoint to start the network from
-    max_bad_steps: int = 10            # NaN/inf losses in a row before the run stops
-    log_every: int = 10                # iterations between TensorBoard scalars
+    max_bad_steps: Count = 10          # NaN/inf losses or gradients in a row before the run stops
+    log_every: Count = 10              # iterations between TensorBoard scalars
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "nproc", "accumulate", "val_every", "keep", "max_bad_steps",

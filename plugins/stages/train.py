@@ -3,7 +3,10 @@
 Batches come from the sampler; crops are read and waveform augmentors applied in the loader workers; the
 frontend, feature augmentors (``specaug``), model and loss run on the device. Checkpoints go to
 ``checkpoints/`` (``last.pt`` each epoch, ``epoch_N.pt`` for the last ``keep``, ``best.pt`` by validation EER,
-``avg.pt`` when averaging); ``--resume`` continues exactly where ``last.pt`` left off.
+``avg.pt`` when averaging); ``--resume`` continues exactly where ``last.pt`` left off, and a finished run resumed
+with a larger ``trainer.epochs`` trains the added epochs (its scheduler rebuilt for the new length). A batch with a
+non-finite loss, or a step with non-finite gradients, is skipped leaving the model, its buffers and the optimizer
+exactly as they were.
 """
 from __future__ import annotations
 
@@ -27,8 +30,8 @@ from vvframe.atomic import atomic_path
 from vvframe.audio import read
 from vvframe.run import latest_run
 from vvframe.dataset import AugmentingCollate, CropDataset
-from vvframe.launch import Dist, launch, setup_rank_logging, unwrap, wrap_model
-from vvframe.lists import check_files, read_trials, read_utterances, speaker_labels, trial_files
+from vvframe.launch import Dist, auto_precision, keep_freed_memory, launch, setup_rank_logging, unwrap, wrap_model
+from vvframe.lists import ListError, check_files, read_trials, read_utterances, speaker_labels, trial_files
 from vvframe.metrics import eer, min_dcf
 from vvframe_plugins.stages.settings import DataSettings, TrainerSettings
 
@@ -90,7 +93,7 @@ def train(ctx: RunContext, data: DataSettings, trainer: TrainerSettings, fronten
     utterances = read_utterances(data.train_list)
     check_files([u.path for u in utterances], data.root, data.train_list)
     if data.val_trials:
-        check_files(trial_files(read_trials(data.val_trials)), data.root, data.val_trials)
+        check_validation_trials(data.val_trials, data.root)
     if trainer.batch_size % (trainer.nproc if trainer.launcher == "ddp" else 1):
         raise TrainingError(f"trainer.batch_size {trainer.batch_size} does not divide among {trainer.nproc} DDP"
                             " processes")
@@ -101,6 +104,19 @@ def train(ctx: RunContext, data: DataSettings, trainer: TrainerSettings, fronten
         ctx.close()  # the ranks write TensorBoard events themselves
         launch(_train_rank, (job,), trainer.launcher, trainer.device, trainer.nproc)
     return run
+
+
+def check_validation_trials(path: str, root: str) -> None:
+    """A ``ListError`` before any training if ``data.val_trials`` is malformed, names missing audio, or lacks target
+    or non-target trials (the validation EER needs both)."""
+    trials = read_trials(path, labelled=True)
+    check_files(trial_files(trials), root, path)
+    labels = {t.label for t in trials}
+    lacking = [what for label, what in ((1, "target (label 1)"), (0, "non-target (label 0)")) if label not in labels]
+    if lacking:
+        raise ListError(f"data.val_trials {path}: no {' and no '.join(lacking)} trial among its {len(trials)}"
+                        f" trial{'s' if len(trials) != 1 else ''}; the validation EER needs both: add the missing"
+                        " kind (`vvframe data trials` makes balanced ones), or set data.val_trials=null")
 
 
 def _train_rank(dist: Dist, job: Job) -> None:
@@ -119,6 +135,8 @@ class Trainer:
         if dist.is_main:
             self.dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(job.seed + dist.rank)
+        if dist.device.type == "cpu" and keep_freed_memory():
+            log.debug("malloc keeps freed memory for the next iteration (vvframe.launch.keep_freed_memory)")
         rate = self.data.sample_rate
         self.utterances = read_utterances(self.data.train_list)
         self.labels, self.speakers = speaker_labels(self.utterances)
@@ -149,8 +167,8 @@ class Trainer:
         self.init_from(self.net)
         self.net = wrap_model(self.net, self.cfg.launcher, dist)
         self.inner: Net = unwrap(self.net)
-        params = [p for p in self.inner.parameters() if p.requires_grad]
-        self.optimizer = job.optimizer.build(params=params)
+        self.params = [p for p in self.inner.parameters() if p.requires_grad]
+        self.optimizer = job.optimizer.build(params=self.params)
         if self.cfg.scale_lr:
             for group in self.optimizer.param_groups:
                 group["lr"] *= self.cfg.batch_size / 64
@@ -158,11 +176,20 @@ class Trainer:
         self.steps_per_epoch = max(1, len(self.sampler) // self.cfg.accumulate)
         self.scheduler = job.scheduler.build(optimizer=self.optimizer, steps_per_epoch=self.steps_per_epoch,
                                              epochs=self.cfg.epochs) if job.scheduler else None
-        device_type = dist.device.type
-        self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.cfg.precision)
-        self.scaler = torch.amp.GradScaler(device_type, enabled=self.cfg.precision == "fp16")
+        self.precision = self.cfg.precision
+        if self.precision == "auto":
+            self.precision, why = auto_precision(dist.device)
+            if dist.is_main:
+                log.info("precision auto: %s (%s)", self.precision, why)
+        self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+        self.scaler = torch.amp.GradScaler(dist.device.type, enabled=self.precision == "fp16")
         self.epoch, self.batch_in_epoch, self.iteration = 0, 0, 0
-        self.best_eer, self.bad_validations, self.finished = math.inf, 0, False
+        self.best_eer, self.bad_validations, self.finished, self.stopped_early = math.inf, 0, False, False
+        # skipped (non-finite) steps: in the run, in this epoch, in a row (trainer.max_bad_steps), and of what kind
+        self.skipped, self.skipped_in_epoch, self.bad_in_row, self.bad_kinds = 0, 0, 0, set()
+        self.window: list[torch.Tensor] | None = None  # the buffers as the current optimizer step found them
+        self.pending = False  # gradients of a finite loss wait for the optimizer step
+        self.planned_epochs = self.cfg.epochs
         self.writer = None
         if dist.is_main:
             from torch.utils.tensorboard import SummaryWriter
@@ -178,7 +205,8 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "scaler": self.scaler.state_dict(), "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                 "iteration": self.iteration, "best_eer": self.best_eer, "bad_validations": self.bad_validations,
-                "finished": self.finished, "margin": self.margin(), "rng": ckpt.rng_state(),
+                "finished": self.finished, "stopped_early": self.stopped_early, "epochs": self.cfg.epochs,
+                "skipped_steps": self.skipped, "margin": self.margin(), "rng": ckpt.rng_state(),
                 "recipe": self.job.recipe, "speakers": list(self.speakers), "num_classes": self.num_classes,
                 "embed_dim": self.inner.model.embed_dim}
 
@@ -207,11 +235,22 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.iteration = state["epoch"], state["batch_in_epoch"], state["iteration"]
         self.best_eer, self.bad_validations = state["best_eer"], state["bad_validations"]
         self.finished = state["finished"]
+        self.stopped_early = state.get("stopped_early", False)
+        self.skipped = state.get("skipped_steps", 0)
+        recipe_epochs = state.get("recipe", {}).get("trainer", {}).get("epochs", self.cfg.epochs)
+        self.planned_epochs = state.get("epochs") or recipe_epochs  # checkpoints before "epochs" was saved
         if state["margin"] is not None:
             self.set_margin(state["margin"])
         ckpt.set_rng_state(state["rng"])
         log.info("resumed from %s: epoch %d, batch %d, iteration %d", path, self.epoch, self.batch_in_epoch,
                  self.iteration)
+        if self.scheduler is not None and self.planned_epochs != self.cfg.epochs:
+            log.info("the run was planned for %d epochs, trainer.epochs is now %d: scheduler '%s' is rebuilt for %d"
+                     " epochs (%d iterations) and goes on from iteration %d, the lr of the %d-epoch schedule from"
+                     " there (a schedule that depends on the run's length, such as warmup_cosine, moves to the lr"
+                     " the longer run has at that iteration)", self.planned_epochs, self.cfg.epochs,
+                     self.job.scheduler.name, self.cfg.epochs, self.steps_per_epoch * self.cfg.epochs,
+                     self.iteration, self.cfg.epochs)
 
     def init_from(self, net: Net) -> None:
         source = self.cfg.init_from
@@ -257,9 +296,11 @@ class Trainer:
             self.inner.loss.margin = value
 
     def fit(self) -> None:
-        if self.finished:
-            log.info("train: this run finished already (%d epochs); nothing to do", self.cfg.epochs)
+        if self.finished and not self.extend():
             return
+        if self.epoch > self.cfg.epochs:
+            log.info("train: %d epochs trained already, %d asked (trainer.epochs): the run ends at epoch %d",
+                     self.epoch, self.cfg.epochs, self.epoch)
         last_save = time.monotonic()
         while self.epoch < self.cfg.epochs:
             last_save = self.run_epoch(last_save)
@@ -272,6 +313,7 @@ class Trainer:
             last_save = time.monotonic()
             if stop:
                 log.info("early stop: no better validation EER for %d validations", self.bad_validations)
+                self.stopped_early = True
                 break
         if self.cfg.average_last and self.dist.is_main:
             self.average()
@@ -281,6 +323,26 @@ class Trainer:
         if self.writer:
             self.writer.close()
 
+    def extend(self) -> bool:
+        """For a finished run: whether trainer.epochs (or a raised early_stop_patience) asks for more epochs; says
+        what it found either way."""
+        done, asked = self.epoch, self.cfg.epochs
+        patience = self.cfg.early_stop_patience
+        epochs = f"{done} epoch{'s' if done != 1 else ''} trained, {asked} asked (trainer.epochs)"
+        if self.stopped_early and patience and self.bad_validations >= patience:
+            log.info("train: this run stopped early: %s, and no better validation EER for %d validations"
+                     " (trainer.early_stop_patience %d); nothing to do (raise trainer.early_stop_patience, or set it"
+                     " to null, to train on)", epochs, self.bad_validations, patience)
+            return False
+        if done >= asked:
+            log.info("train: this run finished already: %s; nothing to do%s", epochs,
+                     " (raise trainer.epochs to train on)" if done == asked else "")
+            return False
+        log.info("train: extending the finished run from %d to %d epochs (trainer.epochs), from its last checkpoint",
+                 done, asked)
+        self.finished = self.stopped_early = False
+        return True
+
     def run_epoch(self, last_save: float) -> float:
         cfg, dist = self.cfg, self.dist
         self.sampler.set_epoch(self.epoch, start=self.batch_in_epoch)
@@ -289,7 +351,10 @@ class Trainer:
         loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=cfg.workers,
                                              collate_fn=self.collate, pin_memory=dist.device.type == "cuda")
         self.net.train()
-        bad_in_row, seen, waited, last_loss = 0, 0, 0.0, math.nan
+        # gradients of a part-filled accumulation window of the last epoch are not carried over (nor saved)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.window, self.pending, self.skipped_in_epoch = None, False, 0
+        seen, waited, last_loss = 0, 0.0, math.nan
         epoch_start = tick = time.monotonic()
         total = len(self.sampler)
         bar = None
@@ -300,34 +365,7 @@ class Trainer:
             waited += time.monotonic() - tick
             if cfg.margin_schedule is not None:
                 self.set_margin(cfg.margin_schedule.value(self.iteration, self.steps_per_epoch))
-            waves = waves.to(dist.device, non_blocking=True)
-            labels = labels.to(dist.device, non_blocking=True)
-            # randomness on the device (dither, specaug, dropout) from the batch's place in the global order, so
-            # DDP ranks, gradient accumulation and a resumed run all draw the same numbers for the same batch
-            seed = hash((self.job.seed, self.epoch, self.batch_in_epoch * dist.world_size + dist.rank)) & 0x7FFF_FFFF
-            torch.manual_seed(seed)
-            with torch.autocast(dist.device.type, dtype=self.autocast_dtype or torch.float32,
-                                enabled=self.autocast_dtype is not None):
-                loss, acc = self.net(waves, labels, seed)
-            last_loss = loss.item()
-            finite = torch.isfinite(loss.detach())
-            if dist.world_size > 1:
-                finite = dist.all_reduce_mean(finite.float()) == 1
-            if not bool(finite):
-                bad_in_row += 1
-                self.optimizer.zero_grad(set_to_none=True)
-                log.warning("non-finite loss at epoch %d batch %d: step skipped (%d in a row)", self.epoch + 1,
-                            self.batch_in_epoch, bad_in_row)
-                if bad_in_row >= cfg.max_bad_steps:
-                    files = [self.utterances[i].path for i in indices.tolist()]
-                    raise TrainingError(f"{bad_in_row} non-finite losses in a row (trainer.max_bad_steps); the last"
-                                        f" batch's files: {', '.join(files[:20])}"
-                                        + (f" and {len(files) - 20} more" if len(files) > 20 else ""))
-            else:
-                bad_in_row = 0
-                self.scaler.scale(loss / cfg.accumulate).backward()
-                if (self.batch_in_epoch + 1) % cfg.accumulate == 0:
-                    self.step()
+            last_loss, acc = self.train_batch(waves, labels, indices)
             self.batch_in_epoch += 1
             seen += waves.shape[0]
             if bar is not None:
@@ -352,21 +390,92 @@ class Trainer:
             bar.close()
         elapsed = time.monotonic() - epoch_start
         if dist.is_main:
-            log.info("epoch %d/%d: loss %.4f, %d utterances/s, waiting for data %.0f%%", self.epoch + 1, cfg.epochs,
-                     last_loss, seen * dist.world_size / max(elapsed, 1e-9),
-                     100 * waited / max(elapsed, 1e-9))
+            skipped = f", {self.skipped_in_epoch} steps skipped (non-finite)" if self.skipped_in_epoch else ""
+            log.info("epoch %d/%d: loss %.4f, %d utterances/s, waiting for data %.0f%%%s", self.epoch + 1,
+                     cfg.epochs, last_loss, seen * dist.world_size / max(elapsed, 1e-9),
+                     100 * waited / max(elapsed, 1e-9), skipped)
         return last_save
 
-    def step(self) -> None:
+    def train_batch(self, waves: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> tuple[float, Any]:
+        """Forward and backward one batch, and the optimizer step when it ends an accumulation window: (loss, acc).
+
+        A batch whose loss is not finite leaves no trace (its forward's buffer updates, BatchNorm statistics
+        among them, are undone; no backward); a step whose gradients are not finite is skipped with its window's
+        buffer updates undone, so the model and the optimizer stay exactly as they were.
+        """
+        cfg, dist = self.cfg, self.dist
+        buffers = list(self.inner.buffers())
+        before = [b.clone() for b in buffers]  # a few vectors per BatchNorm layer: cheap beside the forward
+        if self.window is None or self.batch_in_epoch % cfg.accumulate == 0:
+            self.window = before
+        waves = waves.to(dist.device, non_blocking=True)
+        labels = labels.to(dist.device, non_blocking=True)
+        # randomness on the device (dither, specaug, dropout) from the batch's place in the global order, so
+        # DDP ranks, gradient accumulation and a resumed run all draw the same numbers for the same batch
+        seed = hash((self.job.seed, self.epoch, self.batch_in_epoch * dist.world_size + dist.rank)) & 0x7FFF_FFFF
+        torch.manual_seed(seed)
+        with torch.autocast(dist.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            loss, acc = self.net(waves, labels, seed)
+        value = loss.item()
+        finite = torch.isfinite(loss.detach())
+        if dist.world_size > 1:
+            finite = dist.all_reduce_mean(finite.float()) == 1
+        if not bool(finite):
+            _restore(buffers, before)
+            self.skip("loss", indices)
+        else:
+            self.scaler.scale(loss / cfg.accumulate).backward()
+            self.pending = True
+        if self.pending and (self.batch_in_epoch + 1) % cfg.accumulate == 0:
+            self.step(indices)
+        return value, acc
+
+    def step(self, indices: torch.Tensor) -> None:
+        """The optimizer step, or, when the gradients are not finite, none (see :meth:`train_batch`)."""
+        self.pending = False
+        self.scaler.unscale_(self.optimizer)  # a no-op without fp16's scaler
+        norm = nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        if not bool(torch.isfinite(norm)):  # DDP has averaged the gradients: every rank decides alike
+            # fp16's scaler skips steps while it finds its scale (from 65536 down): those are not trouble until
+            # the gradients overflow even unscaled (scale below 1)
+            overflow = self.scaler.is_enabled() and self.scaler.get_scale() >= 1.0
+            if self.scaler.is_enabled():
+                self.scaler.update()  # the scaler saw the inf too: it lowers its scale
+            self.optimizer.zero_grad(set_to_none=True)
+            _restore(list(self.inner.buffers()), self.window)
+            self.skip("gradients", indices, in_row=not overflow)
+            return
         if self.cfg.grad_clip:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.inner.parameters(), self.cfg.grad_clip)
+            nn.utils.clip_grads_with_norm_(self.params, self.cfg.grad_clip, norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None:
             self.scheduler.step()
         self.iteration += 1
+        self.bad_in_row, self.bad_kinds = 0, set()
+
+    def skip(self, kind: str, indices: torch.Tensor, in_row: bool = True) -> None:
+        """Count and log a skipped step; a TrainingError naming the batch's files after max_bad_steps in a row
+        (an fp16 overflow, ``in_row=False``, is counted and logged but does not join the row)."""
+        self.bad_in_row += 1 if in_row else 0
+        self.skipped += 1
+        self.skipped_in_epoch += 1
+        self.bad_kinds.add(kind)
+        scale = f", fp16 loss scale now {self.scaler.get_scale():g}" if kind == "gradients" and \
+            self.scaler.is_enabled() else ""
+        log.log(logging.WARNING if in_row else logging.INFO, "non-finite %s at epoch %d batch %d: step skipped, the"
+                " model left as it was (%d in a row, %d in this run%s)", kind, self.epoch + 1, self.batch_in_epoch,
+                self.bad_in_row, self.skipped, scale)
+        if self.writer:
+            self.writer.add_scalar("train/skipped_steps", self.skipped, self.iteration)
+        if self.bad_in_row >= self.cfg.max_bad_steps:
+            what = "losses" if self.bad_kinds == {"loss"} else "losses or gradients"
+            files = [self.utterances[i].path for i in indices.tolist()]
+            raise TrainingError(f"{self.bad_in_row} non-finite {what} in a row (trainer.max_bad_steps); the last"
+                                f" batch's files: {', '.join(files[:20])}"
+                                + (f" and {len(files) - 20} more" if len(files) > 20 else ""))
 
     # --- validation -------------------------------------------------------------------------------------
 
@@ -406,8 +515,10 @@ class Trainer:
         scores = torch.stack([embeddings[t.enroll] @ embeddings[t.test] for t in trials]).cpu()
         labels = torch.tensor([t.label for t in trials])
         if self.writer:
-            self.writer.add_histogram("val/target_scores", scores[labels == 1], self.epoch)
-            self.writer.add_histogram("val/nontarget_scores", scores[labels == 0], self.epoch)
+            for name, chosen in (("target", labels == 1), ("nontarget", labels == 0)):
+                shown = scores[chosen & torch.isfinite(scores)]
+                if shown.numel():  # add_histogram refuses an empty (or all-NaN) tensor
+                    self.writer.add_histogram(f"val/{name}_scores", shown, self.epoch)
         net.train()
         return eer(scores, labels)[0], min_dcf(scores, labels, 0.01)[0]
 
@@ -427,3 +538,10 @@ class Trainer:
                      ", ".join(p.stem.split("_")[1] for p in chosen), 100 * value, dcf)
         ckpt.save(self.dir / "avg.pt", state)
         self.inner.model.load_state_dict(current)
+
+
+def _restore(buffers: list[torch.Tensor], saved: list[torch.Tensor]) -> None:
+    """Copy ``saved`` back into ``buffers`` (the module's buffers, in the order ``buffers()`` gives them)."""
+    with torch.no_grad():
+        for buffer, value in zip(buffers, saved):
+            buffer.copy_(value)
