@@ -15,6 +15,11 @@ from vvframe import registry
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    # pytest-xdist runs several workers on the machine's cores: one torch thread each (the commands they start
+    # inherit it), so that workers and their subprocesses never oversubscribe the cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 FAKE = {
     "frontends": {"fake_fbank": "fake_components:Frontend"},
     "models": {"tiny": "fake_components:Model", "tiny_v2": "fake_components:Model"},

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import vvframe_cli
 
+pytestmark = pytest.mark.xdist_group("backend")  # one worker builds the module's runs (pytest-xdist)
+
 @pytest.fixture(scope="module")
 def runs(trained_run, tmp_path_factory) -> dict[str, Path]:
     """The shared trained run (conftest's ``trained_run``: train, prepare, eval, test on a synthetic corpus) and an

@@ -48,14 +48,14 @@ def test_plugins_kind_name_describes_every_listed_component(third_party):
     pairs = [line.split()[:2] for line in listed if line.strip() and not line.startswith("`")]
     pairs = [(k, n) for k, n in pairs if n != "-"]
     assert len(pairs) >= 10
-    # every component through the API in one process (fast), one of each kind through the command
+    # every component through the API in one process (fast), one through the command (each start imports torch)
     check = ("import sys\nfrom vvframe import registry\nfor line in sys.stdin:\n    kind, name = line.split()\n"
              "    text = registry.describe(kind, name)\n    assert text.startswith(f\"{kind} '{name}'\"), text\n"
              "    assert 'supplied by vvframe:' in text\n")
     described = subprocess.run([sys.executable, "-c", check], input="".join(f"{k} {n}\n" for k, n in pairs),
                                capture_output=True, text=True, env=third_party)
     assert described.returncode == 0, described.stderr
-    for kind, name in {k: (k, n) for k, n in pairs}.values():
+    for kind, name in [("models", "tiny")]:
         result = vvframe_cli("plugins", kind, name, env=third_party)
         assert result.returncode == 0, (kind, name, result.stderr)
         assert result.stdout.startswith(f"{kind} '{name}'") and "supplied by vvframe:" in result.stdout

@@ -11,6 +11,8 @@ import pytest
 
 from conftest import ROOT, vvframe_cli
 
+pytestmark = pytest.mark.xdist_group("quickstart")  # one worker builds the module's runs (pytest-xdist)
+
 SMALL = ["trainer.epochs=18", "trainer.workers=0", "trainer.batch_size=16", "data.crop_seconds=1.0",
          "model.channels=64", "normalizer.top_k=10", "trainer.margin_schedule.start_epoch=2",
          "trainer.margin_schedule.end_epoch=6"]

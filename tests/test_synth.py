@@ -57,10 +57,18 @@ def test_deterministic_and_independent_of_other_speakers(tmp_path):
     assert read_bytes(tmp_path / "a", {"x1": a["x1"]}) == {p: fa[p] for p in a["x1"]}
 
 
+def test_processes_share_the_speakers_and_write_the_same_files(tmp_path):
+    speakers = ["x1", "x2", "x3"]
+    one = synthesize(tmp_path / "one", speakers, 2, (0.5, 0.8), seed=5, jobs=1)
+    two = synthesize(tmp_path / "two", speakers, 2, (0.5, 0.8), seed=5, jobs=2)
+    assert one == two and list(two) == speakers
+    assert read_bytes(tmp_path / "one", one) == read_bytes(tmp_path / "two", two)
+
+
 def test_files_are_valid_audio(tmp_path):
     calls: list[int] = []
     out = synthesize(tmp_path, [f"s{i}" for i in range(6)], 3, (1.0, 2.5), seed=0, progress=calls.append)
-    assert sum(calls) == 18 and set(calls) == {1}
+    assert sum(calls) == 18 and set(calls) == {3}  # one call per speaker, with its file count
     for spk, paths in out.items():
         assert len(paths) == 3
         for rel in paths:

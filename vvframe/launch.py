@@ -358,7 +358,8 @@ def _rank_main(index: int, nproc: int, port: int, backend: str, use_cuda: bool, 
     try:
         _init_group(dist, backend, timeout_s)
         if not use_cuda and "OMP_NUM_THREADS" not in os.environ:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))  # ranks share the cores, as torchrun does
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            torch.set_num_threads(max(1, cores // nproc))  # ranks share the cores they may use, as torchrun does
         stage = "run"
         result = fn(dist, *args)
         if index == 0:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -479,12 +480,13 @@ def _utterance(speaker: str, voice: Voice, seed: int, index: int, seconds: tuple
 
 def synthesize(out: Path, speakers: Sequence[str], utterances: int, seconds: tuple[float, float] = (2.0, 4.0),
                seed: int = 0, sample_rate: int = 16000,
-               progress: Callable[[int], None] | None = None) -> dict[str, list[str]]:
+               progress: Callable[[int], None] | None = None, jobs: int | None = None) -> dict[str, list[str]]:
     """Write `utterances` 16-bit mono wav files per speaker under out/<speaker>/<nnnn>.wav; return their paths.
 
     Returns speaker -> paths relative to ``out``, posix style (e.g. 'id0001/0003.wav'), speakers in the order
     given. ``progress(n)`` is called with the number of files just written. Each file is a pure function of
-    ``(seed, speaker, index, seconds, sample_rate)``; durations are drawn uniformly in ``seconds``.
+    ``(seed, speaker, index, seconds, sample_rate)``; durations are drawn uniformly in ``seconds``. ``jobs``
+    processes share the speakers (default: the cores this process may use); the files are the same for any.
     """
     out = Path(out)
     speakers = list(speakers)
@@ -500,18 +502,38 @@ def synthesize(out: Path, speakers: Sequence[str], utterances: int, seconds: tup
     for s in speakers:
         if not s or s in (".", "..") or "/" in s or "\\" in s:
             raise ValueError(f"speaker name {s!r} is not a single path component")
-    result: dict[str, list[str]] = {}
-    for speaker in speakers:
-        voice = make_voice(speaker, seed)
-        log.debug("speaker %s: f0 %.0f Hz, vtl %.2f", speaker, voice.f0, voice.vtl)
-        paths = []
-        for i in range(utterances):
-            rel = f"{speaker}/{i:04d}.wav"
-            audio = _utterance(speaker, voice, seed, i, (lo, hi), sample_rate)
-            with atomic_path(out / rel) as tmp:
-                sf.write(str(tmp), audio, sample_rate, subtype="PCM_16", format="WAV")
-            paths.append(rel)
+    if jobs is None:
+        jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    work = [(out, speaker, utterances, (lo, hi), seed, sample_rate) for speaker in speakers]
+    if jobs <= 1 or len(speakers) <= 1:
+        done = (_speaker_files(*args) for args in work)
+        result = {}
+        for speaker, paths in zip(speakers, done):
+            result[speaker] = paths
             if progress is not None:
-                progress(1)
-        result[speaker] = paths
-    return result
+                progress(len(paths))
+        return result
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    with ProcessPoolExecutor(max_workers=min(jobs, len(speakers))) as pool:
+        futures = {pool.submit(_speaker_files, *args): args[1] for args in work}
+        found = {}
+        for future in as_completed(futures):
+            found[futures[future]] = future.result()
+            if progress is not None:
+                progress(len(found[futures[future]]))
+    return {speaker: found[speaker] for speaker in speakers}
+
+
+def _speaker_files(out: Path, speaker: str, utterances: int, seconds: tuple[float, float], seed: int,
+                   sample_rate: int) -> list[str]:
+    """Write one speaker's files; their paths relative to ``out``."""
+    voice = make_voice(speaker, seed)
+    log.debug("speaker %s: f0 %.0f Hz, vtl %.2f", speaker, voice.f0, voice.vtl)
+    paths = []
+    for i in range(utterances):
+        rel = f"{speaker}/{i:04d}.wav"
+        audio = _utterance(speaker, voice, seed, i, seconds, sample_rate)
+        with atomic_path(out / rel) as tmp:
+            sf.write(str(tmp), audio, sample_rate, subtype="PCM_16", format="WAV")
+        paths.append(rel)
+    return paths
