@@ -4,15 +4,17 @@ VENV ?= .venv
 # torch and torchaudio are pinned to the builds this machine holds as local files; override on another machine.
 TORCH_PINS ?= torch==2.14.1 torchaudio==2.11.0
 PIP = $(VENV)/bin/pip
-# The installer: uv when it can be had (it unpacks torch's 3 GB of wheels about three times faster than pip), told the
-# indexes, local wheel folders and constraints that pip is configured with, so that both take the same files; plain
-# pip when uv cannot be installed or fails. NO_UV=1 uses pip only.
+# torch and its CUDA libraries (about 3 GB) go in with uv when it can be had: it unpacks them about three times faster
+# than pip. uv is told the indexes, local wheel folders and constraints that pip is configured with, so both take
+# the same files; plain pip does it when uv cannot be installed or fails, or with NO_UV=1. Everything else is
+# installed by pip, whose choice among several indexes' wheels of one version (the most specific platform tag) uv
+# does not make the same way (it took a soundfile wheel without libsndfile).
 UV = $(VENV)/bin/uv
 UV_OPTS = $(shell $(PIP) config list 2>/dev/null | sed -nE "s/^[^.]*\.(find-links|extra-index-url|index-url|constraint)='(.*)'$$/\1 \2/p" \
 	| awk '{o = ($$1 == "constraint") ? "constraints" : $$1; for (i = 2; i <= NF; i++) printf "--%s %s ", o, $$i}')
-INSTALL = install() { if [ -z "$(NO_UV)" ] && { [ -x $(UV) ] || $(PIP) install -q uv; } \
-	&& $(UV) pip install --python $(VENV)/bin/python --index-strategy unsafe-best-match $(UV_OPTS) "$$@"; \
-	then :; else echo "installing with pip"; $(PIP) install "$$@"; fi; }; install
+INSTALL_TORCH = if [ -z "$(NO_UV)" ] && { [ -x $(UV) ] || $(PIP) install -q uv; } \
+	&& $(UV) pip install --python $(VENV)/bin/python --index-strategy unsafe-best-match $(UV_OPTS) $(TORCH_PINS); \
+	then :; else echo "installing torch with pip"; $(PIP) install $(TORCH_PINS); fi
 
 .PHONY: quickstart test bench check-plugins clean
 
@@ -38,12 +40,12 @@ $(VENV)/bin/python:
 	$(PIP) install --upgrade pip setuptools wheel
 
 $(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml
-	$(INSTALL) $(TORCH_PINS)
-	$(INSTALL) -e .
+	$(INSTALL_TORCH)
+	$(PIP) install -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(INSTALL) -e '.[test]'
+	$(PIP) install -e '.[test]'
 	touch $@
 
 clean:
