@@ -27,7 +27,7 @@ data/quickstart/val_trials.txt: | $(VENV)/.installed
 		--cohort-speakers 40 --val-speakers 10 --seconds 2-4 --seed 0
 
 test: $(VENV)/.installed-test
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q -n auto --dist loadfile tests
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/run_all.py $(BENCH_ARGS)

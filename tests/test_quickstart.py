@@ -1,6 +1,7 @@
 """The quickstart recipe end to end at reduced size: its corpus made the way `make quickstart` makes it (fewer
 speakers and shorter utterances), then train, prepare, eval and test; every output file is checked, and the
-trained model's EER on held-out speakers must be at most half that of the same recipe left untrained."""
+trained model's EER on held-out speakers must be at most 0.6 of the same recipe's left untrained (in a minute
+of training on 320 utterances; the full quickstart gets about a third of it)."""
 from __future__ import annotations
 
 import csv
@@ -11,11 +12,9 @@ import pytest
 
 from conftest import ROOT, vvframe_cli
 
-pytestmark = pytest.mark.xdist_group("quickstart")  # one worker builds the module's runs (pytest-xdist)
-
-SMALL = ["trainer.epochs=18", "trainer.workers=0", "trainer.batch_size=16", "data.crop_seconds=1.0",
-         "model.channels=64", "normalizer.top_k=10", "trainer.margin_schedule.start_epoch=2",
-         "trainer.margin_schedule.end_epoch=6"]
+SMALL = ["trainer.epochs=16", "trainer.workers=0", "trainer.batch_size=16", "data.crop_seconds=1.0",
+         "model.channels=64", "optimizer.lr=4e-3", "normalizer.top_k=5", "trainer.margin_schedule.start_epoch=2",
+         "trainer.margin_schedule.end_epoch=6", "trainer.precision=fp32"]
 
 
 def _make_targets() -> tuple[list[str], str]:
@@ -34,8 +33,8 @@ def quickstart(tmp_path_factory):
     assert folder == "data/quickstart"
     sizes = dict(zip(args[::2], args[1::2]))
     assert {"--speakers", "--eval-speakers", "--cohort-speakers", "--val-speakers"} <= set(sizes)
-    smaller = {"--speakers": "32", "--utterances": "10", "--eval-speakers": "10", "--cohort-speakers": "10",
-               "--val-speakers": "6", "--seconds": "1.5-2.5"}
+    smaller = {"--speakers": "32", "--utterances": "10", "--eval-speakers": "12", "--cohort-speakers": "8",
+               "--val-speakers": "4", "--seconds": "1.0-2.0"}
     made = vvframe_cli("data", "synth", folder, *[x for k, v in (sizes | smaller).items() for x in (k, v)], cwd=work)
     assert made.returncode == 0, made.stderr
     recipe = str(ROOT / "recipes" / "quickstart.yaml")
@@ -72,13 +71,13 @@ def test_validation_uses_speakers_of_its_own(quickstart):
     assert "validation EER" in (quickstart["trained"] / "log.txt").read_text()
 
 
-def test_training_halves_the_error_on_held_out_speakers(quickstart):
-    def eer(run) -> float:
-        entry = json.loads((run / "eval" / "metrics.json").read_text())["trials"]
-        return entry["normalized"]["eer"]
-    trained, untrained = eer(quickstart["trained"]), eer(quickstart["untrained"])
-    assert untrained > 0.3, untrained
-    assert trained <= untrained / 2, (trained, untrained)
+def test_training_cuts_the_error_on_held_out_speakers(quickstart):
+    def eer(run, kind: str) -> float:
+        return json.loads((run / "eval" / "metrics.json").read_text())["trials"][kind]["eer"]
+    for kind in ("raw", "normalized"):  # about 0.20 against 0.45 on 2 cores, 1 or 2 threads
+        trained, untrained = eer(quickstart["trained"], kind), eer(quickstart["untrained"], kind)
+        assert untrained > 0.3, (kind, untrained)
+        assert trained <= 0.6 * untrained, (kind, trained, untrained)
 
 
 def test_the_run_prints_its_results_table(quickstart):
