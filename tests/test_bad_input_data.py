@@ -239,3 +239,14 @@ def test_data_voxceleb_writes_no_list_when_one_of_them_would_hold_a_space(tmp_pa
     with pytest.raises(ListError, match=rf"(?s){out / 'vox1_O.txt'}: nothing written: 5 paths .*'vox one/wav/id10270/"):
         prepare(root, out, vox1=[root / "vox one" / "wav"])
     assert not out.exists()
+
+
+def test_validation_trials_name_a_too_short_file_before_training(tmp_path):
+    from vvframe_plugins.stages.train import check_validation_trials
+    write(tmp_path / "a.wav", noise(RATE))
+    write(tmp_path / "b.wav", noise(RATE, seed=1))
+    write(tmp_path / "c.wav", noise(RATE // 50, seed=2))  # 0.02 s
+    trials = tmp_path / "val.txt"
+    trials.write_text("1 a.wav b.wav\n0 a.wav c.wav\n")
+    with pytest.raises(AudioError, match=r"c\.wav: too short: 0\.020 s .* at least 0\.1 s"):
+        check_validation_trials(str(trials), str(tmp_path))

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from vvframe import Component, RunContext, VvframeError
 from vvframe import checkpoint as ckpt
 from vvframe.atomic import atomic_path
-from vvframe.audio import read
+from vvframe.audio import read, utterance_info
 from vvframe.run import latest_run
 from vvframe.dataset import AugmentingCollate, CropDataset
 from vvframe.launch import Dist, auto_precision, keep_freed_memory, launch, setup_rank_logging, unwrap, wrap_model
@@ -111,6 +111,8 @@ def check_validation_trials(path: str, root: str) -> None:
     or non-target trials (the validation EER needs both)."""
     trials = read_trials(path, labelled=True)
     check_files(trial_files(trials), root, path)
+    for name in trial_files(trials):  # one minimum duration everywhere: a too-short file is named before training
+        utterance_info(Path(root) / name)
     labels = {t.label for t in trials}
     lacking = [what for label, what in ((1, "target (label 1)"), (0, "non-target (label 0)")) if label not in labels]
     if lacking:
