@@ -44,7 +44,7 @@ from . import registry
 from .api import FORMAT, FORMAT_VERSION, ModelError, SpeakerModel, load, refuse_references
 from .atomic import atomic_path
 from .embed import Embedder
-from .errors import OutputExists, VvframeError
+from .errors import VvframeError, refuse_existing
 
 log = logging.getLogger(__name__)
 
@@ -534,8 +534,7 @@ def main(rest: list[str]) -> int:
     out: Path = opts.out
     if out.is_dir():
         parser.error(f"--out {out}: a directory; name the file to write")
-    if out.exists() and not opts.force:
-        raise OutputExists(f"{out} exists; choose another --out or pass --force to replace it")
+    refuse_existing(out, opts.force)
     run = Path(opts.run)
     if not run.is_dir():
         raise ModelError(f"{run}: no such run directory (export takes a run directory)" if not run.exists() else
