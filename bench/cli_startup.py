@@ -5,6 +5,7 @@ The median wall time of each command over several runs, in fresh processes, agai
 A throw-away distribution in a temporary folder adds a loss that points straight at torch, so the
 misspelled-argument case has to import torch to read the signature, as a real recipe would.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,9 @@ def run(quick: bool = False) -> list[Row]:
         (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bench-losses\nVersion: 0.1\n")
         (info / "entry_points.txt").write_text("[vvframe.losses]\ncross_entropy = torch.nn:CrossEntropyLoss\n")
         env = dict(os.environ, PYTHONPATH=str(tmp / "site"))
-        (tmp / "typo.yaml").write_text("stages: [train]\noptimizer: {name: sdg, lr: 0.1}\n"
-                                       "loss: {name: cross_entropy, label_smothing: 0.1}\n")
+        (tmp / "typo.yaml").write_text(
+            "stages: [train]\noptimizer: {name: sdg, lr: 0.1}\nloss: {name: cross_entropy, label_smothing: 0.1}\n"
+        )
         bare, _ = median_run([sys.executable, "-c", "pass"], env, tmp, repeat)
         torch_only, _ = median_run([sys.executable, "-c", "import torch"], env, tmp, repeat)
         cases = [  # (label, arguments, expected exit status, needs torch)

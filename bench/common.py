@@ -5,6 +5,7 @@ Every benchmark module in ``bench/`` exposes ``run(quick: bool = False) -> list[
 for a smoke run) and, run as a script, prints the machine line and its own table through :func:`standalone`;
 ``bench/run_all.py`` imports them all and prints one table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,6 +62,7 @@ def sync(device: str) -> None:
     """Wait for queued CUDA work, so that a timer around it measures the work."""
     if device.startswith("cuda"):
         import torch
+
         torch.cuda.synchronize()
 
 
@@ -90,13 +92,13 @@ def best_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1, device:
     return min(call_seconds(fn, repeat, warmup, device))
 
 
-def write_tone(path: Path, seconds: float, rate: int, rng: np.random.Generator, low_hz: float,
-               spread_hz: float) -> int:
+def write_tone(path: Path, seconds: float, rate: int, rng: np.random.Generator, low_hz: float, spread_hz: float) -> int:
     """Write a 16-bit WAV or FLAC (by suffix) of a sine at a random pitch in [low_hz, low_hz + spread_hz) plus
     noise, creating its folder; returns its length in samples."""
     import torch
 
-    from vvframe.audio import write
+    from vvframe.data.audio import write
+
     n = int(seconds * rate)
     t = np.arange(n) / rate
     x = 0.2 * np.sin(2 * np.pi * (low_hz + spread_hz * rng.random()) * t) + 0.05 * rng.standard_normal(n)
@@ -107,6 +109,7 @@ def write_tone(path: Path, seconds: float, rate: int, rng: np.random.Generator, 
 def devices() -> list[str]:
     """``["cpu"]``, plus ``"cuda"`` when a CUDA device is present."""
     import torch
+
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -126,7 +129,7 @@ def _ram_gib() -> float | None:
         with open("/proc/meminfo", encoding="utf-8") as f:
             for line in f:
                 if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) / 2 ** 20
+                    return int(line.split()[1]) / 2**20
     except OSError:
         pass
     return None
@@ -143,13 +146,16 @@ def load_average() -> str:
 def machine() -> str:
     """One line on where the figures were taken: CPU, cores, threads, RAM, GPU, versions, date and load."""
     import torch
+
     ram = _ram_gib()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    return (f"{_cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
-            f"RAM {f'{ram:.0f} GiB' if ram is not None else 'n/a'}, GPU {gpu}; Python {platform.python_version()}, "
-            f"torch {torch.__version__}, {platform.system()} {platform.release()}; {date}; "
-            f"load average {load_average()}")
+    return (
+        f"{_cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+        f"RAM {f'{ram:.0f} GiB' if ram is not None else 'n/a'}, GPU {gpu}; Python {platform.python_version()}, "
+        f"torch {torch.__version__}, {platform.system()} {platform.release()}; {date}; "
+        f"load average {load_average()}"
+    )
 
 
 COLUMNS = ("benchmark", "figure", "value", "unit", "compared with")
@@ -165,8 +171,13 @@ def table(rows: Sequence[Row], markdown: bool = False) -> str:
     widths = [max(len(c[i]) for c in [COLUMNS, *cells]) for i in range(len(COLUMNS))]
     lines = []
     for row in [COLUMNS, *cells]:
-        parts = [row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2]),
-                 row[3].ljust(widths[3]), row[4]]
+        parts = [
+            row[0].ljust(widths[0]),
+            row[1].ljust(widths[1]),
+            row[2].rjust(widths[2]),
+            row[3].ljust(widths[3]),
+            row[4],
+        ]
         lines.append("  ".join(parts).rstrip())
     lines.insert(1, "  ".join("-" * w for w in widths[:4]) + "  " + "-" * len(COLUMNS[4]))
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Embedding-extraction speed: `vvframe.embed.Extractor` against a loop that embeds one file at a time.
+"""Embedding-extraction speed: `vvframe.scoring.embed.Extractor` against a loop that embeds one file at a time.
 
 Generates WAV files of whole utterances in a temporary folder, of mixed lengths as a real list has them: half of
 them whole seconds from 2 to 5 s (runs of equal length, which the Extractor batches), a quarter of lengths that
@@ -8,6 +8,7 @@ eval mode. Both sides read the files. Figures: files per second and the real-tim
 per second of audio embedded, lower is better), the best of two alternating rounds (one in quick mode); the
 embeddings of both sides are compared too. On the CPU (and on CUDA when there is one).
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -15,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from vvframe import registry
-from vvframe.audio import read
-from vvframe.embed import Extractor
-
 from common import Row, devices, standalone, timed, versus, write_tone
+
+from vvframe.core import registry
+from vvframe.data.audio import read
+from vvframe.scoring.embed import Extractor
 
 RATE, MAX_SECONDS = 16000, 6.0
 MODEL = {"name": "ecapa_tdnn", "channels": 256, "embed_dim": 128}
@@ -72,8 +72,9 @@ def run(quick: bool = False) -> list[Row]:
             one_at_a_time(frontend, model, root, paths[:8], device)  # warm up
 
             def extract() -> dict[str, torch.Tensor]:  # a fresh Extractor each round: it keeps what it embedded
-                return Extractor(frontend, model, root, RATE, device=device, max_seconds=MAX_SECONDS,
-                                 progress=False)(paths)
+                return Extractor(frontend, model, root, RATE, device=device, max_seconds=MAX_SECONDS, progress=False)(
+                    paths
+                )
 
             t_batched = t_loop = float("inf")
             for _ in range(rounds):  # alternating, the best of each: on a shared machine, noise only adds time
@@ -84,12 +85,23 @@ def run(quick: bool = False) -> list[Row]:
 
             diff = max((batched[p] - looped[p]).abs().max().item() for p in paths)
             what = f"{count} files ({distinct} lengths, {audio_seconds:.0f} s of audio), {device}"
-            rows.append(Row(f"Extractor, {what}", count / t_batched, "files/s",
-                            versus("one file at a time", count / t_loop, "files/s", count / t_batched, True)
-                            + f"; max |diff| {diff:.1e}"))
-            rows.append(Row(f"Extractor real-time factor, {what}", t_batched / audio_seconds, "RTF",
-                            versus("one file at a time", t_loop / audio_seconds, "", t_batched / audio_seconds,
-                                   False)))
+            rows.append(
+                Row(
+                    f"Extractor, {what}",
+                    count / t_batched,
+                    "files/s",
+                    versus("one file at a time", count / t_loop, "files/s", count / t_batched, True)
+                    + f"; max |diff| {diff:.1e}",
+                )
+            )
+            rows.append(
+                Row(
+                    f"Extractor real-time factor, {what}",
+                    t_batched / audio_seconds,
+                    "RTF",
+                    versus("one file at a time", t_loop / audio_seconds, "", t_batched / audio_seconds, False),
+                )
+            )
     return rows
 
 

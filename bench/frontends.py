@@ -4,22 +4,28 @@ Milliseconds per batch of 64 two-second utterances (16 in quick mode), the media
 (no dither), on the CPU (and on CUDA when there is one). vvframe's fbank gives the same features as the loop
 over `torchaudio.compliance.kaldi.fbank`; melspec and mfcc are other features, timed against the same loop.
 """
+
 from __future__ import annotations
 
 import torch
 import torchaudio
-
-from vvframe import registry
-
 from common import Row, devices, median_seconds, standalone, versus
+
+from vvframe.core import registry
 
 SECONDS, RATE = 2.0, 16000
 
 
 def kaldi_loop(wave: torch.Tensor) -> torch.Tensor:
     """80 Kaldi fbanks of each utterance of ``(B, T)`` in [-1, 1], one call per utterance: ``(B, 80, frames)``."""
-    return torch.stack([torchaudio.compliance.kaldi.fbank(w.unsqueeze(0) * 32768, num_mel_bins=80, dither=0.0,
-                                                          window_type="hamming").T for w in wave])
+    return torch.stack(
+        [
+            torchaudio.compliance.kaldi.fbank(
+                w.unsqueeze(0) * 32768, num_mel_bins=80, dither=0.0, window_type="hamming"
+            ).T
+            for w in wave
+        ]
+    )
 
 
 def run(quick: bool = False) -> list[Row]:
@@ -33,8 +39,14 @@ def run(quick: bool = False) -> list[Row]:
             for name in ("fbank", "melspec", "mfcc"):
                 frontend = registry.build("frontends", name, sample_rate=RATE).to(device).eval()
                 ms = 1000 * median_seconds(lambda: frontend(wave), repeat, device=device)
-                rows.append(Row(f"{name} of {batch} x {SECONDS:g} s, batched, {device}", ms, "ms/batch",
-                                versus("torchaudio kaldi.fbank, one call per utterance", loop, "ms", ms, False)))
+                rows.append(
+                    Row(
+                        f"{name} of {batch} x {SECONDS:g} s, batched, {device}",
+                        ms,
+                        "ms/batch",
+                        versus("torchaudio kaldi.fbank, one call per utterance", loop, "ms", ms, False),
+                    )
+                )
     return rows
 
 

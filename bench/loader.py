@@ -6,6 +6,7 @@ crop) and AugmentingCollate in a DataLoader, 16 batches of 32 (4 in quick mode),
 start-up included). Without augmentation the figure is compared with reading whole files and cropping in memory
 (what a loader that decodes whole files does); with 2 workers, with the same loader in the main process.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -15,13 +16,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-
-from vvframe import registry
-from vvframe.audio import read
-from vvframe.dataset import AugmentingCollate, CropDataset
-from vvframe.lists import Utterance
-
 from common import Row, standalone, versus, write_tone
+
+from vvframe.core import registry
+from vvframe.data.audio import read
+from vvframe.data.dataset import AugmentingCollate, CropDataset
+from vvframe.data.lists import Utterance
 
 RATE = 16000
 CROP_SECONDS = 2.0
@@ -34,8 +34,10 @@ def make_corpus(root: Path) -> dict[str, list[Utterance]]:
     def write(path: Path, seconds: float) -> None:
         write_tone(path, seconds, RATE, rng, 120, 80)
 
-    sets = {"10 s": [Utterance(f"spk{i % 8}", f"short/spk{i % 8}/{i}.flac") for i in range(16)],
-            "10 min": [Utterance(f"spk{i}", f"long/spk{i}/{i}.flac") for i in range(4)]}
+    sets = {
+        "10 s": [Utterance(f"spk{i % 8}", f"short/spk{i % 8}/{i}.flac") for i in range(16)],
+        "10 min": [Utterance(f"spk{i}", f"long/spk{i}/{i}.flac") for i in range(4)],
+    }
     for label, seconds in (("10 s", 10.0), ("10 min", 600.0)):
         for u in sets[label]:
             write(root / u.path, seconds)
@@ -54,8 +56,9 @@ def crops_per_second(dataset: CropDataset, augmentors: list, workers: int, batch
     """Crops per second through a DataLoader whose workers read and augment (worker start-up included)."""
     indices = torch.randint(0, len(dataset), (batches * BATCH,), generator=torch.Generator().manual_seed(0))
     collate = AugmentingCollate(augmentors, num_speakers=len(dataset.speakers))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, sampler=indices.tolist(), num_workers=workers,
-                                         collate_fn=collate)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=BATCH, sampler=indices.tolist(), num_workers=workers, collate_fn=collate
+    )
     start = time.perf_counter()
     for _ in loader:
         pass
@@ -68,7 +71,7 @@ def whole_file_crops_per_second(root: Path, utterances: list[Utterance], count: 
     for i in range(count):
         wave = read(root / utterances[i % len(utterances)].path, RATE)
         offset = (i * 7919) % (len(wave) - int(CROP_SECONDS * RATE))
-        _ = wave[offset:offset + int(CROP_SECONDS * RATE)]
+        _ = wave[offset : offset + int(CROP_SECONDS * RATE)]
     return count / (time.perf_counter() - start)
 
 
@@ -92,8 +95,14 @@ def _measure(root: Path, batches: int) -> list[Row]:
         "reverb": [{"name": "reverb", "root": str(root / "rirs"), "prob": 1.0}],
         "speed + (reverb | noise)": [
             {"name": "speed", "prob": 1.0},
-            {"name": "choice", "options": [{"name": "reverb", "root": str(root / "rirs")},
-                                           {"name": "noise", "root": str(root / "musan")}]}],
+            {
+                "name": "choice",
+                "options": [
+                    {"name": "reverb", "root": str(root / "rirs")},
+                    {"name": "noise", "root": str(root / "musan")},
+                ],
+            },
+        ],
     }
     rows = []
     for label, utterances in sets.items():
@@ -103,11 +112,23 @@ def _measure(root: Path, batches: int) -> list[Row]:
             alone = crops_per_second(dataset, augmentors, 0, batches)
             if not entries:
                 whole = whole_file_crops_per_second(root, utterances, 2 * batches)
-                rows.append(Row(f"2 s crops of {label} FLACs, {name}, 0 workers", alone, "crops/s",
-                                versus("whole-file decode, then crop", whole, "crops/s", alone, True)))
+                rows.append(
+                    Row(
+                        f"2 s crops of {label} FLACs, {name}, 0 workers",
+                        alone,
+                        "crops/s",
+                        versus("whole-file decode, then crop", whole, "crops/s", alone, True),
+                    )
+                )
             workers = crops_per_second(dataset, augmentors, 2, batches)
-            rows.append(Row(f"2 s crops of {label} FLACs, {name}, 2 workers", workers, "crops/s",
-                            versus("0 workers", alone, "crops/s", workers, True)))
+            rows.append(
+                Row(
+                    f"2 s crops of {label} FLACs, {name}, 2 workers",
+                    workers,
+                    "crops/s",
+                    versus("0 workers", alone, "crops/s", workers, True),
+                )
+            )
     return rows
 
 

@@ -1,4 +1,4 @@
-"""Metric speed: EER and minDCF(0.01) of 1,000,000 and 10,000,000 scores with `vvframe.metrics`, against the
+"""Metric speed: EER and minDCF(0.01) of 1,000,000 and 10,000,000 scores with `vvframe.scoring.metrics`, against the
 threshold sweep people write by hand in numpy (argsort the scores, cumulative sums of the labels, the point
 where the miss and false-alarm rates are closest; no tie grouping, no interpolation, no input checks).
 
@@ -6,13 +6,13 @@ Scores are float32 like real cosine scores, 1 % targets, target scores shifted u
 and 1,000,000 scores). Each time is the best of three calls (two at 10,000,000). The comparison notes how far the
 hand-written values are from vvframe's.
 """
+
 from __future__ import annotations
 
 import numpy as np
-
-from vvframe.metrics import eer, min_dcf
-
 from common import Row, best_seconds, standalone, versus
+
+from vvframe.scoring.metrics import eer, min_dcf
 
 P_TARGET = 0.01
 
@@ -46,7 +46,7 @@ def run(quick: bool = False) -> list[Row]:
     """Rows: seconds for vvframe's EER and minDCF against the hand-written sweep, at two sizes."""
     rng = np.random.default_rng(0)
     rows = []
-    for size in ((100_000, 1_000_000) if quick else (1_000_000, 10_000_000)):
+    for size in (100_000, 1_000_000) if quick else (1_000_000, 10_000_000):
         labels = rng.random(size) < 0.01
         scores = (rng.standard_normal(size) + 2.0 * labels).astype(np.float32)  # cosine scores are float32
         repeat = 3 if size <= 1_000_000 else 2
@@ -55,9 +55,14 @@ def run(quick: bool = False) -> list[Row]:
             seconds = best_seconds(lambda: values.update(ours=ours(scores, labels)[0]), repeat, warmup=0)
             by_hand = best_seconds(lambda: values.update(theirs=theirs(scores, labels)), repeat, warmup=0)
             diff = abs(values["ours"] - values["theirs"])
-            rows.append(Row(f"{name} of {size:,} scores, vvframe.metrics", seconds, "s",
-                            versus("numpy argsort + cumsum sweep", by_hand, "s", seconds, False)
-                            + f"; |diff| {diff:.1e}"))
+            rows.append(
+                Row(
+                    f"{name} of {size:,} scores, vvframe.scoring.metrics",
+                    seconds,
+                    "s",
+                    versus("numpy argsort + cumsum sweep", by_hand, "s", seconds, False) + f"; |diff| {diff:.1e}",
+                )
+            )
     return rows
 
 

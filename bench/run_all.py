@@ -4,6 +4,7 @@
 `run(quick) -> list[Row]`; a module that is not in ORDER still runs, after the others. A benchmark that fails
 is reported as a row and the run goes on; the exit status is then 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,13 @@ def main() -> int:
     names = benchmark_names()
     parser = argparse.ArgumentParser(description=summary(__doc__))
     parser.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run of under a minute or so")
-    parser.add_argument("--only", action="append", metavar="NAME", choices=names,
-                        help=f"run only this benchmark (repeatable): {', '.join(names)}")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        choices=names,
+        help=f"run only this benchmark (repeatable): {', '.join(names)}",
+    )
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown (for bench/README.md)")
     args = parser.parse_args()
     chosen = [n for n in names if not args.only or n in args.only]
@@ -46,7 +52,7 @@ def main() -> int:
         try:
             module = importlib.import_module(name)
             found = module.run(args.quick)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - one failing benchmark must not hide the others' figures
             traceback.print_exc()
             failed.append(name)
             found = [Row("FAILED", float("nan"), "", f"{type(exc).__name__}: {exc}")]
@@ -54,8 +60,10 @@ def main() -> int:
         print(f"{time.perf_counter() - began:.0f} s (load average {load_average()})", file=sys.stderr, flush=True)
     print(table(rows, args.markdown))
     mode = "quick" if args.quick else "full"
-    print(f"{mode} run of {len(chosen)} benchmarks in {time.perf_counter() - start:.0f} s; "
-          f"load average at the end {load_average()}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    print(
+        f"{mode} run of {len(chosen)} benchmarks in {time.perf_counter() - start:.0f} s; "
+        f"load average at the end {load_average()}" + (f"; FAILED: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

@@ -7,14 +7,14 @@ product, picked at the trials. The straightforward per-trial AS-norm (cohort sco
 mean/std, for each trial) runs on a subset of trials, is checked against the vectorised result and extrapolated to
 the whole list. On the CPU (and on CUDA when there is one). EER and minDCF are in `bench/metrics.py`.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from vvframe import registry
-
 from common import Row, devices, standalone, timed, versus
+
+from vvframe.core import registry
 
 DIM, TOP_K, CHUNK = 256, 300, 65_536
 
@@ -22,8 +22,9 @@ DIM, TOP_K, CHUNK = 256, 300, 65_536
 def raw_scores(enroll, test) -> torch.Tensor:
     """Cosine scores of all trials: gather the two rows of each trial and take dot products, chunked."""
     (e_emb, e_idx), (t_emb, t_idx) = enroll, test
-    return torch.cat([(e_emb[e_idx[i:i + CHUNK]] * t_emb[t_idx[i:i + CHUNK]]).sum(1)
-                      for i in range(0, len(e_idx), CHUNK)])
+    return torch.cat(
+        [(e_emb[e_idx[i : i + CHUNK]] * t_emb[t_idx[i : i + CHUNK]]).sum(1) for i in range(0, len(e_idx), CHUNK)]
+    )
 
 
 def matrix_scores(enroll, test) -> torch.Tensor:
@@ -67,12 +68,24 @@ def run(quick: bool = False) -> list[Row]:
         looped, t_loop = timed(device, per_trial_asnorm, scores, enroll, test, cohort, loop_trials)
         err = (looped - normed[:loop_trials]).abs().max().item()
         extrapolated = t_loop / loop_trials * trials
-        rows.append(Row(f"raw cosine scores (gather + dot, chunked), {trials:,} trials, {device}", t_raw, "s",
-                        versus(f"{files:,} x {files:,} score matrix, then pick", t_matrix, "s", t_raw, False)
-                        + f"; max |diff| {raw_err:.1e}"))
-        rows.append(Row(f"AS-norm top {TOP_K}, vectorised, {what}, {device}", t_as, "s",
-                        versus(f"per-trial loop (timed on {loop_trials}, extrapolated)", extrapolated, "s", t_as,
-                               False) + f"; max |diff| {err:.1e}"))
+        rows.append(
+            Row(
+                f"raw cosine scores (gather + dot, chunked), {trials:,} trials, {device}",
+                t_raw,
+                "s",
+                versus(f"{files:,} x {files:,} score matrix, then pick", t_matrix, "s", t_raw, False)
+                + f"; max |diff| {raw_err:.1e}",
+            )
+        )
+        rows.append(
+            Row(
+                f"AS-norm top {TOP_K}, vectorised, {what}, {device}",
+                t_as,
+                "s",
+                versus(f"per-trial loop (timed on {loop_trials}, extrapolated)", extrapolated, "s", t_as, False)
+                + f"; max |diff| {err:.1e}",
+            )
+        )
     return rows
 
 

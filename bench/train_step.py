@@ -10,16 +10,16 @@ batch 128. The variants of a model take turns, one step each, after their warm-u
 fastest step (on a shared machine other work only ever adds time, and taking turns spreads it over all
 variants). Quick mode: smaller batches, one timed step.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import torch
-
-from vvframe import registry
-from vvframe_plugins.stages.train import Net
-
 from common import Row, devices, standalone, timed, versus
+
+from vvframe.core import registry
+from vvframe_plugins.stages.train import Net
 
 RATE, SECONDS, SPEAKERS = 16000, 2.0, 5994
 ECAPA_CPU = ("ECAPA-TDNN C=256", {"name": "ecapa_tdnn", "channels": 256, "embed_dim": 128}, 40)
@@ -31,18 +31,23 @@ def build(model: dict, n_mels: int, device: str, channels_last: bool) -> tuple[N
     """The train stage's ``Net`` (no feature augmentation, one utterance per speaker) and its Adam optimizer."""
     frontend = registry.build("frontends", {"name": "fbank", "n_mels": n_mels}, sample_rate=RATE)
     network = registry.build("models", model, in_dim=frontend.out_dim, sample_rate=RATE)
-    loss = registry.build("losses", {"name": "aamsoftmax", "margin": 0.2, "scale": 30},
-                          embed_dim=network.embed_dim, num_classes=SPEAKERS)
+    loss = registry.build(
+        "losses", {"name": "aamsoftmax", "margin": 0.2, "scale": 30}, embed_dim=network.embed_dim, num_classes=SPEAKERS
+    )
     net = Net(frontend, network, loss, [], per_speaker=1).to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
-    optimizer = registry.build("optimizers", {"name": "adam", "lr": 1e-3, "weight_decay": 1e-5},
-                               params=[p for p in net.parameters() if p.requires_grad])
+    optimizer = registry.build(
+        "optimizers",
+        {"name": "adam", "lr": 1e-3, "weight_decay": 1e-5},
+        params=[p for p in net.parameters() if p.requires_grad],
+    )
     return net.train(), optimizer
 
 
-def training_step(model: dict, n_mels: int, device: str, batch: int, dtype: torch.dtype | None,
-                  channels_last: bool) -> Callable[[], None]:
+def training_step(
+    model: dict, n_mels: int, device: str, batch: int, dtype: torch.dtype | None, channels_last: bool
+) -> Callable[[], None]:
     """A function doing one training step of a fresh network on a fixed batch, as the train stage does it."""
     net, optimizer = build(model, n_mels, device, channels_last)
     g = torch.Generator().manual_seed(0)
@@ -81,11 +86,15 @@ def run(quick: bool = False) -> list[Row]:
         # (model, batch, warm-up steps, timed rounds, [(autocast dtype, channels_last)]); on the CPU ECAPA-TDNN's
         # first two steps are several times slower than the rest
         if device == "cpu":
-            plans = [(ECAPA_CPU, 8 if quick else 16, 2, 1 if quick else 3, [fp32, bf16]),
-                     (RESNET, 2 if quick else 4, 1, 1 if quick else 3, [fp32, bf16, (None, True)])]
+            plans = [
+                (ECAPA_CPU, 8 if quick else 16, 2, 1 if quick else 3, [fp32, bf16]),
+                (RESNET, 2 if quick else 4, 1, 1 if quick else 3, [fp32, bf16, (None, True)]),
+            ]
         else:
-            plans = [(ECAPA_GPU, 32 if quick else 128, 3, 3 if quick else 10, [fp32, bf16]),
-                     (RESNET, 32 if quick else 128, 3, 3 if quick else 10, [fp32, bf16, (torch.bfloat16, True)])]
+            plans = [
+                (ECAPA_GPU, 32 if quick else 128, 3, 3 if quick else 10, [fp32, bf16]),
+                (RESNET, 32 if quick else 128, 3, 3 if quick else 10, [fp32, bf16, (torch.bfloat16, True)]),
+            ]
         benchmark = torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = True
         try:
@@ -100,8 +109,14 @@ def run(quick: bool = False) -> list[Row]:
                     name = f"{label} train step, {batch} x {SECONDS:g} s, {what}, {device}"
                     rate = batch / s
                     rows.append(Row(name, 1000 * s, "ms/step", ""))
-                    rows.append(Row(name, rate, "utt/s", versus("fp32", baseline, "utt/s", rate, True)
-                                    if (dtype, channels_last) != fp32 else ""))
+                    rows.append(
+                        Row(
+                            name,
+                            rate,
+                            "utt/s",
+                            versus("fp32", baseline, "utt/s", rate, True) if (dtype, channels_last) != fp32 else "",
+                        )
+                    )
         finally:
             torch.backends.cudnn.benchmark = benchmark
     return rows

@@ -1,5 +1,6 @@
 """Behaviour of an augmentor component: built with minimal arguments, it keeps the shape, stays finite,
 is deterministic for a seed, and works the same after a round trip through pickle."""
+
 from __future__ import annotations
 
 import inspect
@@ -7,7 +8,7 @@ import pickle
 import tempfile
 from pathlib import Path
 
-from vvframe import registry
+from vvframe.core import registry
 
 SAMPLE_RATE = 16000
 
@@ -16,6 +17,7 @@ def _audio_folders(base: Path) -> tuple[Path, Path]:
     """A tiny MUSAN-like folder (noise/, music/, speech/) and a folder of decaying impulse responses."""
     import numpy as np
     import soundfile as sf
+
     rng = np.random.default_rng(0)
     musan, rirs = base / "musan", base / "rirs"
     for category in ("noise", "music", "speech"):
@@ -27,7 +29,7 @@ def _audio_folders(base: Path) -> tuple[Path, Path]:
     for i in range(2):
         rir = np.zeros(1600, dtype="float32")
         rir[20 + i] = 1.0
-        rir[21 + i:] += 0.2 * rng.standard_normal(1579 - i).astype("float32") * np.exp(-np.arange(1579 - i) / 200)
+        rir[21 + i :] += 0.2 * rng.standard_normal(1579 - i).astype("float32") * np.exp(-np.arange(1579 - i) / 200)
         sf.write(rirs / f"rir{i}.wav", rir, SAMPLE_RATE)
     return musan, rirs
 
@@ -35,8 +37,11 @@ def _audio_folders(base: Path) -> tuple[Path, Path]:
 def _arguments(name: str, factory, musan: Path, rirs: Path) -> dict:
     """The fewest arguments that build ``name``: folders for those that read files, defaults for the rest."""
     params = inspect.signature(factory).parameters
-    known = {"noise": {"root": str(musan)}, "reverb": {"root": str(rirs)},
-             "choice": {"options": [{"name": "reverb", "root": str(rirs)}, {"name": "noise", "root": str(musan)}]}}
+    known = {
+        "noise": {"root": str(musan)},
+        "reverb": {"root": str(rirs)},
+        "choice": {"options": [{"name": "reverb", "root": str(rirs)}, {"name": "noise", "root": str(musan)}]},
+    }
     args = dict(known.get(name, {}))
     if "root" in params and params["root"].default is inspect.Parameter.empty:
         args.setdefault("root", str(musan))
@@ -47,11 +52,13 @@ def _arguments(name: str, factory, musan: Path, rirs: Path) -> dict:
 
 def behaves(name: str, factory) -> None:
     import torch
+
     assert "prob" in inspect.signature(factory).parameters, f"augmentor {name} takes no prob"
     with tempfile.TemporaryDirectory() as tmp:
         musan, rirs = _audio_folders(Path(tmp))
-        aug = registry.build("augmentors", {"name": name, **_arguments(name, factory, musan, rirs)},
-                             sample_rate=SAMPLE_RATE)
+        aug = registry.build(
+            "augmentors", {"name": name, **_arguments(name, factory, musan, rirs)}, sample_rate=SAMPLE_RATE
+        )
         assert aug.on in ("waveform", "features"), (name, aug.on)
         multiplier = aug.label_multiplier
         assert isinstance(multiplier, int) and multiplier >= 1, (name, multiplier)

@@ -1,12 +1,14 @@
 """Behaviour of a frontend component: built with the engine's sample rate, it maps 0.5 s of 16 kHz audio
 ``(2, 8000)`` to finite ``(2, out_dim, frames)`` features, the same for each utterance alone (eval mode)."""
+
 from __future__ import annotations
 
-from vvframe import registry
+from vvframe.core import registry
 
 
 def behaves(name: str, factory) -> None:
     import torch
+
     frontend = registry.build("frontends", {"name": name}, sample_rate=16000)
     assert isinstance(frontend, torch.nn.Module), (name, type(frontend))
     assert isinstance(frontend.out_dim, int) and frontend.out_dim > 0, (name, frontend.out_dim)

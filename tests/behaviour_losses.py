@@ -1,15 +1,17 @@
 """Behaviour of a loss component: built with the engine's ``embed_dim`` and ``num_classes``, it takes a batch of 5
 speakers with ``min_per_speaker`` utterances each ``(5, P, 16)`` and labels ``arange(5)`` to a finite scalar loss
 whose gradient reaches the embeddings, and an accuracy that is ``None`` or a fraction in [0, 1]."""
+
 from __future__ import annotations
 
 import math
 
-from vvframe import registry
+from vvframe.core import registry
 
 
 def behaves(name: str, factory) -> None:
     import torch
+
     loss_fn = registry.build("losses", {"name": name}, embed_dim=16, num_classes=5)
     assert isinstance(loss_fn, torch.nn.Module), (name, type(loss_fn))
     per_speaker = loss_fn.min_per_speaker

@@ -1,18 +1,20 @@
 """Behaviour of a model component: built with the engine's values (80 feature bins, 16 kHz), it has an integer
 ``embed_dim`` (the recipe's value) and, in eval mode, maps 0.5 s of features ``(2, 80, 50)`` to finite
 ``(2, embed_dim)`` embeddings, the same for an utterance alone as in the batch."""
+
 from __future__ import annotations
 
 import inspect
 
-from vvframe import registry
-from vvframe.schema import parameters
+from vvframe.core import registry
+from vvframe.core.schema import parameters
 
 IN_DIM, FRAMES = 80, 50
 
 
 def behaves(name: str, factory) -> None:
     import torch
+
     doc = (inspect.getdoc(factory) or "").strip()
     assert doc, f"{name}: no docstring; its first line is what `vvframe plugins models {name}` shows"
     params = {p.name: p for p in parameters(factory)}
@@ -27,7 +29,9 @@ def behaves(name: str, factory) -> None:
     model.eval()
     with torch.no_grad():
         out = model(feats)
-        assert out.shape == (2, embed_dim), f"{name}: {tuple(feats.shape)} gave {tuple(out.shape)}, not (2, {embed_dim})"
+        assert out.shape == (2, embed_dim), (
+            f"{name}: {tuple(feats.shape)} gave {tuple(out.shape)}, not (2, {embed_dim})"
+        )
         assert out.dtype == torch.float32 and torch.isfinite(out).all(), name
         alone = model(feats[1:])
     tolerance = 1e-4 * (1.0 + out.abs().max().item())

@@ -1,8 +1,9 @@
 """Behaviour of a score normalizer: built with no engine values, it maps random (T,) scores with their enroll/test
 sides and a cohort to finite (T,) scores; ``none`` returns the scores unchanged."""
+
 from __future__ import annotations
 
-from vvframe import registry
+from vvframe.core import registry
 
 
 def behaves(name: str, factory) -> None:

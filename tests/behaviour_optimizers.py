@@ -1,11 +1,13 @@
 """Behaviour of an optimizer component: built on a small regression, twenty steps lower the loss."""
+
 from __future__ import annotations
 
-from vvframe import registry
+from vvframe.core import registry
 
 
 def behaves(name: str, factory) -> None:
     import torch
+
     torch.manual_seed(0)
     net = torch.nn.Linear(4, 1)
     x, y = torch.randn(32, 4), torch.randn(32, 1)

@@ -1,16 +1,18 @@
 """Behaviour of a sampler component: with the engine's values it gives two ranks disjoint shares of utterance
 indices with the same number of batches, ``len()`` of them, and ``set_epoch`` changes the order reproducibly."""
+
 from __future__ import annotations
 
-from vvframe import registry
+from vvframe.core import registry
 
 
 def behaves(name: str, factory) -> None:
     labels = [i % 10 for i in range(200)]  # 10 speakers x 20 utterances
 
     def share(rank: int, epoch: int) -> list[list[int]]:
-        sampler = registry.build("samplers", {"name": name}, labels=labels, batch_size=8, rank=rank, world_size=2,
-                                 seed=1)
+        sampler = registry.build(
+            "samplers", {"name": name}, labels=labels, batch_size=8, rank=rank, world_size=2, seed=1
+        )
         sampler.set_epoch(epoch)
         batches = list(sampler)
         assert len(batches) == len(sampler), (name, len(batches), len(sampler))

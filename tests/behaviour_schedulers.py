@@ -1,10 +1,11 @@
 """Behaviour of a scheduler component: built with the engine's values and stepped once per iteration for a whole
 run, every lr is finite and >= 0, and a scheduler restored from ``state_dict()`` continues with the same lrs."""
+
 from __future__ import annotations
 
 import math
 
-from vvframe import registry
+from vvframe.core import registry
 
 
 def behaves(name: str, factory) -> None:
@@ -35,5 +36,6 @@ def behaves(name: str, factory) -> None:
     second = make()
     second.load_state_dict(first.state_dict())
     assert second.get_last_lr() == first.get_last_lr(), name
-    assert head + advance(second, 15, 30) == seen, \
+    assert head + advance(second, 15, 30) == seen, (
         f"{name}: a scheduler restored from state_dict() continues differently"
+    )

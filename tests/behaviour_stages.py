@@ -1,8 +1,9 @@
 """Behaviour of a stage component: its factory reads only the run context, component sections and schemas."""
+
 from __future__ import annotations
 
-from vvframe.recipe import COMPONENT_SECTIONS, stage_contract
-from vvframe.schema import parameters
+from vvframe.core.recipe import COMPONENT_SECTIONS, stage_contract
+from vvframe.core.schema import parameters
 
 
 def behaves(name: str, factory) -> None:

@@ -1,4 +1,5 @@
 """Shared fixtures: a registry of hand-made entry points, a real third-party distribution, the CLI."""
+
 from __future__ import annotations
 
 import importlib.metadata as md
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vvframe import registry
+from vvframe.core import registry
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -23,36 +24,50 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
 FAKE = {
     "frontends": {"fake_fbank": "fake_components:Frontend"},
     "models": {"tiny": "fake_components:Model", "tiny_v2": "fake_components:Model"},
-    "losses": {"margin_loss": "fake_components:Loss", "pair_loss": "fake_components:PairLoss",
-               "nan_loss": "fake_components:nan_loss"},
+    "losses": {
+        "margin_loss": "fake_components:Loss",
+        "pair_loss": "fake_components:PairLoss",
+        "nan_loss": "fake_components:nan_loss",
+    },
     "samplers": {"groups": "fake_components:GroupSampler"},
-    "augmentors": {"hiss": "fake_components:noise", "boost": "fake_components:gain",
-                   "exploding": "fake_components:exploding"},
+    "augmentors": {
+        "hiss": "fake_components:noise",
+        "boost": "fake_components:gain",
+        "exploding": "fake_components:exploding",
+    },
     "optimizers": {"sgd": "torch.optim:SGD"},
-    "stages": {"write": "fake_components:WriteStage", "fail": "fake_components:fail_stage",
-               "wait": "fake_components:wait_stage", "picky": "fake_components:picky_stage"},
+    "stages": {
+        "write": "fake_components:WriteStage",
+        "fail": "fake_components:fail_stage",
+        "wait": "fake_components:wait_stage",
+        "picky": "fake_components:picky_stage",
+    },
 }
 
 
 def make_entry_points(spec: dict[str, dict[str, str]]) -> list[md.EntryPoint]:
     """Hand-made entry points: ``{kind: {name: 'module:attr'}}``."""
-    return [md.EntryPoint(name, value, f"vvframe.{kind}") for kind, items in spec.items()
-            for name, value in items.items()]
+    return [
+        md.EntryPoint(name, value, f"vvframe.{kind}") for kind, items in spec.items() for name, value in items.items()
+    ]
 
 
 @pytest.fixture
 def fake_registry(monkeypatch):
     """Replace the discovery seam with FAKE; call the fixture's value with another spec to change it."""
+
     def install(spec: dict[str, dict[str, str]] = FAKE) -> None:
         monkeypatch.setattr(registry, "_entry_points", lambda: make_entry_points(spec))
         registry.refresh()
+
     install()
     yield install
     registry.refresh()
 
 
-def write_distribution(site: Path, name: str, entry_points: dict[str, dict[str, str]], modules: list[Path] = (),
-                       version: str = "0.1") -> Path:
+def write_distribution(
+    site: Path, name: str, entry_points: dict[str, dict[str, str]], modules: list[Path] = (), version: str = "0.1"
+) -> Path:
     """A real installed distribution in ``site``: a .dist-info with METADATA and entry_points.txt, plus modules."""
     site.mkdir(parents=True, exist_ok=True)
     info = site / f"{name.replace('-', '_')}-{version}.dist-info"
@@ -92,7 +107,9 @@ def vvframe_cli(*args: str, env: dict | None = None, cwd: Path | None = None) ->
 
 
 TRAINED_RECIPE = {
-    "name": "trained", "seed": 3, "stages": ["train", "prepare", "eval", "test"],
+    "name": "trained",
+    "seed": 3,
+    "stages": ["train", "prepare", "eval", "test"],
     "frontend": {"name": "fbank", "n_mels": 24},
     "model": {"name": "ecapa_tdnn", "channels": 32, "embed_dim": 24},
     "loss": {"name": "aamsoftmax", "margin": 0.1, "scale": 16},
@@ -100,7 +117,9 @@ TRAINED_RECIPE = {
     "trainer": {"epochs": 3, "batch_size": 32, "workers": 0},
     "normalizer": {"name": "asnorm", "top_k": 4},
     "data": {"root": "c/audio", "train_list": "c/train.txt", "crop_seconds": 1.0},
-    "cohort": {"list": "c/cohort.txt"}, "eval": {"trials": ["c/trials.txt"]}, "test": {"pairs": "c/pairs.txt"},
+    "cohort": {"list": "c/cohort.txt"},
+    "eval": {"trials": ["c/trials.txt"]},
+    "test": {"pairs": "c/pairs.txt"},
 }
 
 
@@ -110,9 +129,25 @@ def trained_run(tmp_path_factory) -> dict[str, Path]:
     decisions) on a synthetic corpus: ``{"work": folder, "run": run directory, "audio": the corpus's audio}``.
     Shared by the tests of the Python API, export and the service; treat it as read-only."""
     import yaml
+
     work = tmp_path_factory.mktemp("trained")
-    made = vvframe_cli("data", "synth", str(work / "c"), "--speakers", "12", "--utterances", "6", "--eval-speakers",
-                       "5", "--cohort-speakers", "5", "--seconds", "1-2.5", "--seed", "11")
+    made = vvframe_cli(
+        "data",
+        "synth",
+        str(work / "c"),
+        "--speakers",
+        "12",
+        "--utterances",
+        "6",
+        "--eval-speakers",
+        "5",
+        "--cohort-speakers",
+        "5",
+        "--seconds",
+        "1-2.5",
+        "--seed",
+        "11",
+    )
     assert made.returncode == 0, made.stderr
     (work / "r.yaml").write_text(yaml.safe_dump(TRAINED_RECIPE))
     done = vvframe_cli("run", "r.yaml", "--run-dir", "run", cwd=work)
@@ -122,8 +157,18 @@ def trained_run(tmp_path_factory) -> dict[str, Path]:
 
 # The longest files first, so that pytest-xdist (by file) never leaves one of them alone at the end: its own order
 # puts files with more tests first, which would leave the reduced quickstart (three tests, two minutes) last.
-LONGEST_FIRST = ("test_quickstart.py", "test_train.py", "test_export.py", "test_api.py", "test_serve.py",
-                 "test_recipes.py", "test_launch.py", "test_cli.py", "test_bad_input_runs.py", "test_synth.py")
+LONGEST_FIRST = (
+    "test_quickstart.py",
+    "test_train.py",
+    "test_export.py",
+    "test_api.py",
+    "test_serve.py",
+    "test_recipes.py",
+    "test_launch.py",
+    "test_cli.py",
+    "test_bad_input_runs.py",
+    "test_synth.py",
+)
 
 
 def _rank(scope: str) -> int:
@@ -143,4 +188,5 @@ def pytest_xdist_make_scheduler(config, log):
             for scope in reversed(sorted(self.workqueue, key=_rank)):  # stable: ties keep xdist's order
                 self.workqueue.move_to_end(scope, last=False)
             super()._assign_work_unit(node)
+
     return LongestFirst(config, log)

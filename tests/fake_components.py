@@ -1,4 +1,5 @@
 """Small components that tests reach through hand-made entry points (no torch needed to import this)."""
+
 from __future__ import annotations
 
 import json
@@ -86,8 +87,16 @@ class DataSettings:
 class WriteStage:
     """A stage that builds the recipe's components and writes what it got into the run directory."""
 
-    def __init__(self, ctx: RunContext, trainer: TrainerSettings, data: DataSettings, model: Component,
-                 frontend: Component | None = None, loss: Component | None = None, augment: list[Component] = ()):
+    def __init__(
+        self,
+        ctx: RunContext,
+        trainer: TrainerSettings,
+        data: DataSettings,
+        model: Component,
+        frontend: Component | None = None,
+        loss: Component | None = None,
+        augment: list[Component] = (),
+    ):
         self.ctx, self.trainer, self.data = ctx, trainer, data
         self.model, self.frontend, self.loss, self.augment = model, frontend, loss, augment
 
@@ -96,45 +105,56 @@ class WriteStage:
         model = self.model.build(in_dim=frontend.out_dim if frontend else 40, sample_rate=self.data.sample_rate)
         loss = self.loss.build(embed_dim=model.embed_dim, num_classes=5) if self.loss else None
         self.ctx.log.info("written stage ran: %d epochs", self.trainer.epochs)
-        out = {"epochs": self.trainer.epochs, "precision": self.trainer.precision, "root": str(self.data.root),
-               "in_dim": model.in_dim, "embed_dim": model.embed_dim, "widths": model.widths,
-               "margin": loss.margin if loss else None,
-               "augment": [a.build(sample_rate=self.data.sample_rate)["prob"] for a in self.augment],
-               "resumed": self.ctx.resumed}
+        out = {
+            "epochs": self.trainer.epochs,
+            "precision": self.trainer.precision,
+            "root": str(self.data.root),
+            "in_dim": model.in_dim,
+            "embed_dim": model.embed_dim,
+            "widths": model.widths,
+            "margin": loss.margin if loss else None,
+            "augment": [a.build(sample_rate=self.data.sample_rate)["prob"] for a in self.augment],
+            "resumed": self.ctx.resumed,
+        }
         with open(self.ctx.path("written.json"), "a", encoding="utf-8") as f:
             f.write(json.dumps(out) + "\n")
 
 
 def fail_stage(ctx: RunContext, trainer: TrainerSettings):
     """A stage that raises when run."""
+
     def run() -> None:
         marker = ctx.path("failed-once")
         if not marker.exists():
             marker.write_text("x")
             raise RuntimeError("boom in the stage")
         ctx.log.info("fail stage passed on the second try")
+
     return run
 
 
 def wait_stage(ctx: RunContext, trainer: TrainerSettings):
     """A stage that says it is running (a file ``waiting`` in the run directory), then waits to be interrupted."""
+
     def run() -> None:
         import time
+
         ctx.path("waiting").write_text("x")
         time.sleep(600)  # a hang guard only: the test interrupts it within seconds
+
     return run
 
 
 def picky_stage(ctx: RunContext, data: DataSettings):
     """A stage whose building finds a mistake in the data, as a list naming a missing file would."""
-    from vvframe.errors import BadValue
+    from vvframe.core.errors import BadValue
+
     raise BadValue(f"{data.root}/train.txt:3: no such audio file")
 
 
 def untyped_stage(ctx, settings):
     """Breaks the stage contract: a settings parameter without a schema annotation."""
     return lambda: None
-
 
 
 def nan_loss(embed_dim: int, num_classes: int):

@@ -1,5 +1,6 @@
 """Components whose signatures state the numbers they accept, and a module that records being imported or called
 (hand-made entry points and ``module:attr`` references reach them; no torch needed)."""
+
 from __future__ import annotations
 
 import textwrap
@@ -7,13 +8,17 @@ import uuid
 from pathlib import Path
 from typing import Annotated
 
-from vvframe.schema import Range
+from vvframe.core.schema import Range
 
 Probability = Annotated[float, Range(0, 1)]
 
 
-def hiss(sample_rate: int, prob: Probability = 0.5, snr: Annotated[tuple[float, float], Range(-20, 60)] = (0.0, 15.0),
-         level: Annotated[float, Range(gt=0, finite=False)] = 1.0) -> dict:
+def hiss(
+    sample_rate: int,
+    prob: Probability = 0.5,
+    snr: Annotated[tuple[float, float], Range(-20, 60)] = (0.0, 15.0),
+    level: Annotated[float, Range(gt=0, finite=False)] = 1.0,
+) -> dict:
     """An augmentor stand-in whose signature says which numbers it accepts."""
     return {"sample_rate": sample_rate, "prob": prob, "snr": snr, "level": level}
 
@@ -21,8 +26,12 @@ def hiss(sample_rate: int, prob: Probability = 0.5, snr: Annotated[tuple[float, 
 class Wide:
     """A model stand-in with a bounded width and an optional bounded depth."""
 
-    def __init__(self, in_dim: int, embed_dim: Annotated[int, Range(1, 65536)] = 16,
-                 depth: Annotated[int, Range(1)] | None = None):
+    def __init__(
+        self,
+        in_dim: int,
+        embed_dim: Annotated[int, Range(1, 65536)] = 16,
+        depth: Annotated[int, Range(1)] | None = None,
+    ):
         self.in_dim, self.embed_dim, self.depth = in_dim, embed_dim, depth
 
 

@@ -1,4 +1,5 @@
 """The Python API (`vvframe.load` -> SpeakerModel) and the `vvframe embed` / `vvframe verify` commands."""
+
 from __future__ import annotations
 
 import csv
@@ -10,11 +11,11 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio
+from conftest import vvframe_cli
 
 import vvframe
-from conftest import vvframe_cli
-from vvframe.api import ModelError
-from vvframe.errors import BadValue, VvframeError
+from vvframe.core.errors import BadValue, VvframeError
+from vvframe.inference.api import ModelError
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,9 @@ def test_verify_reproduces_the_test_stage(model, trained_run):
         assert v.normalized and v.threshold == "eer"
         assert v.score == pytest.approx(float(row["score"]), abs=1e-4)
         assert int(v.accepted) == int(row["decision"])
-    assert model.score(audio / rows[0]["enroll"], audio / rows[0]["test"]) == pytest.approx(float(rows[0]["score"]),
-                                                                                          abs=1e-4)
+    assert model.score(audio / rows[0]["enroll"], audio / rows[0]["test"]) == pytest.approx(
+        float(rows[0]["score"]), abs=1e-4
+    )
     assert {int(r["decision"]) for r in decisions(trained_run)} == {0, 1}
 
 
@@ -162,8 +164,9 @@ def test_the_embed_and_verify_commands(model, trained_run, tmp_path):
     assert made.returncode == 0, made.stderr
     assert "wrote" in made.stdout and f"{model.embed_dim} dimensions" in made.stdout
     (tmp_path / "files.txt").write_text("".join(f"spk {p.relative_to(audio)}\n" for p in paths[2:]))
-    listed = vvframe_cli("embed", str(run), "--list", str(tmp_path / "files.txt"), "--root", str(audio),
-                         "--out", str(tmp_path / "l.npz"))
+    listed = vvframe_cli(
+        "embed", str(run), "--list", str(tmp_path / "files.txt"), "--root", str(audio), "--out", str(tmp_path / "l.npz")
+    )
     assert listed.returncode == 0, listed.stderr
     with np.load(tmp_path / "e.npz") as a, np.load(tmp_path / "l.npz") as b:
         assert list(a["paths"]) == list(map(str, paths[:2]))
@@ -179,14 +182,23 @@ def test_the_embed_and_verify_commands(model, trained_run, tmp_path):
     assert said.stdout.strip().endswith(verdict)
 
     out = tmp_path / "decisions.csv"
-    many = vvframe_cli("verify", str(run), "--pairs", str(trained_run["work"] / "c" / "pairs.txt"), "--root",
-                       str(audio), "--out", str(out))
+    many = vvframe_cli(
+        "verify",
+        str(run),
+        "--pairs",
+        str(trained_run["work"] / "c" / "pairs.txt"),
+        "--root",
+        str(audio),
+        "--out",
+        str(out),
+    )
     assert many.returncode == 0, many.stderr
     with open(out, newline="") as handle:
         mine = list(csv.DictReader(handle))
     theirs = decisions(trained_run)
-    assert [(r["enroll"], r["test"], r["decision"]) for r in mine] == [(r["enroll"], r["test"], r["decision"])
-                                                                       for r in theirs]
+    assert [(r["enroll"], r["test"], r["decision"]) for r in mine] == [
+        (r["enroll"], r["test"], r["decision"]) for r in theirs
+    ]
     assert np.allclose([float(r["score"]) for r in mine], [float(r["score"]) for r in theirs], atol=1e-4)
 
     wrong = vvframe_cli("verify", str(run), str(paths[0]))

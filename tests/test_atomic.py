@@ -1,11 +1,12 @@
 """Atomic writes: the whole file or the old one, with ordinary permissions, no temporary left behind."""
+
 from __future__ import annotations
 
 import os
 
 import pytest
 
-from vvframe.atomic import atomic_json, atomic_path, atomic_write
+from vvframe.core.atomic import atomic_json, atomic_path, atomic_write
 
 
 def test_atomic_write_replaces_with_ordinary_permissions(tmp_path):

@@ -1,4 +1,5 @@
 """Audio reading, lists and the training crop dataset, on generated audio; each bad input named in the issue."""
+
 from __future__ import annotations
 
 import logging
@@ -7,12 +8,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import vvframe_cli
-from vvframe import audio, lists
-from vvframe.audio import AudioError
-from vvframe.dataset import CropDataset, TooManySkipped
-from vvframe.lists import ListError, Trial, Utterance
+
+from vvframe.data import audio, lists
+from vvframe.data.audio import AudioError
+from vvframe.data.dataset import CropDataset, TooManySkipped
+from vvframe.data.lists import ListError, Trial, Utterance
 
 
 def tone(seconds: float, rate: int = 16000, freq: float = 220.0, channels: int = 1) -> np.ndarray:
@@ -67,13 +68,16 @@ def test_a_file_shorter_than_the_crop_is_repeated(tmp_path):
     assert torch.allclose(crop[8000:16000], crop[:8000]) and torch.allclose(crop[16000:], crop[:4000])
 
 
-@pytest.mark.parametrize("make, reason", [
-    (lambda p: p, "no such file"),
-    (lambda p: (p.write_bytes(b""), p)[1], "empty file (0 bytes)"),
-    (lambda p: (p.write_bytes(b"not audio at all" * 10), p)[1], "unreadable"),
-    (lambda p: (wav(p, np.zeros(16000)), p)[1], "silent"),
-    (lambda p: (wav(p, np.zeros((0,))), p)[1], "empty"),
-])
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda p: p, "no such file"),
+        (lambda p: (p.write_bytes(b""), p)[1], "empty file (0 bytes)"),
+        (lambda p: (p.write_bytes(b"not audio at all" * 10), p)[1], "unreadable"),
+        (lambda p: (wav(p, np.zeros(16000)), p)[1], "silent"),
+        (lambda p: (wav(p, np.zeros((0,))), p)[1], "empty"),
+    ],
+)
 def test_bad_files_are_errors_naming_the_file_and_why(tmp_path, make, reason):
     path = make(tmp_path / "bad.wav")
     with pytest.raises(AudioError) as info:
@@ -86,7 +90,7 @@ def test_a_truncated_wav_is_reported_not_silently_shortened(tmp_path):
     path = wav(tmp_path / "full.wav", tone(1.0))
     data = path.read_bytes()
     cut = tmp_path / "cut.wav"
-    cut.write_bytes(data[:len(data) // 2])
+    cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(AudioError, match=r"cut.wav: truncated: the header promises 16000 samples, the file holds"):
         audio.read(cut, 16000)
 
@@ -106,7 +110,7 @@ def test_a_crop_of_a_long_file_decodes_only_the_crop(tmp_path, monkeypatch):
 
     monkeypatch.setattr(audio.sf, "SoundFile", Counting)
     crop = audio.read(path, rate, 4 * rate, 2 * rate)
-    assert decoded == [2 * rate] and torch.allclose(crop, torch.from_numpy(data[4 * rate:6 * rate]).float())
+    assert decoded == [2 * rate] and torch.allclose(crop, torch.from_numpy(data[4 * rate : 6 * rate]).float())
     with pytest.raises(AudioError, match="holds NaN/inf samples: 10 of the 32000 read from"):
         audio.read(path, rate, 8 * rate, 2 * rate)
 
@@ -121,8 +125,11 @@ def test_list_formats_and_malformed_lines(tmp_path):
         lists.read_utterances(bad)
     trials = tmp_path / "trials.txt"
     trials.write_text("1 a.wav b.wav\nnontarget a.wav c.wav\ntarget c.wav d.wav\n")
-    assert lists.read_trials(trials) == [Trial("a.wav", "b.wav", 1), Trial("a.wav", "c.wav", 0),
-                                         Trial("c.wav", "d.wav", 1)]
+    assert lists.read_trials(trials) == [
+        Trial("a.wav", "b.wav", 1),
+        Trial("a.wav", "c.wav", 0),
+        Trial("c.wav", "d.wav", 1),
+    ]
     trials.write_text("1 a.wav b.wav\nmaybe a.wav c.wav\n")
     with pytest.raises(ListError, match=r"trials.txt:2: expected '<0\|1\|target\|nontarget> <enroll> <test>'"):
         lists.read_trials(trials)
@@ -169,12 +176,20 @@ def test_crop_dataset_skips_bad_files_and_stops_past_the_limit(tmp_path, caplog)
     for i in range(3):
         wav(tmp_path / "s1" / f"{i}.wav", tone(1.0, freq=200 + 50 * i))
     (tmp_path / "s1" / "bad.wav").write_bytes(b"garbage" * 100)
-    utts = [Utterance("s1", "s1/bad.wav")] + [Utterance("s1", f"s1/{i}.wav") for i in range(3)] \
+    utts = (
+        [Utterance("s1", "s1/bad.wav")]
+        + [Utterance("s1", f"s1/{i}.wav") for i in range(3)]
         + [Utterance("s2", "s2/missing.wav")]
+    )
     data = CropDataset(utts, tmp_path, 16000, crop_seconds=0.5, max_skipped=1, seed=3)
     with caplog.at_level(logging.WARNING):
         wave, label, index = data[0]  # bad.wav: skipped, the speaker's next file is used
-    assert wave.shape == (8000,) and label == 0 and index == 0 and data.skipped[0].startswith(f"{tmp_path / 's1/bad.wav'}:")
+    assert (
+        wave.shape == (8000,)
+        and label == 0
+        and index == 0
+        and data.skipped[0].startswith(f"{tmp_path / 's1/bad.wav'}:")
+    )
     assert any("skipped" in r.getMessage() for r in caplog.records)
     again = data[1][0]
     assert torch.equal(again, data[1][0])  # crops are fixed by (seed, epoch, index)
@@ -195,8 +210,9 @@ def test_data_lists_and_trials_commands(tmp_path):
     train = lists.read_utterances(tmp_path / "lists" / "train.txt")
     val = lists.read_utterances(tmp_path / "lists" / "val.txt")
     assert len(train) == 9 and len(val) == 9
-    result = vvframe_cli("data", "trials", str(tmp_path / "lists" / "val.txt"), "--out", str(tmp_path / "t.txt"),
-                         "--per-utterance", "1")
+    result = vvframe_cli(
+        "data", "trials", str(tmp_path / "lists" / "val.txt"), "--out", str(tmp_path / "t.txt"), "--per-utterance", "1"
+    )
     assert result.returncode == 0, result.stderr
     trials = lists.read_trials(tmp_path / "t.txt")
     assert sum(t.label for t in trials) * 2 == len(trials)
@@ -206,8 +222,9 @@ def test_data_lists_and_trials_commands(tmp_path):
 
 
 def test_collate_augments_in_the_worker_reproducibly_and_relabels_new_speakers(tmp_path):
-    from vvframe import registry
-    from vvframe.dataset import AugmentingCollate
+    from vvframe.core import registry
+    from vvframe.data.dataset import AugmentingCollate
+
     for i in range(4):
         wav(tmp_path / f"s{i % 2}" / f"{i}.wav", tone(1.0, freq=180 + 30 * i))
     utts = [Utterance(f"s{i % 2}", f"s{i % 2}/{i}.wav") for i in range(4)]

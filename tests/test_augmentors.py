@@ -1,5 +1,6 @@
 """vvframe's augmentors: noise at the SNR drawn, aligned reverberation, speed with new speakers, SpecAugment,
 gain and choice; the same seed gives the same batch, and each survives pickling."""
+
 from __future__ import annotations
 
 import math
@@ -10,7 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from vvframe import BadValue, registry
+from vvframe import BadValue
+from vvframe.core import registry
 from vvframe_plugins.augmentors.choice import Choice
 from vvframe_plugins.augmentors.gain import Gain
 from vvframe_plugins.augmentors.noise import Noise, add_noise
@@ -60,7 +62,7 @@ def rirs(tmp_path_factory):
     for i in range(3):
         rir = np.zeros(800)
         rir[10 * (i + 1)] = 1.0
-        rir[10 * (i + 1) + 1:] = 0.3 * rng.standard_normal(800 - 10 * (i + 1) - 1)
+        rir[10 * (i + 1) + 1 :] = 0.3 * rng.standard_normal(800 - 10 * (i + 1) - 1)
         write(root / "sim" / f"room{i}" / f"rir{i}.wav", rir)
     return root
 
@@ -70,6 +72,7 @@ def batch(rows: int = 6, frames: int = T, seed: int = 0) -> torch.Tensor:
 
 
 # --- noise ------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("target", [-5.0, 0.0, 7.5, 20.0])
 def test_add_noise_gives_the_snr_asked_for(target):
@@ -143,6 +146,7 @@ def test_noise_uses_the_categories_present(tmp_path, musan, caplog):
 
 # --- reverb -----------------------------------------------------------------------------------------------
 
+
 def test_reverberate_normalises_energy_and_aligns_to_the_direct_path():
     x = batch(2)
     delta = torch.zeros(300)
@@ -169,6 +173,7 @@ def test_reverb_keeps_the_length_and_uses_the_folder(rirs, tmp_path):
 
 
 # --- speed ------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("factor", [0.9, 1.1])
 def test_speed_changes_duration_and_pitch_by_its_factor(factor):
@@ -210,6 +215,7 @@ def test_speed_new_speakers_returns_the_factor_index():
 
 
 # --- specaug, gain ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("axis", ["freq", "time"])
 def test_specaug_masks_one_band_within_bounds(axis):
@@ -256,6 +262,7 @@ def test_gain_scales_within_its_range():
 
 # --- every augmentor --------------------------------------------------------------------------------------
 
+
 def all_augmentors(musan, rirs) -> dict:
     return {
         "noise": Noise(SR, str(musan), prob=1.0),
@@ -296,9 +303,16 @@ def test_waveform_augmentors_refuse_a_feature_batch(musan):
 
 # --- choice -----------------------------------------------------------------------------------------------
 
+
 def test_choice_picks_one_option_per_utterance_by_weight():
-    aug = Choice(SR, [{"name": "gain", "min_db": 6, "max_db": 6, "prob": 1.0},
-                      {"name": "gain", "min_db": -6, "max_db": -6, "prob": 1.0}], weights=[3, 1])
+    aug = Choice(
+        SR,
+        [
+            {"name": "gain", "min_db": 6, "max_db": 6, "prob": 1.0},
+            {"name": "gain", "min_db": -6, "max_db": -6, "prob": 1.0},
+        ],
+        weights=[3, 1],
+    )
     assert aug.on == "waveform" and aug.label_multiplier == 1
     x = batch(400)
     ratio = 20 * torch.log10(aug(x, gen()).norm(dim=1) / x.norm(dim=1))
@@ -323,13 +337,18 @@ def test_choice_errors():
 
 # --- recipes ----------------------------------------------------------------------------------------------
 
+
 def test_built_from_a_recipe_entry_with_coerced_arguments(musan):
-    aug = registry.build("augmentors", {"name": "noise", "root": str(musan), "prob": "0.5",
-                                        "categories": {"noise": ["0", 5]}, "babble": [2, 4]}, sample_rate=SR)
+    aug = registry.build(
+        "augmentors",
+        {"name": "noise", "root": str(musan), "prob": "0.5", "categories": {"noise": ["0", 5]}, "babble": [2, 4]},
+        sample_rate=SR,
+    )
     assert isinstance(aug, Noise) and aug.prob == 0.5 and aug.sample_rate == SR
     assert aug.categories == {"noise": (0.0, 5.0)} and aug.babble == (2, 4)
-    speed = registry.build("augmentors", {"name": "speed", "factors": [1.1, 1, 0.9], "new_speakers": True},
-                           sample_rate=SR)
+    speed = registry.build(
+        "augmentors", {"name": "speed", "factors": [1.1, 1, 0.9], "new_speakers": True}, sample_rate=SR
+    )
     assert speed.factors == (1.0, 1.1, 0.9)
     spec = registry.build("augmentors", {"name": "specaug", "max_time": "12"}, sample_rate=SR)
     assert spec.max_time == 12 and spec.on == "features"

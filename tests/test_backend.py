@@ -1,4 +1,5 @@
 """The back-end stages end to end: prepare (cohort), eval (scores, AS-norm, metrics, DET, thresholds), test."""
+
 from __future__ import annotations
 
 import csv
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import vvframe_cli
+
 
 @pytest.fixture(scope="module")
 def runs(trained_run) -> dict[str, Path]:
@@ -42,24 +44,46 @@ def test_every_output_file_is_written(runs):
 def test_csv_pairs_and_a_numeric_threshold_with_another_runs_weights(runs, tmp_path):
     work = runs["work"]
     pairs = tmp_path / "pairs.csv"
-    pairs.write_text("audio_1,audio_2\n" + "".join(",".join(line.split()) + "\n"
-                                                   for line in (work / "c" / "pairs.txt").read_text().splitlines()[:10]))
-    result = vvframe_cli("run", "r.yaml", "--run-dir", str(tmp_path / "run"), "stages=[test]",
-                         f"embed.checkpoint={runs['trained']}", f"test.pairs={pairs}", "test.threshold=0.5",
-                         "normalizer=null", cwd=work)
+    pairs.write_text(
+        "audio_1,audio_2\n"
+        + "".join(",".join(line.split()) + "\n" for line in (work / "c" / "pairs.txt").read_text().splitlines()[:10])
+    )
+    result = vvframe_cli(
+        "run",
+        "r.yaml",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "stages=[test]",
+        f"embed.checkpoint={runs['trained']}",
+        f"test.pairs={pairs}",
+        "test.threshold=0.5",
+        "normalizer=null",
+        cwd=work,
+    )
     assert result.returncode == 0, result.stderr
     rows = (tmp_path / "run" / "test" / "decisions.csv").read_text().splitlines()
     assert len(rows) == 11 and all(r.endswith(",1") == (float(r.split(",")[2]) >= 0.5) for r in rows[1:])
 
 
-@pytest.mark.parametrize("line, message", [
-    ("maybe eval0000/0000.wav eval0001/0000.wav", "expected '<0|1|target|nontarget> <enroll> <test>'"),
-    ("1 eval0000/0000.wav ghost/0.wav", "1 file missing"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("maybe eval0000/0000.wav eval0001/0000.wav", "expected '<0|1|target|nontarget> <enroll> <test>'"),
+        ("1 eval0000/0000.wav ghost/0.wav", "1 file missing"),
+    ],
+)
 def test_bad_trials_are_recipe_errors_before_extraction(runs, tmp_path, line, message):
     trials = tmp_path / "trials.txt"
     trials.write_text((runs["work"] / "c" / "trials.txt").read_text() + line + "\n")
-    result = vvframe_cli("run", "r.yaml", "--run-dir", str(tmp_path / "run"), "stages=[eval]",
-                         f"embed.checkpoint={runs['trained']}", f"eval.trials=[{trials}]", cwd=runs["work"])
+    result = vvframe_cli(
+        "run",
+        "r.yaml",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "stages=[eval]",
+        f"embed.checkpoint={runs['trained']}",
+        f"eval.trials=[{trials}]",
+        cwd=runs["work"],
+    )
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "eval").exists()

@@ -1,6 +1,7 @@
 """Bad input data, one rule for every path: NaN/inf, silent and too-short audio (training skips and counts such a
 file, extraction refuses it naming the file), paths with whitespace in lists, and lists never replaced without
 --force."""
+
 from __future__ import annotations
 
 import logging
@@ -9,16 +10,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import vvframe_cli
 from test_embed import tiny
-from vvframe import audio, data_commands, lists
-from vvframe.audio import MIN_SECONDS, AudioError
-from vvframe.convert import convert_tree
-from vvframe.dataset import CropDataset
-from vvframe.embed import Extractor
-from vvframe.errors import BadValue, OutputExists
-from vvframe.lists import ListError, Trial, Utterance
+
+from vvframe.cli import data as data_commands
+from vvframe.core.errors import BadValue, OutputExists
+from vvframe.data import audio, lists
+from vvframe.data.audio import MIN_SECONDS, AudioError
+from vvframe.data.dataset import CropDataset
+from vvframe.data.lists import ListError, Trial, Utterance
+from vvframe.scoring.embed import Extractor
+from vvframe.tools.convert import convert_tree
 
 RATE = 16000
 
@@ -41,13 +43,16 @@ def with_nan(frames: int = 4800, value: float = np.nan) -> np.ndarray:
 
 # ---- the audio layer -----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 def test_nan_or_inf_samples_are_an_unreadable_file_naming_it(tmp_path, value):
     path = write(tmp_path / "spk" / "bad.wav", with_nan(value=value))
     with pytest.raises(AudioError) as info:
         audio.read(path, RATE)
-    assert str(info.value) == (f"{path}: holds NaN/inf samples: 1 of the 4800 read from [0, 4800), the first at"
-                               " sample 100; write the file again from its source, or leave it out of the lists")
+    assert str(info.value) == (
+        f"{path}: holds NaN/inf samples: 1 of the 4800 read from [0, 4800), the first at"
+        " sample 100; write the file again from its source, or leave it out of the lists"
+    )
     stereo = write(tmp_path / "stereo.wav", np.stack([noise(4800), with_nan(value=value)], axis=1))
     with pytest.raises(AudioError, match="stereo.wav: holds NaN/inf samples"):
         audio.read(stereo, 8000)  # resampled too: checked before the resampler smears it
@@ -60,11 +65,14 @@ def test_min_seconds_is_one_rule_with_the_length_in_the_message(tmp_path):
         path = write(tmp_path / f"short{frames}.wav", noise(frames))
         with pytest.raises(AudioError) as info:
             audio.utterance_info(path)
-        assert str(info.value) == (f"{path}: too short: {shown} at 16000 Hz); an utterance needs at least 0.1 s"
-                                   " (vvframe.audio.MIN_SECONDS)")
+        assert str(info.value) == (
+            f"{path}: too short: {shown} at 16000 Hz); an utterance needs at least 0.1 s"
+            " (vvframe.data.audio.MIN_SECONDS)"
+        )
 
 
 # ---- training: skipped and counted in the log ----------------------------------------------------------------
+
 
 def test_training_skips_and_counts_nan_silent_and_too_short_files(tmp_path, caplog):
     write(tmp_path / "s1" / "good.wav", noise(8000))
@@ -74,7 +82,7 @@ def test_training_skips_and_counts_nan_silent_and_too_short_files(tmp_path, capl
     write(tmp_path / "s1" / "one.wav", noise(1))  # one sample
     names = ["nan", "silent", "blip", "one", "good"]
     data = CropDataset([Utterance("s1", f"s1/{n}.wav") for n in names], tmp_path, RATE, crop_seconds=0.25, seed=0)
-    with caplog.at_level(logging.WARNING, logger="vvframe.dataset"):
+    with caplog.at_level(logging.WARNING, logger="vvframe.data.dataset"):
         for i in range(4):
             wave, label, index = data[i]  # each bad file is replaced by the speaker's next usable one
             assert index == i and torch.isfinite(wave).all() and wave.abs().max() > 0 and wave.shape == (4000,)
@@ -84,18 +92,24 @@ def test_training_skips_and_counts_nan_silent_and_too_short_files(tmp_path, capl
     assert reasons[2].startswith("too short: 0.050 s") and reasons[3].startswith("too short: 0.000 s (1 sample at")
     logged = [r.getMessage() for r in caplog.records]
     assert logged[0].startswith(f"skipped {tmp_path / 's1/nan.wav'}: holds NaN/inf samples")
-    assert logged[0].endswith("(1 so far, at most 100 allowed)") and logged[3].endswith("(4 so far, at most 100 allowed)")
+    assert logged[0].endswith("(1 so far, at most 100 allowed)") and logged[3].endswith(
+        "(4 so far, at most 100 allowed)"
+    )
     assert len(data.skipped) == len(logged) == 4  # each file counted once, though met again by the later items
 
 
 # ---- extraction (prepare, eval, test, the API): an error naming the file ----------------------------------------
 
-@pytest.mark.parametrize("data, reason", [
-    (with_nan(4800), "holds NaN/inf samples"),
-    (np.zeros(4800, dtype=np.float32), "silent"),
-    (noise(800), "too short: 0.050 s"),
-    (noise(1), "too short: 0.000 s"),
-])
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (with_nan(4800), "holds NaN/inf samples"),
+        (np.zeros(4800, dtype=np.float32), "silent"),
+        (noise(800), "too short: 0.050 s"),
+        (noise(1), "too short: 0.000 s"),
+    ],
+)
 @pytest.mark.parametrize("crops", [0, 2])
 def test_extraction_refuses_the_file_naming_it(tmp_path, data, reason, crops):
     write(tmp_path / "ok.wav", noise(4800, seed=1))
@@ -109,6 +123,7 @@ def test_extraction_refuses_the_file_naming_it(tmp_path, data, reason, crops):
 
 # ---- lists: paths with whitespace ----------------------------------------------------------------------------
 
+
 def test_list_writers_refuse_whitespace_and_write_nothing(tmp_path):
     out = tmp_path / "train.txt"
     utts = [Utterance("a", "a/1.wav"), Utterance("a", "a/my file.wav"), Utterance("b b", "b b/1.wav")]
@@ -117,7 +132,8 @@ def test_list_writers_refuse_whitespace_and_write_nothing(tmp_path):
     assert str(info.value) == (
         f"{out}: nothing written: 3 paths (or speaker names) with whitespace, which a list line cannot hold (its"
         " fields are split at whitespace):\n  'a/my file.wav'\n  'b b'\n  'b b/1.wav'\nrename them, or copy the tree"
-        " without spaces (`vvframe data convert SRC DST --replace-spaces`), and run again")
+        " without spaces (`vvframe data convert SRC DST --replace-spaces`), and run again"
+    )
     assert not out.exists()
     with pytest.raises(ListError, match=r"trials.txt: nothing written: 1 path \(or speaker name\) with whitespace"):
         lists.write_trials(tmp_path / "trials.txt", [Trial("a/1.wav", "b/x\ty.wav", 0)])
@@ -133,8 +149,10 @@ def test_list_writers_refuse_whitespace_and_write_nothing(tmp_path):
 
 
 def test_list_readers_name_the_line_and_say_paths_may_not_contain_spaces(tmp_path):
-    hint = ("(fields are separated by whitespace, so a speaker name or path may not contain spaces: rename such"
-            " files, or copy the tree without them (`vvframe data convert SRC DST --replace-spaces`))")
+    hint = (
+        "(fields are separated by whitespace, so a speaker name or path may not contain spaces: rename such"
+        " files, or copy the tree without them (`vvframe data convert SRC DST --replace-spaces`))"
+    )
     utts = tmp_path / "train.txt"
     utts.write_text("a a/1.wav\na a/my file.wav\n")
     with pytest.raises(ListError) as info:
@@ -142,7 +160,7 @@ def test_list_readers_name_the_line_and_say_paths_may_not_contain_spaces(tmp_pat
     assert str(info.value) == f"{utts}:2: expected '<speaker> <path>', got 3 fields: 'a a/my file.wav' {hint}"
     trials = tmp_path / "trials.txt"
     trials.write_text("1 a/1.wav a/2.wav\n0 a/1.wav b/my file.wav\n")
-    with pytest.raises(ListError, match=rf"trials.txt:2: expected .* got '0 a/1.wav b/my file.wav' \(fields"):
+    with pytest.raises(ListError, match=r"trials.txt:2: expected .* got '0 a/1.wav b/my file.wav' \(fields"):
         lists.read_trials(trials)
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("a/my file.wav b/1.wav\n")  # three fields: taken for a trial, so the hint is given too
@@ -158,8 +176,11 @@ def test_data_lists_refuses_paths_with_spaces_and_convert_offers_a_copy_without(
     root = tmp_path / "corpus"
     for speaker in ("x", "John Smith"):
         for i in range(4):
-            write(root / speaker / f"take {i}.wav" if i == 0 else root / speaker / f"{i}.wav", noise(1600, i),
-                  subtype="PCM_16")
+            write(
+                root / speaker / f"take {i}.wav" if i == 0 else root / speaker / f"{i}.wav",
+                noise(1600, i),
+                subtype="PCM_16",
+            )
     out = tmp_path / "lists"
     result = vvframe_cli("data", "lists", str(root), "--out", str(out))
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -184,6 +205,7 @@ def test_convert_reports_a_nan_source_instead_of_writing_noise(tmp_path):
 
 
 # ---- no list replaced without --force ------------------------------------------------------------------------
+
 
 def test_data_lists_and_trials_refuse_to_replace_without_force(tmp_path):
     root = tmp_path / "corpus"
@@ -212,8 +234,20 @@ def test_data_lists_and_trials_refuse_to_replace_without_force(tmp_path):
 
 def test_data_synth_refuses_a_folder_with_lists_without_force(tmp_path):
     out = tmp_path / "synth"
-    args = ["synth", str(out), "--speakers", "2", "--utterances", "2", "--seconds", "0.2-0.3", "--cohort-speakers",
-            "0", "--eval-speakers", "2"]
+    args = [
+        "synth",
+        str(out),
+        "--speakers",
+        "2",
+        "--utterances",
+        "2",
+        "--seconds",
+        "0.2-0.3",
+        "--cohort-speakers",
+        "0",
+        "--eval-speakers",
+        "2",
+    ]
     data_commands.main(args)
     assert (out / "trials.txt").is_file()
     before = {p.name: p.read_bytes() for p in out.glob("*.txt")}
@@ -230,7 +264,9 @@ def test_data_synth_refuses_a_folder_with_lists_without_force(tmp_path):
 
 def test_data_voxceleb_writes_no_list_when_one_of_them_would_hold_a_space(tmp_path):
     from test_data_voxceleb import VERI_TEST2, VOX1, VOX2, make_tree
-    from vvframe.voxceleb import prepare
+
+    from vvframe.tools.voxceleb import prepare
+
     root = tmp_path / "vox"
     make_tree(root / "voxceleb2" / "dev" / "aac", VOX2)  # train.txt and cohort.txt would be fine
     make_tree(root / "vox one" / "wav", VOX1)  # the trials' paths would start with 'vox one/'
@@ -243,6 +279,7 @@ def test_data_voxceleb_writes_no_list_when_one_of_them_would_hold_a_space(tmp_pa
 
 def test_validation_trials_name_a_too_short_file_before_training(tmp_path):
     from vvframe_plugins.stages.train import check_validation_trials
+
     write(tmp_path / "a.wav", noise(RATE))
     write(tmp_path / "b.wav", noise(RATE, seed=1))
     write(tmp_path / "c.wav", noise(RATE // 50, seed=2))  # 0.02 s

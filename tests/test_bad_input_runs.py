@@ -1,6 +1,7 @@
 """Hostile or careless input around runs and loaded models: a run directory is data, outputs are never replaced
 without --force, a failed attempt leaves nothing behind, a SIGTERM is an interruption, and every mistake gets a
 message that names its culprit."""
+
 from __future__ import annotations
 
 import json
@@ -13,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-import vvframe
 from conftest import HANG_GUARD, vvframe_cli
 from test_cli import DEMO
-from vvframe.api import ModelError
+
+import vvframe
+from vvframe.inference.api import ModelError
 
 
 def _copy_run(trained_run, tmp_path: Path, edit=None) -> Path:
@@ -36,12 +37,12 @@ def test_a_loaded_run_never_imports_or_calls_what_its_recipe_names(trained_run, 
 
     def evil(recipe):
         recipe["normalizer"] = {"name": "subprocess:getoutput", "cmd": f"touch {marker}"}
+
     run = _copy_run(trained_run, tmp_path, evil)
     with pytest.raises(ModelError) as caught:
         vvframe.load(run, device="cpu")
     message = str(caught.value)
-    assert f"{run / 'recipe.yaml'}: names Python objects directly (normalizer.name = 'subprocess:getoutput')" \
-        in message
+    assert f"{run / 'recipe.yaml'}: names Python objects directly (normalizer.name = 'subprocess:getoutput')" in message
     assert "builds only installed components (entry points)" in message and "trust_recipe=True" in message
     result = vvframe_cli("verify", str(run), "a.wav", "b.wav")
     assert result.returncode == 2 and "--trust-recipe" in result.stderr and "Traceback" not in result.stderr
@@ -51,6 +52,7 @@ def test_a_loaded_run_never_imports_or_calls_what_its_recipe_names(trained_run, 
 def test_trust_recipe_allows_a_reference_the_user_vouches_for(trained_run, tmp_path):
     def direct(recipe):
         recipe["normalizer"]["name"] = "vvframe_plugins.normalizers.asnorm:ASNorm"
+
     run = _copy_run(trained_run, tmp_path, direct)
     with pytest.raises(ModelError, match="names Python objects directly"):
         vvframe.load(run, device="cpu")
@@ -59,11 +61,19 @@ def test_trust_recipe_allows_a_reference_the_user_vouches_for(trained_run, tmp_p
 
 
 def test_an_exported_file_builds_only_an_installed_normalizer(monkeypatch, tmp_path):
-    from vvframe import export
-    meta = {"format": "vvframe-model", "version": 1, "sample_rate": 16000, "embed_dim": 4,
-            "normalizer": {"name": "os:system", "command": "touch x"}}
+    from vvframe.inference import export
+
+    meta = {
+        "format": "vvframe-model",
+        "version": 1,
+        "sample_rate": 16000,
+        "embed_dim": 4,
+        "normalizer": {"name": "os:system", "command": "touch x"},
+    }
     monkeypatch.setattr(export, "_contents", lambda path: ("onnx", meta, None))
-    with pytest.raises(ModelError, match=r"model.onnx: names Python objects directly \(normalizer.name = 'os:system'\)"):
+    with pytest.raises(
+        ModelError, match=r"model.onnx: names Python objects directly \(normalizer.name = 'os:system'\)"
+    ):
         export.load_exported(tmp_path / "model.onnx")
 
 
@@ -151,8 +161,14 @@ def test_sigterm_is_an_interruption_with_the_resume_hint(third_party, tmp_path):
     recipe.write_text(DEMO.replace("stages: [write, fail]", "stages: [wait]"))
     run = tmp_path / "run"
     script = Path(sys.executable).parent / "vvframe"
-    proc = subprocess.Popen([str(script), "run", str(recipe), "--run-dir", str(run)], env=third_party,
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(script), "run", str(recipe), "--run-dir", str(run)],
+        env=third_party,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + HANG_GUARD
         while not (run / "waiting").exists():
@@ -177,8 +193,10 @@ def test_a_resumed_run_says_when_a_skipped_or_kept_stage_is_out_of_date(third_pa
     vvframe_cli("run", "--resume", str(run), env=third_party, cwd=tmp_path)
     changed = vvframe_cli("run", "--resume", str(run), "trainer.epochs=5", env=third_party, cwd=tmp_path)
     assert changed.returncode == 0, changed.stderr
-    assert ("stage write: finished already, skipped, although trainer changed since; name it with --stage write to"
-            " run it again with the new values") in changed.stderr
+    assert (
+        "stage write: finished already, skipped, although trainer changed since; name it with --stage write to"
+        " run it again with the new values"
+    ) in changed.stderr
     again = vvframe_cli("run", "--resume", str(run), "--stage", "write", env=third_party, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "stage fail: finished before write runs again, so its results may be out of date" in again.stderr

@@ -1,4 +1,5 @@
 """Checkpoints: atomic save, clear load errors, falling back past a corrupt one, averaging, pruning, RNG state."""
+
 from __future__ import annotations
 
 import logging
@@ -10,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from vvframe import checkpoint
-from vvframe.checkpoint import CheckpointError
-from vvframe.errors import BadValue, VvframeError
+from vvframe.core.errors import BadValue, VvframeError
+from vvframe.training import checkpoint
+from vvframe.training.checkpoint import CheckpointError
 
 
 def _net() -> nn.Module:
@@ -31,12 +32,27 @@ def _trained_state() -> dict:
         optimizer.step()
         sgd.step()
         scheduler.step()
-    recipe = {"name": "quick", "seed": 42, "stages": ["train", "eval"],
-              "data": {"sample_rate": 16000, "crop_seconds": 2.0, "root": "/data", "list": None},
-              "model": {"name": "tiny", "embed_dim": 16}, "augment": [], "trainer": {"amp": False}}
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "sgd": sgd.state_dict(),
-            "scheduler": scheduler.state_dict(), "epoch": 3, "step": 120, "best_eer": 0.0412,
-            "recipe": recipe, "labels": ["id10001", "id10002", "spk ü"], "rng": checkpoint.rng_state()}
+    recipe = {
+        "name": "quick",
+        "seed": 42,
+        "stages": ["train", "eval"],
+        "data": {"sample_rate": 16000, "crop_seconds": 2.0, "root": "/data", "list": None},
+        "model": {"name": "tiny", "embed_dim": 16},
+        "augment": [],
+        "trainer": {"amp": False},
+    }
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "sgd": sgd.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": 3,
+        "step": 120,
+        "best_eer": 0.0412,
+        "recipe": recipe,
+        "labels": ["id10001", "id10002", "spk ü"],
+        "rng": checkpoint.rng_state(),
+    }
 
 
 def _same(a, b) -> bool:
@@ -114,7 +130,7 @@ def test_load_latest_skips_a_corrupt_last_with_a_warning(tmp_path, caplog):
         checkpoint.save(tmp_path / f"epoch_{epoch}.pt", {"epoch": epoch})
     checkpoint.save(tmp_path / "best.pt", {"epoch": 99})
     (tmp_path / "last.pt").write_bytes(b"PK\x03\x04 not really")
-    with caplog.at_level(logging.WARNING, logger="vvframe.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="vvframe.training.checkpoint"):
         state, path = checkpoint.load_latest(tmp_path)
     assert (state, path) == ({"epoch": 10}, tmp_path / "epoch_10.pt")  # 10 sorts after 2 by number
     assert "last.pt" in caplog.text
@@ -198,7 +214,8 @@ def test_prune_keeps_the_newest(tmp_path):
     deleted = checkpoint.prune(tmp_path, keep=2)
     assert deleted == [tmp_path / f"epoch_{n}.pt" for n in (1, 2, 3, 9)]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["last.pt", "best.pt", "avg.pt", "notes.txt", "epoch_10.pt", "epoch_11.pt"])
+        ["last.pt", "best.pt", "avg.pt", "notes.txt", "epoch_10.pt", "epoch_11.pt"]
+    )
     assert checkpoint.prune(tmp_path, keep=5) == []
     assert checkpoint.prune(tmp_path, keep=0) == [tmp_path / "epoch_10.pt", tmp_path / "epoch_11.pt"]
     with pytest.raises(BadValue):

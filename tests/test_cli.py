@@ -1,4 +1,5 @@
 """The vvframe command end to end, in subprocesses, with a real third-party distribution installed."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, TESTS, vvframe_cli, write_distribution
 from test_recipe import GOOD
 
@@ -37,8 +37,17 @@ def test_plugins_lists_every_kind_and_each_component_with_its_distribution(third
     result = vvframe_cli("plugins", env=third_party)
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()[1:] if line.strip() and not line.startswith("`")]
-    assert {r[0] for r in rows} == {"frontends", "models", "losses", "augmentors", "samplers", "normalizers",
-                                    "optimizers", "schedulers", "stages"}
+    assert {r[0] for r in rows} == {
+        "frontends",
+        "models",
+        "losses",
+        "augmentors",
+        "samplers",
+        "normalizers",
+        "optimizers",
+        "schedulers",
+        "stages",
+    }
     assert ["models", "tiny", "fake_components:Model", "vvframe-fakes", "0.1"] in rows
     assert ["optimizers", "sgd", "torch.optim:SGD", "vvframe"] == rows[[r[1] for r in rows].index("sgd")][:4]
 
@@ -49,11 +58,18 @@ def test_plugins_kind_name_describes_every_listed_component(third_party):
     pairs = [(k, n) for k, n in pairs if n != "-"]
     assert len(pairs) >= 10
     # every component through the API in one process (fast), one through the command (each start imports torch)
-    check = ("import sys\nfrom vvframe import registry\nfor line in sys.stdin:\n    kind, name = line.split()\n"
-             "    text = registry.describe(kind, name)\n    assert text.startswith(f\"{kind} '{name}'\"), text\n"
-             "    assert 'supplied by vvframe:' in text\n")
-    described = subprocess.run([sys.executable, "-c", check], input="".join(f"{k} {n}\n" for k, n in pairs),
-                               capture_output=True, text=True, env=third_party)
+    check = (
+        "import sys\nfrom vvframe.core import registry\nfor line in sys.stdin:\n    kind, name = line.split()\n"
+        "    text = registry.describe(kind, name)\n    assert text.startswith(f\"{kind} '{name}'\"), text\n"
+        "    assert 'supplied by vvframe:' in text\n"
+    )
+    described = subprocess.run(
+        [sys.executable, "-c", check],
+        input="".join(f"{k} {n}\n" for k, n in pairs),
+        capture_output=True,
+        text=True,
+        env=third_party,
+    )
     assert described.returncode == 0, described.stderr
     for kind, name in [("models", "tiny")]:
         result = vvframe_cli("plugins", kind, name, env=third_party)
@@ -77,14 +93,17 @@ def test_plugins_check_passes_for_what_is_installed():
 
 def test_a_plugin_that_fails_to_import_is_named_and_the_rest_still_listed(third_party, tmp_path):
     site = Path(third_party["PYTHONPATH"].split(":")[0])
-    write_distribution(site, "broken-plugin", {"models": {"broken": "broken_plugin:Net"}},
-                       [TESTS / "broken_plugin.py"], version="2.0")
+    write_distribution(
+        site, "broken-plugin", {"models": {"broken": "broken_plugin:Net"}}, [TESTS / "broken_plugin.py"], version="2.0"
+    )
     listed = vvframe_cli("plugins", "models", env=third_party)
     assert listed.returncode == 0 and "broken" in listed.stdout and "tiny" in listed.stdout
     checked = vvframe_cli("plugins", "--check", env=third_party)
     assert checked.returncode == 1
-    assert ("models 'broken' (broken_plugin:Net, from broken-plugin==2.0) failed to import: ImportError:"
-            " No module named 'missing_dependency'") in checked.stderr
+    assert (
+        "models 'broken' (broken_plugin:Net, from broken-plugin==2.0) failed to import: ImportError:"
+        " No module named 'missing_dependency'"
+    ) in checked.stderr
     no_traceback(checked)
     (tmp_path / "r.yaml").write_text("stages: [write]\ndata: {root: /x}\nmodel: broken\n")
     used = vvframe_cli("check", str(tmp_path / "r.yaml"), env=third_party)
@@ -141,8 +160,9 @@ def test_a_run_writes_its_directory_and_a_failing_stage_exits_1_keeping_it(third
     result = vvframe_cli("run", str(demo), env=third_party, cwd=tmp_path)
     assert result.returncode == 1
     (run_dir,) = (tmp_path / "runs" / "demo").iterdir()
-    assert result.stderr.splitlines()[-1] == ("error: stage 'fail' failed: RuntimeError: boom in the stage"
-                                              f" (traceback in runs/demo/{run_dir.name}/log.txt)")
+    assert result.stderr.splitlines()[-1] == (
+        f"error: stage 'fail' failed: RuntimeError: boom in the stage (traceback in runs/demo/{run_dir.name}/log.txt)"
+    )
     no_traceback(result)
     log = (run_dir / "log.txt").read_text()
     assert "Traceback (most recent call last)" in log and "RuntimeError: boom in the stage" in log
@@ -152,8 +172,17 @@ def test_a_run_writes_its_directory_and_a_failing_stage_exits_1_keeping_it(third
     snapshot = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     assert snapshot["model"] == {"name": "tiny", "embed_dim": 12, "dropout": 0.0, "widths": [8]}
     written = json.loads((run_dir / "written.json").read_text())
-    assert written == {"epochs": 2, "precision": "fp32", "root": "/data/demo", "in_dim": 24, "embed_dim": 12,
-                       "widths": [8], "margin": 0.3, "augment": [0.4], "resumed": False}
+    assert written == {
+        "epochs": 2,
+        "precision": "fp32",
+        "root": "/data/demo",
+        "in_dim": 24,
+        "embed_dim": 12,
+        "widths": [8],
+        "margin": 0.3,
+        "augment": [0.4],
+        "resumed": False,
+    }
 
     # resume: the finished stage is skipped, the failed one runs again, the recipe comes from the run
     resumed = vvframe_cli("run", "--resume", str(run_dir), env=third_party, cwd=tmp_path)
@@ -164,8 +193,9 @@ def test_a_run_writes_its_directory_and_a_failing_stage_exits_1_keeping_it(third
     assert json.loads((run_dir / "run.json").read_text())["stages"]["fail"]["status"] == "done"
 
     # --stage runs a finished stage again; a changed recipe is saved beside the original, never over it
-    again = vvframe_cli("run", "--resume", str(run_dir), "--stage", "write", "trainer.epochs=5", env=third_party,
-                        cwd=tmp_path)
+    again = vvframe_cli(
+        "run", "--resume", str(run_dir), "--stage", "write", "trainer.epochs=5", env=third_party, cwd=tmp_path
+    )
     assert again.returncode == 0, again.stderr
     lines = (run_dir / "written.json").read_text().splitlines()
     assert json.loads(lines[-1])["epochs"] == 5 and json.loads(lines[-1])["resumed"] is True
@@ -185,8 +215,10 @@ def test_each_run_gets_a_new_directory_and_run_dir_must_be_new(third_party, demo
     refused = vvframe_cli("run", str(demo), *one_stage, "--run-dir", str(target), env=third_party, cwd=tmp_path)
     assert refused.returncode == 2 and "exists and is not empty" in refused.stderr
     unknown = vvframe_cli("run", str(demo), "--stage", "trian", env=third_party, cwd=tmp_path)
-    assert unknown.returncode == 2 and "--stage trian: not a stage of this recipe (its stages: write, fail)" \
-        in unknown.stderr
+    assert (
+        unknown.returncode == 2
+        and "--stage trian: not a stage of this recipe (its stages: write, fail)" in unknown.stderr
+    )
 
 
 def test_quickstart_without_its_corpus_stops_before_any_work(tmp_path):

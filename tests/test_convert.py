@@ -1,4 +1,5 @@
 """`vvframe data convert` as a library: a mixed tree to 16 kHz mono, mirrored, failures reported, reruns skip."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from vvframe import BadValue
-from vvframe.convert import ConvertReport, convert_tree, find_audio
+from vvframe.tools.convert import ConvertReport, convert_tree, find_audio
 
 
 def sine(seconds: float, rate: int, freq: float = 440.0) -> np.ndarray:
@@ -38,8 +39,11 @@ def tree(tmp_path: Path) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, int]]:
-    return {p.relative_to(root).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def outputs(root: Path) -> dict[str, bytes]:
@@ -147,8 +151,10 @@ def test_ffmpeg_path_with_a_fake_ffmpeg(tree, tmp_path, monkeypatch):
     assert "Invalid data found" in reasons["spk2/broken.mp3"]
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(calls) == 2  # only the m4a and the mp3 go through ffmpeg
-    assert all(c[:3] == ["-nostdin", "-loglevel", "error"] and c[-7:] == ["-ac", "1", "-ar", "16000", "-f", "wav", "-"]
-               for c in calls)
+    assert all(
+        c[:3] == ["-nostdin", "-loglevel", "error"] and c[-7:] == ["-ac", "1", "-ar", "16000", "-f", "wav", "-"]
+        for c in calls
+    )
     got, rate = sf.read(tmp_path / "dst" / "spk2/d.wav", dtype="int16")
     assert rate == 16000 and np.array_equal(got, sf.read(tree / "spk2/d.m4a", dtype="int16")[0])
 

@@ -1,17 +1,35 @@
 """`vvframe data` end to end: synth, then lists and trials over its audio, then convert and shards."""
+
 from __future__ import annotations
 
 import soundfile as sf
-
 from conftest import vvframe_cli
-from vvframe import lists
-from vvframe.shards import ShardDataset
+
+from vvframe.data import lists
+from vvframe.data.shards import ShardDataset
 
 
 def test_synth_then_lists_and_trials_give_a_trainable_corpus(tmp_path):
     out = tmp_path / "synth"
-    made = vvframe_cli("data", "synth", str(out), "--speakers", "5", "--utterances", "4", "--eval-speakers", "3",
-                       "--cohort-speakers", "2", "--val-speakers", "2", "--seconds", "1-1.5", "--seed", "7")
+    made = vvframe_cli(
+        "data",
+        "synth",
+        str(out),
+        "--speakers",
+        "5",
+        "--utterances",
+        "4",
+        "--eval-speakers",
+        "3",
+        "--cohort-speakers",
+        "2",
+        "--val-speakers",
+        "2",
+        "--seconds",
+        "1-1.5",
+        "--seed",
+        "7",
+    )
     assert made.returncode == 0, made.stderr
     train = lists.read_utterances(out / "train.txt")
     evaluation = lists.read_utterances(out / "eval.txt")
@@ -22,7 +40,7 @@ def test_synth_then_lists_and_trials_give_a_trainable_corpus(tmp_path):
     assert {t.label for t in val_trials} == {0, 1}
     assert set(lists.trial_files(val_trials)) <= {u.path for u in validation}
     speakers = [{u.speaker for u in x} for x in (train, evaluation, cohort, validation)]
-    assert all(not a & b for i, a in enumerate(speakers) for b in speakers[i + 1:])  # disjoint voices
+    assert all(not a & b for i, a in enumerate(speakers) for b in speakers[i + 1 :])  # disjoint voices
     trials = lists.read_trials(out / "trials.txt")
     assert {t.label for t in trials} == {0, 1} and lists.read_trials(out / "pairs.txt")[0].label is None
     audio = out / "audio"
@@ -30,8 +48,23 @@ def test_synth_then_lists_and_trials_give_a_trainable_corpus(tmp_path):
     info = sf.info(str(audio / train[0].path))
     assert info.samplerate == 16000 and info.channels == 1 and 1.0 <= info.duration <= 1.5
 
-    again = vvframe_cli("data", "synth", str(tmp_path / "again"), "--speakers", "5", "--utterances", "4",
-                        "--eval-speakers", "3", "--cohort-speakers", "2", "--seconds", "1-1.5", "--seed", "7")
+    again = vvframe_cli(
+        "data",
+        "synth",
+        str(tmp_path / "again"),
+        "--speakers",
+        "5",
+        "--utterances",
+        "4",
+        "--eval-speakers",
+        "3",
+        "--cohort-speakers",
+        "2",
+        "--seconds",
+        "1-1.5",
+        "--seed",
+        "7",
+    )
     assert again.returncode == 0
     assert (tmp_path / "again/audio" / train[3].path).read_bytes() == (audio / train[3].path).read_bytes()
 
@@ -42,8 +75,17 @@ def test_synth_then_lists_and_trials_give_a_trainable_corpus(tmp_path):
     made = vvframe_cli("data", "trials", str(tmp_path / "lists" / "val.txt"), "--out", str(tmp_path / "val.txt"))
     assert made.returncode == 0 and lists.read_trials(tmp_path / "val.txt")
 
-    packed = vvframe_cli("data", "shards", str(out / "train.txt"), "--root", str(audio), "--out",
-                         str(tmp_path / "shards"), "--per-shard", "8")
+    packed = vvframe_cli(
+        "data",
+        "shards",
+        str(out / "train.txt"),
+        "--root",
+        str(audio),
+        "--out",
+        str(tmp_path / "shards"),
+        "--per-shard",
+        "8",
+    )
     assert packed.returncode == 0, packed.stderr
     read = list(ShardDataset(tmp_path / "shards", 16000, shuffle_buffer=4))
     assert sorted(item["speaker"] for item in read) == sorted(u.speaker for u in train)
@@ -57,8 +99,9 @@ def test_data_command_mistakes_are_messages(tmp_path):
     bad = vvframe_cli("data", "synth", str(tmp_path / "x"), "--speakers", "2", "--utterances", "2", "--seconds", "3-1")
     assert bad.returncode == 2 and "--seconds 3-1" in bad.stderr and "Traceback" not in bad.stderr
     (tmp_path / "list.txt").write_text("spk a.wav\n")
-    missing = vvframe_cli("data", "shards", str(tmp_path / "list.txt"), "--root", str(tmp_path), "--out",
-                          str(tmp_path / "s"))
+    missing = vvframe_cli(
+        "data", "shards", str(tmp_path / "list.txt"), "--root", str(tmp_path), "--out", str(tmp_path / "s")
+    )
     assert missing.returncode == 2 and "1 file missing" in missing.stderr and "a.wav" in missing.stderr
     (tmp_path / "one.txt").write_text("a a/1.wav\nb b/1.wav\n")
     single = vvframe_cli("data", "trials", str(tmp_path / "one.txt"), "--out", str(tmp_path / "t.txt"))

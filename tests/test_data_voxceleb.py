@@ -1,4 +1,5 @@
 """`vvframe data voxceleb`: lists from a fake tree in the official VoxCeleb layout, through the CLI entry."""
+
 from __future__ import annotations
 
 import contextlib
@@ -74,8 +75,12 @@ def test_writes_every_list_relative_to_root(root, tmp_path, capsys):
     code, stdout, err = vvframe(capsys, root, "--out", out, "--vox1-train")
     assert code == 0, err
     v2 = "voxceleb2/dev/aac"
-    expected_train = [f"{s} {v2}/{s}/{v}/{n}.wav" for s, videos in sorted(VOX2.items())
-                      for v, names in sorted(videos.items()) for n in names]
+    expected_train = [
+        f"{s} {v2}/{s}/{v}/{n}.wav"
+        for s, videos in sorted(VOX2.items())
+        for v, names in sorted(videos.items())
+        for n in names
+    ]
     assert lines(out / "train.txt") == expected_train
     assert lines(out / "cohort.txt") == expected_train  # every utterance by default
     v1 = "voxceleb1/wav"
@@ -83,16 +88,21 @@ def test_writes_every_list_relative_to_root(root, tmp_path, capsys):
         f"1 {v1}/id10270/x6uYqmx31kE/00001.wav {v1}/id10270/5r0dWxy17C8/00001.wav",
         f"0 {v1}/id10270/x6uYqmx31kE/00001.wav {v1}/id10271/1gtz-CUIygI/00002.wav",
         f"1 {v1}/id10271/1gtz-CUIygI/00001.wav {v1}/id10271/1gtz-CUIygI/00002.wav",
-        f"0 {v1}/id10271/1gtz-CUIygI/00001.wav {v1}/id10270/5r0dWxy17C8/00002.wav"]
+        f"0 {v1}/id10271/1gtz-CUIygI/00001.wav {v1}/id10270/5r0dWxy17C8/00002.wav",
+    ]
     assert lines(out / "vox1_E.txt") == [  # found in ROOT/voxceleb1
         f"1 {v1}/id10001/1zcIwhmdeo4/00001.wav {v1}/id10001/7gWzIy6yIIk/00001.wav",
-        f"0 {v1}/id10001/1zcIwhmdeo4/00002.wav {v1}/id10002/0_laIeN-Q44/00003.wav"]
+        f"0 {v1}/id10001/1zcIwhmdeo4/00002.wav {v1}/id10002/0_laIeN-Q44/00003.wav",
+    ]
     assert not (out / "vox1_H.txt").exists()
     assert "vox1_H.txt: not written: neither list_test_hard2.txt nor list_test_hard.txt" in stdout
     assert lines(out / "train_vox1.txt") == [  # the test speakers id10270 and id10271 are left out
-        f"id10001 {v1}/id10001/1zcIwhmdeo4/00001.wav", f"id10001 {v1}/id10001/1zcIwhmdeo4/00002.wav",
+        f"id10001 {v1}/id10001/1zcIwhmdeo4/00001.wav",
+        f"id10001 {v1}/id10001/1zcIwhmdeo4/00002.wav",
         f"id10001 {v1}/id10001/7gWzIy6yIIk/00001.wav",
-        f"id10002 {v1}/id10002/0_laIeN-Q44/00001.wav", f"id10002 {v1}/id10002/0_laIeN-Q44/00003.wav"]
+        f"id10002 {v1}/id10002/0_laIeN-Q44/00001.wav",
+        f"id10002 {v1}/id10002/0_laIeN-Q44/00003.wav",
+    ]
     assert "train.txt       3 speakers, 9 utterances" in stdout
     assert "vox1_O.txt      4 trials (2 target), 2 speakers, 5 files (from veri_test2.txt)" in stdout
     assert f"note: the recipes' augmentors read {out / 'musan'}: pass --musan PATH" in stdout
@@ -104,9 +114,13 @@ def test_writes_every_list_relative_to_root(root, tmp_path, capsys):
     after = {p.name: p.read_text() for p in out.iterdir()}
     assert {n for n in after if before[n] != after[n]} == {"cohort.txt"}
     assert lines(out / "cohort.txt") == [
-        f"id00012 {v2}/id00012/21Uxsk56VDQ/00001.wav", f"id00012 {v2}/id00012/21Uxsk56VDQ/00002.wav",
-        f"id00015 {v2}/id00015/0fijmz4vTVU/00001.wav", f"id00015 {v2}/id00015/0fijmz4vTVU/00002.wav",
-        f"id00017 {v2}/id00017/01dfn2spqyE/00001.wav", f"id00017 {v2}/id00017/01dfn2spqyE/00002.wav"]
+        f"id00012 {v2}/id00012/21Uxsk56VDQ/00001.wav",
+        f"id00012 {v2}/id00012/21Uxsk56VDQ/00002.wav",
+        f"id00015 {v2}/id00015/0fijmz4vTVU/00001.wav",
+        f"id00015 {v2}/id00015/0fijmz4vTVU/00002.wav",
+        f"id00017 {v2}/id00017/01dfn2spqyE/00001.wav",
+        f"id00017 {v2}/id00017/01dfn2spqyE/00002.wav",
+    ]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
@@ -120,10 +134,12 @@ def test_default_out_and_the_vox1_folders_in_two_parts(tmp_path, capsys, monkeyp
     code, stdout, err = vvframe(capsys, root)
     assert code == 0, err
     out = tmp_path / "data" / "voxceleb"
-    assert lines(out / "vox1_O.txt")[1] == ("0 vox1_test_wav/wav/id10270/x6uYqmx31kE/00001.wav"
-                                            " vox1_test_wav/wav/id10271/1gtz-CUIygI/00002.wav")
-    assert lines(out / "vox1_E.txt")[1] == ("0 vox1_dev_wav/wav/id10001/1zcIwhmdeo4/00002.wav"
-                                            " vox1_dev_wav/wav/id10002/0_laIeN-Q44/00003.wav")
+    assert lines(out / "vox1_O.txt")[1] == (
+        "0 vox1_test_wav/wav/id10270/x6uYqmx31kE/00001.wav vox1_test_wav/wav/id10271/1gtz-CUIygI/00002.wav"
+    )
+    assert lines(out / "vox1_E.txt")[1] == (
+        "0 vox1_dev_wav/wav/id10001/1zcIwhmdeo4/00002.wav vox1_dev_wav/wav/id10002/0_laIeN-Q44/00003.wav"
+    )
     assert not (out / "train.txt").exists() and not (out / "train_vox1.txt").exists()
     assert "train.txt and cohort.txt not written" in stdout and "VoxCeleb2 dev: not found" in stdout
 
@@ -254,8 +270,17 @@ def test_help_lists_the_options(capsys):
         main(["data", "voxceleb", "-h"])
     assert done.value.code == 0
     text = capsys.readouterr().out
-    for option in ("ROOT", "--out DIR", "--vox1 PATH", "--vox2 PATH", "--trials-dir DIR", "--cohort-per-speaker K",
-                   "--vox1-train", "--musan PATH", "--rirs PATH"):
+    for option in (
+        "ROOT",
+        "--out DIR",
+        "--vox1 PATH",
+        "--vox2 PATH",
+        "--trials-dir DIR",
+        "--cohort-per-speaker K",
+        "--vox1-train",
+        "--musan PATH",
+        "--rirs PATH",
+    ):
         assert option in text
     with pytest.raises(SystemExit):
         main(["data", "-h"])
@@ -263,7 +288,8 @@ def test_help_lists_the_options(capsys):
 
 
 def test_progress_counts_speakers_as_they_are_scanned(root, tmp_path):
-    from vvframe.voxceleb import prepare
+    from vvframe.tools.voxceleb import prepare
+
     seen = {}
 
     @contextlib.contextmanager

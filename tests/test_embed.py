@@ -1,4 +1,5 @@
 """Embedding extraction: batching by exact length changes nothing, crops mode, the cache, errors, DDP."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,14 +10,22 @@ import soundfile as sf
 import torch
 from torch import nn
 
-from vvframe import audio, registry
-from vvframe.audio import AudioError
-from vvframe.embed import Extractor, l2_normalize, subtract_mean
-from vvframe.launch import launch
+from vvframe.core import registry
+from vvframe.data import audio
+from vvframe.data.audio import AudioError
+from vvframe.scoring.embed import Extractor, l2_normalize, subtract_mean
+from vvframe.training.launch import launch
 
 RATE = 16000
-LENGTHS = {"a/1.wav": 8000, "a/2.wav": 8000, "b/1.wav": 8000, "b/2.wav": 12000, "c/1.wav": 12000, "c/2.wav": 5000,
-           "d/1.wav": 20000}
+LENGTHS = {
+    "a/1.wav": 8000,
+    "a/2.wav": 8000,
+    "b/1.wav": 8000,
+    "b/2.wav": 12000,
+    "c/1.wav": 12000,
+    "c/2.wav": 5000,
+    "d/1.wav": 20000,
+}
 
 
 class TinyFrontend(nn.Module):
@@ -57,8 +66,9 @@ def xvector() -> tuple[nn.Module, nn.Module]:
     """The first-party fbank frontend and a small x-vector."""
     torch.manual_seed(0)
     frontend = registry.build("frontends", {"name": "fbank", "n_mels": 24}, sample_rate=RATE)
-    model = registry.build("models", {"name": "xvector", "channels": 32, "stats_channels": 64, "embed_dim": 16},
-                           in_dim=24)
+    model = registry.build(
+        "models", {"name": "xvector", "channels": 32, "stats_channels": 64, "embed_dim": 16}, in_dim=24
+    )
     return frontend.eval(), model.eval()
 
 
@@ -117,8 +127,9 @@ def test_batches_are_cut_at_batch_seconds_and_modes_are_restored(tmp_path):
 
 def test_max_seconds_cuts_to_the_start(tmp_path):
     write_corpus(tmp_path, {"long.wav": 20000})
-    sf.write(str(tmp_path / "head.wav"), sf.read(str(tmp_path / "long.wav"), dtype="int16")[0][:8000], RATE,
-             subtype="PCM_16")
+    sf.write(
+        str(tmp_path / "head.wav"), sf.read(str(tmp_path / "long.wav"), dtype="int16")[0][:8000], RATE, subtype="PCM_16"
+    )
     frontend, model = tiny()
     cut = Extractor(frontend, model, tmp_path, RATE, max_seconds=0.5, progress=False)(["long.wav", "head.wav"])
     torch.testing.assert_close(cut["long.wav"], cut["head.wav"], atol=1e-6, rtol=0)
@@ -136,7 +147,7 @@ def test_crops_mode_averages_evenly_spaced_crops(tmp_path):
             if len(wave) < frames:  # repeated to fill the crop
                 wave = torch.cat([wave, wave])[:frames]
             starts = np.linspace(0, len(wave) - frames, 3).astype(int)
-            crops = torch.stack([wave[s:s + frames] for s in starts])
+            crops = torch.stack([wave[s : s + frames] for s in starts])
             want = model(frontend(crops)).mean(dim=0)
             torch.testing.assert_close(got[path], want, atol=1e-5, rtol=0)
 

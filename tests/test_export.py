@@ -1,4 +1,5 @@
 """``vvframe export`` and loading its files: TorchScript and ONNX give the run's embeddings, scores and decisions."""
+
 from __future__ import annotations
 
 import contextlib
@@ -17,8 +18,8 @@ import torch
 
 import vvframe
 from vvframe import cli
-from vvframe import export as ex
-from vvframe.api import ModelError
+from vvframe.inference import export as ex
+from vvframe.inference.api import ModelError
 
 RATE = 16000
 TOL = 1e-4
@@ -61,7 +62,7 @@ def reference(trained_run):
 def exports(trained_run, tmp_path_factory):
     """``get(fmt) -> (path, what vvframe export printed, loaded SpeakerModel)``, each exported once by the CLI."""
     folder = tmp_path_factory.mktemp("exported")
-    made: dict[str, tuple[Path, str, vvframe.api.SpeakerModel]] = {}
+    made: dict[str, tuple[Path, str, vvframe.inference.api.SpeakerModel]] = {}
 
     def get(fmt: str):
         if fmt == "onnx":
@@ -76,6 +77,7 @@ def exports(trained_run, tmp_path_factory):
             assert code == 0, err
             made[fmt] = (out, text, vvframe.load(out, device="cpu"))
         return made[fmt]
+
     return get
 
 
@@ -112,8 +114,8 @@ def test_the_graph_takes_any_batch_and_length(fmt, exports, reference):
     with torch.inference_mode():
         batched = model.net(waves)
         alone = torch.cat([model.net(w[None]) for w in waves])
-        want = reference.net.embedder(waves)                 # the PyTorch graph: mean and L2 norm inside
-        odd = model.net(waves[:2, : RATE + 123])              # another batch size and an odd length
+        want = reference.net.embedder(waves)  # the PyTorch graph: mean and L2 norm inside
+        odd = model.net(waves[:2, : RATE + 123])  # another batch size and an odd length
         odd_want = reference.net.embedder(waves[:2, : RATE + 123])
     assert batched.shape == (3, reference.embed_dim) and odd.shape == (2, reference.embed_dim)
     assert (batched - alone).abs().max() <= TOL
@@ -140,7 +142,7 @@ def test_verify_reproduces_the_runs_decisions(fmt, exports, trained_run):
     for row in rows:
         v = model.verify(audio / row["enroll"], audio / row["test"], "eer")
         assert v.normalized and v.threshold == "eer"
-        assert abs(v.score - float(row["score"])) <= TOL, row      # AS-norm scores: the cohort travelled
+        assert abs(v.score - float(row["score"])) <= TOL, row  # AS-norm scores: the cohort travelled
         assert int(v.accepted) == int(row["decision"]), row
 
 
@@ -178,6 +180,7 @@ def test_torchscript_file_layout(exports):
 def test_onnx_file_layout(exports):
     path, text, model = exports("onnx")
     import onnx
+
     proto = onnx.load(str(path))
     props = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(props["vvframe"])["embed_dim"] == 24 and props["vvframe.cohort"]
@@ -234,9 +237,13 @@ def test_a_damaged_export_is_a_model_error(exports, tmp_path):
 def test_onnx_without_vvframe_metadata(tmp_path):
     pytest.importorskip("onnx")
     from onnx import TensorProto, helper
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     file = tmp_path / "other.onnx"
     file.write_bytes(helper.make_model(graph).SerializeToString())
     with pytest.raises(ModelError, match="ONNX model without vvframe metadata"):
@@ -306,5 +313,6 @@ def test_export_argument_mistakes(trained_run, tmp_path):
 
 def test_console_script_exit_code(tmp_path):
     from conftest import vvframe_cli
+
     done = vvframe_cli("export", str(tmp_path / "nowhere"), "--format", "torchscript", "--out", str(tmp_path / "m.pt"))
     assert done.returncode == 2 and "no such run directory" in done.stderr and "Traceback" not in done.stderr

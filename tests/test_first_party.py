@@ -1,4 +1,5 @@
 """First-party components: declared in setup.cfg like any plugin, loadable, explicit, and doing their job."""
+
 from __future__ import annotations
 
 import ast
@@ -10,11 +11,11 @@ import typing
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, vvframe_cli
-from vvframe import registry
-from vvframe.recipe import COMPONENT_SECTIONS, check
-from vvframe.schema import Range, limits, parameters, type_name
+
+from vvframe.core import registry
+from vvframe.core.recipe import COMPONENT_SECTIONS, check
+from vvframe.core.schema import Range, limits, parameters, type_name
 
 CONFIG = configparser.ConfigParser()
 CONFIG.read(ROOT / "setup.cfg")
@@ -35,16 +36,22 @@ def declared() -> list[md.EntryPoint]:
 def test_setup_cfg_declares_only_known_kinds_and_the_install_is_current():
     assert declared(), "setup.cfg declares no first-party component"
     assert {ep.group for ep in declared()} <= {k.group for k in registry.KINDS.values()}
-    installed = {(ep.group, ep.name, ep.value) for ep in md.distribution("vvframe").entry_points
-                 if ep.group.startswith("vvframe.")}
-    assert installed == {(ep.group, ep.name, ep.value) for ep in declared()}, \
+    installed = {
+        (ep.group, ep.name, ep.value)
+        for ep in md.distribution("vvframe").entry_points
+        if ep.group.startswith("vvframe.")
+    }
+    assert installed == {(ep.group, ep.name, ep.value) for ep in declared()}, (
         "the installed entry points differ from setup.cfg: reinstall (pip install -e .)"
+    )
 
 
 def test_every_plugins_package_is_packaged():
     listed = {p.strip() for p in CONFIG["options"]["packages"].splitlines() if p.strip()}
-    on_disk = {"vvframe_plugins" + "".join("." + part for part in p.parent.relative_to(ROOT / "plugins").parts)
-               for p in (ROOT / "plugins").rglob("__init__.py")}
+    on_disk = {
+        "vvframe_plugins" + "".join("." + part for part in p.parent.relative_to(ROOT / "plugins").parts)
+        for p in (ROOT / "plugins").rglob("__init__.py")
+    }
     assert on_disk <= listed, f"add to setup.cfg [options] packages: {sorted(on_disk - listed)}"
 
 
@@ -84,13 +91,17 @@ PENDING: dict[str, set[str]] = {}
 def test_every_recipe_passes_check(path):
     if path.parent.name == "base":
         pytest.skip("a base is checked through the recipes that use it")
-    from vvframe.errors import RecipeError
+    from vvframe.core.errors import RecipeError
+
     pending = PENDING.get(path.name, set())
     try:
         check(path)
     except RecipeError as exc:
-        real = [p for p in exc.problems if p.path and not any(f"named '{s}'" in p.message and p.path.startswith("stages.")
-                                                             for s in pending)]
+        real = [
+            p
+            for p in exc.problems
+            if p.path and not any(f"named '{s}'" in p.message and p.path.startswith("stages.") for s in pending)
+        ]
         assert not real, "\n".join(map(str, real))
         missing = {p.message.split("'")[1] for p in exc.problems if p.path.startswith("stages.")}
         assert missing == pending, f"PENDING for {path.name} is stale: now missing {missing or 'nothing'}"
@@ -105,8 +116,13 @@ def _python_files(folder: Path) -> list[Path]:
 def test_the_kernel_never_imports_the_first_party_plugins():
     for path in _python_files(ROOT / "vvframe"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not [n for n in names if n.split(".")[0] in ("vvframe_plugins", "plugins")], path
 
 
@@ -114,16 +130,29 @@ def test_the_kernel_names_no_concrete_component():
     names = {ep.name for ep in declared()} | {ep.value.split(":")[-1] for ep in declared()}
     for path in _python_files(ROOT / "vvframe"):
         tree = ast.parse(path.read_text())
-        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
-                      if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                      and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        docstrings = {
+            id(n.body[0].value)
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and n.body
+            and isinstance(n.body[0], ast.Expr)
+            and isinstance(n.body[0].value, ast.Constant)
+        }
         messages = {id(n) for f in ast.walk(tree) if isinstance(f, ast.JoinedStr) for n in ast.walk(f)}
         # the run directory's folders are fixed by DESIGN section 6 (one of them is called eval, like a stage)
         # (so are a data set's: MUSAN has a folder noise/, like the augmentor): *_LAYOUT constants are exempt
-        layout = {id(n) for a in ast.walk(tree) if isinstance(a, ast.Assign)
-                  and any(isinstance(t, ast.Name) and t.id.endswith("_LAYOUT") for t in a.targets) for n in ast.walk(a)}
-        layout |= {id(a.slice) for a in ast.walk(tree) if isinstance(a, ast.Subscript)
-                   and isinstance(a.value, ast.Name) and a.value.id.endswith("_LAYOUT")}
+        layout = {
+            id(n)
+            for a in ast.walk(tree)
+            if isinstance(a, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id.endswith("_LAYOUT") for t in a.targets)
+            for n in ast.walk(a)
+        }
+        layout |= {
+            id(a.slice)
+            for a in ast.walk(tree)
+            if isinstance(a, ast.Subscript) and isinstance(a.value, ast.Name) and a.value.id.endswith("_LAYOUT")
+        }
         messages |= layout
         for node in ast.walk(tree):  # a word inside an f-string is message text, not a reference to a component
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings | messages:
@@ -144,14 +173,19 @@ def test_component_sections_map_to_known_kinds():
 
 
 def test_every_model_combines_with_every_loss_its_sampler_satisfies():
-    from vvframe.errors import RecipeError
-    from vvframe.recipe import Recipe, resolve
+    from vvframe.core.errors import RecipeError
+    from vvframe.core.recipe import Recipe, resolve
+
     losses = [ep.name for ep in declared() if ep.group == "vvframe.losses"]
     models = [ep.name for ep in declared() if ep.group == "vvframe.models"]
 
     def complaints(model: str, loss: str, per_speaker: int) -> list:
-        data = {"stages": ["no_such_stage"], "model": model, "loss": loss,
-                "sampler": {"name": "speaker_balanced", "per_speaker": per_speaker}}
+        data = {
+            "stages": ["no_such_stage"],
+            "model": model,
+            "loss": loss,
+            "sampler": {"name": "speaker_balanced", "per_speaker": per_speaker},
+        }
         with pytest.raises(RecipeError) as info:  # the missing stage is always a problem
             resolve(Recipe(data, {}, "combo.yaml"))
         return [p for p in info.value.problems if p.path == "sampler"]
@@ -195,14 +229,20 @@ def test_first_party_probabilities_and_sizes_state_their_ranges():
     assert "    channels: int in [1, 65536] = 512" in registry.describe("models", "ecapa_tdnn").splitlines()
 
 
-@pytest.mark.parametrize("section, values", [
-    ("trainer", {"epochs": "0", "batch_size": "1000000", "workers": "-1", "grad_clip": "0",
-                 "early_stop_patience": "0"}),
-    ("data", {"sample_rate": "10", "crop_seconds": ".nan"}),
-    ("eval", {"p_target": "[0.01, 1.5]", "target_far": "2"}),
-])
+@pytest.mark.parametrize(
+    "section, values",
+    [
+        (
+            "trainer",
+            {"epochs": "0", "batch_size": "1000000", "workers": "-1", "grad_clip": "0", "early_stop_patience": "0"},
+        ),
+        ("data", {"sample_rate": "10", "crop_seconds": ".nan"}),
+        ("eval", {"p_target": "[0.01, 1.5]", "target_far": "2"}),
+    ],
+)
 def test_first_party_settings_state_their_ranges(section, values):
-    from vvframe.errors import RecipeError
+    from vvframe.core.errors import RecipeError
+
     with pytest.raises(RecipeError) as info:
         check(ROOT / "recipes" / "quickstart.yaml", [f"{section}.{k}={v}" for k, v in values.items()])
     assert {p.path.split(".")[1] for p in info.value.problems} == set(values), "\n".join(map(str, info.value.problems))

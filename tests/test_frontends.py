@@ -1,4 +1,5 @@
 """The first-party frontends: shapes, Kaldi equality of fbank, train/eval behaviour, normalisation, batching."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 import torchaudio
 from torchaudio.compliance import kaldi
 
-from vvframe import registry
+from vvframe.core import registry
 
 NAMES = ["fbank", "melspec", "mfcc", "raw"]
 
@@ -24,8 +25,9 @@ def waves() -> torch.Tensor:
     return 0.3 * tones + 0.05 * torch.randn(3, 16000, generator=gen)
 
 
-@pytest.mark.parametrize("name, out_dim, frames", [("fbank", 80, 98), ("melspec", 40, 101), ("mfcc", 30, 101),
-                                                   ("raw", 1, 16000)])
+@pytest.mark.parametrize(
+    "name, out_dim, frames", [("fbank", 80, 98), ("melspec", 40, 101), ("mfcc", 30, 101), ("raw", 1, 16000)]
+)
 def test_shape_and_out_dim(waves, name, out_dim, frames):
     frontend = build(name).eval()
     feats = frontend(waves)
@@ -34,21 +36,33 @@ def test_shape_and_out_dim(waves, name, out_dim, frames):
     assert torch.isfinite(feats).all()
 
 
-@pytest.mark.parametrize("args, kaldi_args", [
-    ({}, {}),
-    ({"window": "povey", "n_mels": 40, "f_min": 50.0, "f_max": -400.0, "preemphasis": 0.5},
-     {"window_type": "povey", "num_mel_bins": 40, "low_freq": 50.0, "high_freq": -400.0,
-      "preemphasis_coefficient": 0.5}),
-    ({"frame_length": 32.0, "frame_shift": 12.5, "f_max": 7000.0},
-     {"frame_length": 32.0, "frame_shift": 12.5, "high_freq": 7000.0}),
-])
+@pytest.mark.parametrize(
+    "args, kaldi_args",
+    [
+        ({}, {}),
+        (
+            {"window": "povey", "n_mels": 40, "f_min": 50.0, "f_max": -400.0, "preemphasis": 0.5},
+            {
+                "window_type": "povey",
+                "num_mel_bins": 40,
+                "low_freq": 50.0,
+                "high_freq": -400.0,
+                "preemphasis_coefficient": 0.5,
+            },
+        ),
+        (
+            {"frame_length": 32.0, "frame_shift": 12.5, "f_max": 7000.0},
+            {"frame_length": 32.0, "frame_shift": 12.5, "high_freq": 7000.0},
+        ),
+    ],
+)
 def test_fbank_equals_kaldi_fbank_on_16_bit_scale(waves, args, kaldi_args):
     """fbank(wave) == kaldi.fbank(wave * 2**15) (dither and mean normalisation off), utterance by utterance."""
     frontend = build("fbank", dither=0.0, mean_norm=False, **args)
     ours = frontend(waves)
     options = {"num_mel_bins": 80, "window_type": "hamming", "dither": 0.0, **kaldi_args}
     for i in range(len(waves)):
-        reference = kaldi.fbank(waves[i:i + 1] * 32768, sample_frequency=16000, **options).T
+        reference = kaldi.fbank(waves[i : i + 1] * 32768, sample_frequency=16000, **options).T
         assert ours[i].shape == reference.shape
         assert torch.allclose(ours[i], reference, atol=1e-4, rtol=0), (ours[i] - reference).abs().max()
 
@@ -57,7 +71,7 @@ def test_fbank_equals_kaldi_fbank_at_8_khz_with_scale_one():
     wave = torch.randn(2, 4000, generator=torch.Generator().manual_seed(1))
     ours = build("fbank", sample_rate=8000, n_mels=23, dither=0.0, mean_norm=False, scale=1.0)(wave)
     for i in range(2):
-        reference = kaldi.fbank(wave[i:i + 1], sample_frequency=8000, num_mel_bins=23, window_type="hamming").T
+        reference = kaldi.fbank(wave[i : i + 1], sample_frequency=8000, num_mel_bins=23, window_type="hamming").T
         assert torch.allclose(ours[i], reference, atol=1e-4, rtol=0)
 
 
@@ -85,16 +99,27 @@ def test_melspec_is_voxceleb_trainers_front_end(waves):
     """Pre-emphasis by a [-0.97, 1] convolution with reflect padding, MelSpectrogram, log(x + 1e-6), InstanceNorm1d."""
     padded = torch.nn.functional.pad(waves.unsqueeze(1), (1, 0), mode="reflect")
     emphasised = torch.nn.functional.conv1d(padded, torch.tensor([[[-0.97, 1.0]]])).squeeze(1)
-    mel = torchaudio.transforms.MelSpectrogram(sample_rate=16000, n_fft=512, win_length=400, hop_length=160,
-                                               window_fn=torch.hamming_window, n_mels=40)
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=16000, n_fft=512, win_length=400, hop_length=160, window_fn=torch.hamming_window, n_mels=40
+    )
     reference = torch.nn.InstanceNorm1d(40)((mel(emphasised) + 1e-6).log())
     assert torch.allclose(build("melspec")(waves), reference, atol=1e-4)
 
 
 def test_mfcc_is_torchaudio_mfcc_of_log_mels(waves):
-    reference = torchaudio.transforms.MFCC(16000, n_mfcc=20, log_mels=True, melkwargs={
-        "n_fft": 512, "win_length": 400, "hop_length": 160, "f_min": 20.0, "n_mels": 40,
-        "window_fn": torch.hamming_window})(waves)
+    reference = torchaudio.transforms.MFCC(
+        16000,
+        n_mfcc=20,
+        log_mels=True,
+        melkwargs={
+            "n_fft": 512,
+            "win_length": 400,
+            "hop_length": 160,
+            "f_min": 20.0,
+            "n_mels": 40,
+            "window_fn": torch.hamming_window,
+        },
+    )(waves)
     ours = build("mfcc", n_mfcc=20, n_mels=40, preemphasis=0.0, mean_norm=False)(waves)
     assert torch.allclose(ours, reference, atol=1e-4)
 
@@ -103,7 +128,7 @@ def test_mfcc_is_torchaudio_mfcc_of_log_mels(waves):
 def test_a_batch_equals_each_utterance_alone(waves, name):
     frontend = build(name, preemphasis=0.97).eval()
     together = frontend(waves)
-    alone = torch.cat([frontend(waves[i:i + 1]) for i in range(len(waves))])
+    alone = torch.cat([frontend(waves[i : i + 1]) for i in range(len(waves))])
     assert torch.allclose(together, alone, atol=1e-5, rtol=0)
 
 
@@ -125,8 +150,9 @@ def test_features_stay_float32_under_autocast(waves):
 
 
 def test_recipe_values_are_coerced_by_annotation(waves):
-    frontend = registry.build("frontends", {"name": "fbank", "n_mels": "40", "dither": "0", "mean_norm": False},
-                              sample_rate=16000)
+    frontend = registry.build(
+        "frontends", {"name": "fbank", "n_mels": "40", "dither": "0", "mean_norm": False}, sample_rate=16000
+    )
     assert frontend.out_dim == 40 and frontend.dither == 0.0
     assert frontend(waves).shape == (3, 40, 98)
     mfcc = registry.build("frontends", {"name": "mfcc", "n_mfcc": 20.0, "f_max": "7600"}, sample_rate=16000)

@@ -1,4 +1,5 @@
 """Launchers: single, dp without GPUs, ddp spawned here (2 gloo ranks on the cpu) and under torchrun."""
+
 from __future__ import annotations
 
 import json
@@ -12,12 +13,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import HANG_GUARD
 from torch import nn
 
-from conftest import HANG_GUARD
-from vvframe.errors import BadValue, VvframeError
-from vvframe.launch import (Dist, LaunchError, _free_port, launch, setup_rank_logging, under_torchrun, unwrap,
-                            wrap_model)
+from vvframe.core.errors import BadValue, VvframeError
+from vvframe.training.launch import (
+    Dist,
+    LaunchError,
+    _free_port,
+    launch,
+    setup_rank_logging,
+    under_torchrun,
+    unwrap,
+    wrap_model,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,10 +40,19 @@ def _collectives(dist: Dist, out: str, offset: float) -> dict:
     model = wrap_model(nn.Linear(3, 2), "ddp", dist)
     model(torch.ones(4, 3)).sum().backward()  # DDP averages the gradients: a collective of its own
     dist.barrier()
-    mine = {"rank": dist.rank, "world_size": dist.world_size, "local_rank": dist.local_rank,
-            "is_main": dist.is_main, "device": str(dist.device), "mean": mean.tolist(), "int_mean": as_int.tolist(),
-            "gathered": gathered, "told": told, "wrapper": type(model).__name__,
-            "inner": type(unwrap(model)).__name__}
+    mine = {
+        "rank": dist.rank,
+        "world_size": dist.world_size,
+        "local_rank": dist.local_rank,
+        "is_main": dist.is_main,
+        "device": str(dist.device),
+        "mean": mean.tolist(),
+        "int_mean": as_int.tolist(),
+        "gathered": gathered,
+        "told": told,
+        "wrapper": type(model).__name__,
+        "inner": type(unwrap(model)).__name__,
+    }
     Path(out, f"rank{dist.rank}.json").write_text(json.dumps(mine))
     return mine
 
@@ -63,7 +81,7 @@ def test_dp_runs_here_and_wrap_model_without_gpus_is_plain(caplog):
     module = nn.Linear(2, 2)
     if torch.cuda.device_count() >= 2:
         pytest.skip("this machine has 2+ GPUs")
-    with caplog.at_level(logging.INFO, logger="vvframe.launch"):
+    with caplog.at_level(logging.INFO, logger="vvframe.training.launch"):
         wrapped = wrap_model(module, "dp", Dist())
     assert wrapped is module
     assert "DataParallel needs 2+ GPUs" in caplog.text and "running the plain module" in caplog.text
@@ -116,7 +134,8 @@ def test_under_torchrun_reads_the_environment(monkeypatch):
 
 
 def test_native_bf16_cpu_asks_torch_and_else_reads_cpuinfo(monkeypatch, tmp_path):
-    import vvframe.launch as launch_module
+    import vvframe.training.launch as launch_module
+
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert launch_module.native_bf16_cpu() == "amx_bf16"
@@ -134,15 +153,19 @@ def test_native_bf16_cpu_asks_torch_and_else_reads_cpuinfo(monkeypatch, tmp_path
 
 
 def test_auto_precision_on_cpu_and_cuda(monkeypatch):
-    import vvframe.launch as launch_module
+    import vvframe.training.launch as launch_module
+
     monkeypatch.setattr(launch_module, "native_bf16_cpu", lambda: "avx512_bf16")
     assert launch_module.auto_precision("cpu") == ("bf16", "the CPU has native bf16: avx512_bf16")
     monkeypatch.setattr(launch_module, "native_bf16_cpu", lambda: None)
     assert launch_module.auto_precision(torch.device("cpu")) == ("fp32", "no native bf16 on this CPU")
     asked = []
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some GPU")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: asked.append(
-        including_emulation) or len(asked) == 1)
+    monkeypatch.setattr(
+        torch.cuda,
+        "is_bf16_supported",
+        lambda including_emulation=True: asked.append(including_emulation) or len(asked) == 1,
+    )
     assert launch_module.auto_precision("cuda:0") == ("bf16", "Some GPU supports bf16")
     assert launch_module.auto_precision("cuda:0") == ("fp16", "Some GPU has no native bf16")
     assert asked == [False, False]  # emulated bf16 (GPUs before Ampere) does not count
@@ -150,10 +173,12 @@ def test_auto_precision_on_cpu_and_cuda(monkeypatch):
 
 
 def test_keep_freed_memory_tunes_glibc_unless_the_environment_chose(monkeypatch):
-    from vvframe.launch import keep_freed_memory
+    from vvframe.training.launch import keep_freed_memory
+
     for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD"):
         monkeypatch.delenv(name, raising=False)
     import platform
+
     if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         assert keep_freed_memory()
     monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")
@@ -220,7 +245,7 @@ SCRIPT = """
 import json, os, sys
 from pathlib import Path
 import torch
-from vvframe.launch import launch, under_torchrun
+from vvframe.training.launch import launch, under_torchrun
 
 def fn(dist, out):
     mean = dist.all_reduce_mean(torch.tensor([float(dist.rank + 1)]))
@@ -243,8 +268,17 @@ def test_ddp_under_torchrun(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           str(script), str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        str(script),
+        str(out),
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_GUARD)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]

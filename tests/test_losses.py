@@ -1,5 +1,6 @@
 """The first-party losses: gradients, learning a separable problem, the margin formulas against hand-computed
 values, margin scheduling, resizing a classification head, and the per-speaker requirements."""
+
 from __future__ import annotations
 
 import math
@@ -8,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vvframe import BadValue, registry
+from vvframe import BadValue
+from vvframe.core import registry
 
 CLASSIFICATION = ["softmax", "amsoftmax", "aamsoftmax", "subcenter_aamsoftmax"]
 METRIC = ["angleproto", "proto", "ge2e", "triplet"]
@@ -40,6 +42,7 @@ def build(name: str, embed_dim: int = 16, num_classes: int = 5, **extra):
 
 
 # --- every loss ------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=ids)
 def test_finite_scalar_and_gradients_reach_every_parameter(variant):
@@ -112,12 +115,14 @@ def test_malformed_batches_are_refused_clearly():
 
 # --- margins ---------------------------------------------------------------------------------------------------
 
+
 def test_aamsoftmax_without_margin_is_softmax_on_normalised_weights_and_features():
     torch.manual_seed(0)
     aam = build("aamsoftmax", margin=0.0, scale=20.0)
     x, labels = torch.randn(5, 2, 16), torch.arange(5)
-    expected = F.cross_entropy(20.0 * F.normalize(x.reshape(10, 16), dim=1) @ F.normalize(aam.weight, dim=1).T,
-                               labels.repeat_interleave(2))
+    expected = F.cross_entropy(
+        20.0 * F.normalize(x.reshape(10, 16), dim=1) @ F.normalize(aam.weight, dim=1).T, labels.repeat_interleave(2)
+    )
     softmax = build("softmax")
     with torch.no_grad():
         softmax.weight.copy_(20.0 * F.normalize(aam.weight, dim=1))
@@ -148,8 +153,9 @@ def test_aamsoftmax_logits_match_arcface_by_hand():
     assert torch.allclose(logits, torch.tensor([[s * math.cos(theta0 + m), s * math.cos(theta1)]]), atol=1e-5)
     assert abs(s * math.cos(theta0 + m) - 3.17981) < 1e-4  # 10 * cos(1.24720 rad) = 10 * 0.317981, by hand
     loss, accuracy = head(x[:, None, :], torch.tensor([0]))
-    by_hand = -math.log(math.exp(s * math.cos(theta0 + m)) / (math.exp(s * math.cos(theta0 + m))
-                                                              + math.exp(s * math.cos(theta1))))
+    by_hand = -math.log(
+        math.exp(s * math.cos(theta0 + m)) / (math.exp(s * math.cos(theta0 + m)) + math.exp(s * math.cos(theta1)))
+    )
     assert abs(loss.item() - by_hand) < 1e-4
     assert float(accuracy) == 0.0  # the margin-free cosine prefers class 1 (30 degrees away)
     # past pi: theta + m > pi, cos(theta) <= cos(pi - m): the target logit falls back to s * (cos(theta) - m sin(m))
@@ -200,25 +206,32 @@ def test_setting_margin_takes_effect_at_once(name):
 
 def test_subcenter_takes_the_best_subcenter_and_the_inter_topk_penalty():
     s, m, mp = 10.0, 0.2, 0.1
-    head = build("subcenter_aamsoftmax", embed_dim=2, num_classes=3, K=2, margin=m, scale=s, inter_topk=1,
-                 inter_margin=mp)
+    head = build(
+        "subcenter_aamsoftmax", embed_dim=2, num_classes=3, K=2, margin=m, scale=s, inter_topk=1, inter_margin=mp
+    )
     assert head.weight.shape == (6, 2)
     with torch.no_grad():  # class 0: 0 and 90 degrees; class 1: 45 and 180; class 2: 270 and 300
         head.weight.copy_(torch.tensor([unit(0), unit(90), unit(45), unit(180), unit(270), unit(300)]))
     head.requires_grad_(False)
     x = torch.tensor([unit(80.0)])
-    assert torch.allclose(head.scores(x), torch.tensor([[math.cos(math.radians(10)), math.cos(math.radians(35)),
-                                                         math.cos(math.radians(140))]]), atol=1e-5)
+    assert torch.allclose(
+        head.scores(x),
+        torch.tensor([[math.cos(math.radians(10)), math.cos(math.radians(35)), math.cos(math.radians(140))]]),
+        atol=1e-5,
+    )
     logits = head.logits(x, torch.tensor([0]))
-    expected = [s * math.cos(math.radians(10) + m),            # target, best sub-center 10 degrees away
-                s * math.cos(math.radians(35) - mp),           # hardest non-target: angle shrunk by the inter margin
-                s * math.cos(math.radians(140))]               # the rest untouched
+    expected = [
+        s * math.cos(math.radians(10) + m),  # target, best sub-center 10 degrees away
+        s * math.cos(math.radians(35) - mp),  # hardest non-target: angle shrunk by the inter margin
+        s * math.cos(math.radians(140)),
+    ]  # the rest untouched
     assert torch.allclose(logits, torch.tensor([expected]), atol=1e-5)
     head.margin = 0.1  # the inter margin follows the margin in proportion
     assert head.inter_margin_now == pytest.approx(mp / 2)
 
 
 # --- resizing the head -----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", CLASSIFICATION + COMBINED)
 def test_resize_classes_keeps_the_kept_rows(name):
@@ -267,11 +280,14 @@ def test_a_checkpoint_with_another_number_of_classes_fails_loudly(name):
     same = build(name, num_classes=10)
     same.load_state_dict(trained.state_dict())
     same.resize_classes(5, keep=[9, 8, 7])
-    assert torch.equal(same.weight.detach()[: 3 * getattr(same, "K", 1)],
-                       trained.weight.detach().view(10, -1, 16)[[9, 8, 7]].reshape(-1, 16))
+    assert torch.equal(
+        same.weight.detach()[: 3 * getattr(same, "K", 1)],
+        trained.weight.detach().view(10, -1, 16)[[9, 8, 7]].reshape(-1, 16),
+    )
 
 
 # --- the metric losses against direct computations -------------------------------------------------------------
+
 
 def test_angleproto_and_proto_match_a_direct_computation():
     torch.manual_seed(0)
@@ -323,7 +339,9 @@ def test_triplet_mining_by_hand():
         return min(farther) if farther else max(d(a, n) for n in negs)
 
     expected = sum(max(0.0, d(a, p) - semi(a, p, negs) + margin) for a, p, negs in pairs) / 4
-    assert build("triplet", margin=margin, hard_negatives=False)(x, labels)[0].item() == pytest.approx(expected, abs=1e-5)
+    assert build("triplet", margin=margin, hard_negatives=False)(x, labels)[0].item() == pytest.approx(
+        expected, abs=1e-5
+    )
 
 
 def test_a_speaker_twice_in_a_batch_is_not_its_own_negative():

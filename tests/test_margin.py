@@ -1,4 +1,5 @@
 """The margin schedule of the train stage: values against the formula, endpoints, monotone rise, validation."""
+
 from __future__ import annotations
 
 import math
@@ -49,14 +50,17 @@ def test_fractional_epochs_and_a_step():
     assert step.value(29, SPE) == 0.1 and step.value(30, SPE) == 0.2
 
 
-@pytest.mark.parametrize("args, words", [
-    ({"start_epoch": 5.0, "end_epoch": 4.0}, "end_epoch must be >= start_epoch"),
-    ({"start_epoch": -1.0}, "start_epoch must be >= 0"),
-    ({"start": 0.3, "final": 0.2}, "final must be >= start"),
-    ({"start": -0.1}, "start must be >= 0"),
-    ({"final": float("nan")}, "final must be a finite number"),
-    ({"kind": "exp"}, "kind must be 'exponential' or 'linear'"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        ({"start_epoch": 5.0, "end_epoch": 4.0}, "end_epoch must be >= start_epoch"),
+        ({"start_epoch": -1.0}, "start_epoch must be >= 0"),
+        ({"start": 0.3, "final": 0.2}, "final must be >= start"),
+        ({"start": -0.1}, "start must be >= 0"),
+        ({"final": float("nan")}, "final must be a finite number"),
+        ({"kind": "exp"}, "kind must be 'exponential' or 'linear'"),
+    ],
+)
 def test_bad_settings(args, words):
     with pytest.raises(BadValue, match=words):
         MarginSchedule(**args)

@@ -1,5 +1,6 @@
-"""vvframe.metrics: error rates, EER, minDCF, actual DCF, Cllr, threshold at a FAR against brute force, hand examples,
+"""vvframe.scoring.metrics: error rates, EER, minDCF, actual DCF, Cllr, threshold at a FAR against brute force, hand examples,
 input checks, and the DET plot."""
+
 from __future__ import annotations
 
 import math
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from vvframe import BadValue
-from vvframe.metrics import actual_dcf, cllr, det_plot, eer, error_rates, min_dcf, threshold_at_far
+from vvframe.scoring.metrics import actual_dcf, cllr, det_plot, eer, error_rates, min_dcf, threshold_at_far
 
 
 def brute_rates(scores, labels):
@@ -109,24 +110,34 @@ def test_inputs_may_be_tensors_lists_or_arrays_of_any_shape():
     assert isinstance(eer(torch.tensor(scores, dtype=torch.bfloat16), labels)[0], float)
 
 
-@pytest.mark.parametrize("scores, labels, words", [
-    ([], [], "no trials"),
-    ([0.1, 0.2], [1, 0, 1], "differ in length"),
-    ([0.1, float("nan"), 0.3], [1, 0, 1], "NaN or infinite"),
-    ([0.1, float("inf")], [1, 0], "NaN or infinite"),
-    ([0.1, 0.2, 0.3], [1, 1, 1], "no non-target"),
-    ([0.1, 0.2], [0, 0], "no target"),
-    ([0.1, 0.2], [1, 2], "labels must be 1"),
-    (["a", "b"], [1, 0], "array of numbers"),
-])
+@pytest.mark.parametrize(
+    "scores, labels, words",
+    [
+        ([], [], "no trials"),
+        ([0.1, 0.2], [1, 0, 1], "differ in length"),
+        ([0.1, float("nan"), 0.3], [1, 0, 1], "NaN or infinite"),
+        ([0.1, float("inf")], [1, 0], "NaN or infinite"),
+        ([0.1, 0.2, 0.3], [1, 1, 1], "no non-target"),
+        ([0.1, 0.2], [0, 0], "no target"),
+        ([0.1, 0.2], [1, 2], "labels must be 1"),
+        (["a", "b"], [1, 0], "array of numbers"),
+    ],
+)
 def test_bad_inputs(scores, labels, words):
     for fn in (eer, min_dcf, error_rates):
         with pytest.raises(BadValue, match=words):
             fn(scores, labels)
 
 
-@pytest.mark.parametrize("args, words", [({"p_target": 0.0}, "p_target"), ({"p_target": 1.0}, "p_target"),
-                                         ({"c_miss": -1}, "c_miss"), ({"c_fa": 0}, "c_fa")])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        ({"p_target": 0.0}, "p_target"),
+        ({"p_target": 1.0}, "p_target"),
+        ({"c_miss": -1}, "c_miss"),
+        ({"c_fa": 0}, "c_fa"),
+    ],
+)
 def test_bad_costs(args, words):
     with pytest.raises(BadValue, match=words):
         min_dcf([0.1, 0.2], [0, 1], **args)
@@ -143,8 +154,9 @@ def test_actual_dcf_against_brute_force_and_min_dcf(seed, n, ties):
     for p, cm, cf in [(0.01, 1, 1), (0.05, 1, 1), (0.3, 10, 1), (0.5, 1, 3)]:
         norm = min(cm * p, cf * (1 - p))
         dcf, thr = min_dcf(scores, labels, p_target=p, c_miss=cm, c_fa=cf)
-        assert math.isclose(actual_dcf(scores, labels, thr, p_target=p, c_miss=cm, c_fa=cf), dcf, rel_tol=1e-12,
-                            abs_tol=1e-15)
+        assert math.isclose(
+            actual_dcf(scores, labels, thr, p_target=p, c_miss=cm, c_fa=cf), dcf, rel_tol=1e-12, abs_tol=1e-15
+        )
         for t in list(rng.normal(size=20)) + list(scores[:10]) + [math.inf, -math.inf]:
             brute = (cm * p * (tgt < t).mean() + cf * (1 - p) * (non >= t).mean()) / norm
             got = actual_dcf(scores, labels, t, p_target=p, c_miss=cm, c_fa=cf)
@@ -200,6 +212,7 @@ def test_det_plot(tmp_path):
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     import matplotlib.image
+
     read = matplotlib.image.imread(str(path))
     assert read.shape[:2] == image.shape[:2]
     # no path: only the array; a str path works too; tensors in
@@ -208,12 +221,15 @@ def test_det_plot(tmp_path):
     assert (tmp_path / "b.png").stat().st_size > 5000
 
 
-@pytest.mark.parametrize("scores, labels, words", [
-    ([], [], "no trials"),
-    ([0.1, float("nan"), 0.3], [1, 0, 1], "NaN or infinite"),
-    ([0.1, 0.2], [0, 0], "no target"),
-    ([0.1, 0.2], [1, 2], "labels must be 1"),
-])
+@pytest.mark.parametrize(
+    "scores, labels, words",
+    [
+        ([], [], "no trials"),
+        ([0.1, float("nan"), 0.3], [1, 0, 1], "NaN or infinite"),
+        ([0.1, 0.2], [0, 0], "no target"),
+        ([0.1, 0.2], [1, 2], "labels must be 1"),
+    ],
+)
 def test_bad_inputs_new_functions(scores, labels, words):
     for fn in (lambda s, y: actual_dcf(s, y, 0.0), cllr, lambda s, y: threshold_at_far(s, y, 0.1), det_plot):
         with pytest.raises(BadValue, match=words):

@@ -1,5 +1,6 @@
 """The ResNet models: parameter counts against the published figures, shapes for any length, batch independence,
 gradients, recipe coercion and errors."""
+
 from __future__ import annotations
 
 import functools
@@ -7,13 +8,14 @@ import functools
 import pytest
 import torch
 
-from vvframe import BadValue, registry
+from vvframe import BadValue
+from vvframe.core import registry
 
 # name -> (in_dim used for the published figure, published parameter count)
 PUBLISHED = {
-    "resnet_se34l": (40, 1.4e6),    # voxceleb_trainer / Chung et al. 2020: "1.4M"
-    "resnet_se34v2": (64, 8.0e6),   # voxceleb_trainer, 64 mel bins
-    "resnet34": (80, 6.63e6),       # WeSpeaker, 80 fbank, 256-d
+    "resnet_se34l": (40, 1.4e6),  # voxceleb_trainer / Chung et al. 2020: "1.4M"
+    "resnet_se34v2": (64, 8.0e6),  # voxceleb_trainer, 64 mel bins
+    "resnet34": (80, 6.63e6),  # WeSpeaker, 80 fbank, 256-d
     "resnet221": (80, 23.8e6),
     "resnet293": (80, 28.6e6),
 }
@@ -27,7 +29,7 @@ VARIANTS = [
 ]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def model(name: str, in_dim: int | None = None, args: tuple = ()) -> torch.nn.Module:
     torch.manual_seed(0)
     return registry.build("models", {"name": name, **dict(args)}, in_dim=in_dim or PUBLISHED[name][0])

@@ -1,11 +1,13 @@
 """The TDNN-family models (ECAPA-TDNN, CAM++, x-vector): sizes as their papers give them, any length, batch
 independence, gradients to every parameter, and building and checking through the registry."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from vvframe import BadValue, RecipeError, registry
+from vvframe import BadValue, RecipeError
+from vvframe.core import registry
 
 NAMES = ["ecapa_tdnn", "campplus", "xvector"]
 EMBED_DIM = {"ecapa_tdnn": 192, "campplus": 512, "xvector": 512}
@@ -26,19 +28,21 @@ def features(batch: int, frames: int, in_dim: int = 80, seed: int = 0) -> torch.
 
 # (model, recipe arguments, in_dim, exact count, the published size it reproduces)
 SIZES = [
-    ("ecapa_tdnn", {}, 80, 6_191_360, 6.2e6),                          # C=512, 192-d (paper: 6.2 M)
-    ("ecapa_tdnn", {"channels": 1024}, 80, 14_657_728, 14.7e6),        # C=1024, 192-d (paper: 14.7 M)
-    ("campplus", {}, 80, 7_176_224, 7.18e6),                            # the paper's 7.18 M: a 512-d embedding
-    ("campplus", {"embed_dim": 192}, 80, 6_848_544, 6.85e6),            # 192-d: 327,680 fewer
-    ("xvector", {}, 24, 4_211_604, 4.3e6),                              # 24-d filterbanks, as in the paper
-    ("xvector", {}, 30, 4_226_964, 4.3e6),                              # Kaldi's 30-d MFCC
-    ("xvector", {}, 80, 4_354_964, 4.3e6),                              # 80-d fbank
+    ("ecapa_tdnn", {}, 80, 6_191_360, 6.2e6),  # C=512, 192-d (paper: 6.2 M)
+    ("ecapa_tdnn", {"channels": 1024}, 80, 14_657_728, 14.7e6),  # C=1024, 192-d (paper: 14.7 M)
+    ("campplus", {}, 80, 7_176_224, 7.18e6),  # the paper's 7.18 M: a 512-d embedding
+    ("campplus", {"embed_dim": 192}, 80, 6_848_544, 6.85e6),  # 192-d: 327,680 fewer
+    ("xvector", {}, 24, 4_211_604, 4.3e6),  # 24-d filterbanks, as in the paper
+    ("xvector", {}, 30, 4_226_964, 4.3e6),  # Kaldi's 30-d MFCC
+    ("xvector", {}, 80, 4_354_964, 4.3e6),  # 80-d fbank
 ]
 
 
-@pytest.mark.parametrize("name, args, in_dim, exact, published", SIZES,
-                         ids=[f"{s[0]}-{s[2]}-{'-'.join(f'{k}{v}' for k, v in s[1].items()) or 'default'}"
-                              for s in SIZES])
+@pytest.mark.parametrize(
+    "name, args, in_dim, exact, published",
+    SIZES,
+    ids=[f"{s[0]}-{s[2]}-{'-'.join(f'{k}{v}' for k, v in s[1].items()) or 'default'}" for s in SIZES],
+)
 def test_parameter_count_matches_the_paper(name, args, in_dim, exact, published):
     n = count(build(name, in_dim, **args))
     assert n == exact
@@ -63,7 +67,7 @@ def test_an_utterance_alone_equals_it_in_a_batch(name):
     with torch.no_grad():
         together = model(batch)
         for i in range(3):
-            alone = model(batch[i:i + 1])[0]
+            alone = model(batch[i : i + 1])[0]
             assert torch.allclose(alone, together[i], atol=1e-5, rtol=1e-5), (alone - together[i]).abs().max()
 
 
@@ -83,6 +87,7 @@ def test_gradients_reach_every_parameter(name):
 
 def test_campplus_segments_include_a_last_partial_one():
     from vvframe_plugins.models.campplus import segment_mean
+
     x = torch.randn(2, 3, 250)
     means = segment_mean(x, 100)
     assert means.shape == x.shape
@@ -95,7 +100,9 @@ def test_campplus_segments_include_a_last_partial_one():
 def test_registry_builds_with_arguments_and_reports_bad_ones():
     model = registry.build("models", {"name": "ecapa_tdnn", "channels": 1024}, in_dim=80)
     assert model.embed_dim == 192 and model.stem.conv.out_channels == 1024
-    assert registry.build("models", {"name": "xvector", "embed_dim": 256, "pooling": "astp"}, in_dim=30).embed_dim == 256
+    assert (
+        registry.build("models", {"name": "xvector", "embed_dim": 256, "pooling": "astp"}, in_dim=30).embed_dim == 256
+    )
     assert registry.build("models", {"name": "campplus", "config": [2, 2, 2]}, in_dim=40).embed_dim == 512
 
     component, problems = registry.resolve("models", {"name": "ecapa_tdnn", "chanels": 1024}, "model")

@@ -1,4 +1,5 @@
 """Score normalizers: the vectorized ones agree with a straightforward per-trial loop."""
+
 from __future__ import annotations
 
 import logging
@@ -7,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vvframe import BadValue, registry
+from vvframe import BadValue
+from vvframe.core import registry
 
 NAMES = ["znorm", "tnorm", "snorm", "asnorm"]
 
@@ -15,7 +17,7 @@ NAMES = ["znorm", "tnorm", "snorm", "asnorm"]
 def make(files=50, trials=300, cohort=80, dim=32, seed=0):
     g = torch.Generator().manual_seed(seed)
     emb = F.normalize(torch.randn(files, dim, generator=g), dim=1)
-    e_rows, t_rows = emb[: files // 2], emb[files // 2:]
+    e_rows, t_rows = emb[: files // 2], emb[files // 2 :]
     e_idx = torch.randint(0, len(e_rows), (trials,), generator=g)
     t_idx = torch.randint(0, len(t_rows), (trials,), generator=g)
     scores = (e_rows[e_idx] * t_rows[t_idx]).sum(1)
@@ -53,6 +55,7 @@ def test_matches_per_trial_loop(name):
 
 def test_asnorm_chunked_equals_unchunked(monkeypatch):
     from vvframe_plugins.normalizers import common
+
     scores, enroll, test, cohort = make(files=60)
     whole = registry.build("normalizers", {"name": "asnorm", "top_k": 20})(scores, enroll, test, cohort)
     monkeypatch.setattr(common, "CHUNK", 7)
@@ -97,5 +100,6 @@ def test_top_k_above_cohort_clamps_and_logs_once(caplog):
 @pytest.mark.parametrize("bad", [0, -3])
 def test_top_k_below_one_is_a_bad_value(bad):
     from vvframe_plugins.normalizers.asnorm import ASNorm
+
     with pytest.raises(BadValue):
         ASNorm(top_k=bad)

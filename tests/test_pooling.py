@@ -1,4 +1,5 @@
 """The shared pooling layers: shapes, any length, batch independence, what each computes."""
+
 from __future__ import annotations
 
 import pytest

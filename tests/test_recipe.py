@@ -1,4 +1,5 @@
 """Recipes: loading with base inheritance, line numbers, overrides, whole-recipe validation, the resolved form."""
+
 from __future__ import annotations
 
 import textwrap
@@ -6,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import FAKE
 from ranged_components import marked_module
-from vvframe import recipe as recipes
-from vvframe.errors import RecipeError
+
+from vvframe.core import recipe as recipes
+from vvframe.core.errors import RecipeError
 
 GOOD = """\
 name: demo
@@ -83,8 +84,9 @@ def test_a_missing_recipe_file_is_named_with_a_suggestion(tmp_path):
     write(tmp_path / "quickstart.yaml", "seed: 1\n")
     with pytest.raises(RecipeError) as info:
         recipes.load(tmp_path / "quikstart.yaml")
-    assert problems(info) == [f"recipe file {tmp_path / 'quikstart.yaml'} does not exist"
-                              " (did you mean 'quickstart.yaml'?)"]
+    assert problems(info) == [
+        f"recipe file {tmp_path / 'quikstart.yaml'} does not exist (did you mean 'quickstart.yaml'?)"
+    ]
 
 
 def test_a_missing_base_file_is_reported_where_it_is_named(tmp_path):
@@ -117,8 +119,17 @@ def test_duplicate_keys_are_reported(tmp_path):
 
 def test_overrides_set_values_as_yaml_scalars_and_record_their_origin(fake_registry, tmp_path):
     path = write(tmp_path / "demo.yaml", GOOD)
-    recipe = recipes.load(path, ["trainer.epochs=5", "model.dropout=1e-1", "augment.0.prob=0.9",
-                                 "loss=null", "frontend=fake_fbank", "trainer.precision=bf16"])
+    recipe = recipes.load(
+        path,
+        [
+            "trainer.epochs=5",
+            "model.dropout=1e-1",
+            "augment.0.prob=0.9",
+            "loss=null",
+            "frontend=fake_fbank",
+            "trainer.precision=bf16",
+        ],
+    )
     assert recipe.data["trainer"] == {"epochs": 5, "precision": "bf16"}
     assert recipe.data["augment"][0]["prob"] == 0.9 and recipe.data["loss"] is None
     assert recipe.origin("model.dropout") == "command-line override 2 (model.dropout=1e-1)"
@@ -156,13 +167,16 @@ def test_malformed_overrides(tmp_path):
     got = problems(info)
     assert got[0] == "command-line override 1 (epochs): an override is key.path=value (e.g. trainer.epochs=2)"
     assert got[1].startswith("augment.3 (command-line override 2 (augment.3.prob=1)): '3' is not an index")
-    assert got[2] == ("seed (command-line override 3 (seed.x=1)): 'seed' is a value (3), not a section;"
-                      " set it with seed=...")
+    assert got[2] == (
+        "seed (command-line override 3 (seed.x=1)): 'seed' is a value (3), not a section; set it with seed=..."
+    )
     assert got[3].startswith("a.b (command-line override 4 (a.b=[1,)): the value is not valid YAML")
 
 
 def test_every_problem_is_reported_at_once_with_path_and_origin(fake_registry, tmp_path):
-    path = write(tmp_path / "bad.yaml", """\
+    path = write(
+        tmp_path / "bad.yaml",
+        """\
         name: bad
         stages: [write, trian]
         data: {root: /x, sample_rate: fast}
@@ -170,7 +184,8 @@ def test_every_problem_is_reported_at_once_with_path_and_origin(fake_registry, t
         loss: {name: margin_loss, margn: 0.3}
         augment: [{name: hiss}, {name: hsis}]
         optimizer: {name: sgd, lr: abc}
-        """)
+        """,
+    )
     with pytest.raises(RecipeError) as info:
         recipes.check(path)
     got = problems(info)
@@ -193,8 +208,7 @@ def test_a_missing_required_argument_is_named_with_its_path_and_type(fake_regist
     path = write(tmp_path / "r.yaml", GOOD.replace("prob: 0.4}]", "prob: 0.4}, {name: boost}]"))
     with pytest.raises(RecipeError) as info:
         recipes.check(path)
-    assert problems(info) == [f"augment.1.db ({path}:9): missing required argument 'db' for augmentors 'boost'"
-                              " (float)"]
+    assert problems(info) == [f"augment.1.db ({path}:9): missing required argument 'db' for augmentors 'boost' (float)"]
 
 
 def test_settings_sections_come_from_stage_signatures(fake_registry, tmp_path):
@@ -212,8 +226,10 @@ def test_a_section_read_only_by_a_stage_not_in_the_recipe_is_still_checked(fake_
     path = write(tmp_path / "r.yaml", "stages: [fail]\ndata: {root: /d, sample_rat: 8000}\n")  # only 'write' reads data
     with pytest.raises(RecipeError) as info:
         recipes.check(path)
-    assert problems(info) == [f"data.sample_rat ({path}:2): unknown argument 'sample_rat' for section 'data' (read"
-                              " by stage 'write') (did you mean 'sample_rate'?); it accepts: root, sample_rate=16000"]
+    assert problems(info) == [
+        f"data.sample_rat ({path}:2): unknown argument 'sample_rat' for section 'data' (read"
+        " by stage 'write') (did you mean 'sample_rate'?); it accepts: root, sample_rate=16000"
+    ]
     resolved = recipes.check(write(tmp_path / "ok.yaml", "stages: [fail]\ndata: {root: /d}\n"))
     assert {section for section, _ in resolved.settings} == {"trainer", "data"}
     assert resolved.to_dict()["data"] == {"root": "/d", "sample_rate": 16000}
@@ -223,8 +239,10 @@ def test_a_missing_component_section_required_by_a_stage(fake_registry, tmp_path
     path = write(tmp_path / "r.yaml", "stages: [write]\ndata: {root: /d}\n")
     with pytest.raises(RecipeError) as info:
         recipes.check(path)
-    assert problems(info) == [f"model ({path}): missing section 'model' (models), required by stage 'write'"
-                              " (`vvframe plugins models` lists choices)"]
+    assert problems(info) == [
+        f"model ({path}): missing section 'model' (models), required by stage 'write'"
+        " (`vvframe plugins models` lists choices)"
+    ]
 
 
 def test_kernel_keys_are_checked(fake_registry, tmp_path):
@@ -243,8 +261,10 @@ def test_unknown_sections_are_not_judged_when_a_stage_is_missing(fake_registry, 
         recipes.check(path)
     got = problems(info)
     assert got[0].startswith("stages.0 (") and "no stages component named 'train'" in got[0]
-    assert got[1] == ("section(s) trainer not checked: a stage above could not be resolved, and stages define"
-                      " the settings sections they read")
+    assert got[1] == (
+        "section(s) trainer not checked: a stage above could not be resolved, and stages define"
+        " the settings sections they read"
+    )
 
 
 def test_a_stage_breaking_the_stage_contract_is_reported(fake_registry, tmp_path):
@@ -260,8 +280,10 @@ def test_the_resolved_recipe_has_defaults_and_provenance_and_reloads_to_the_same
     assert data["model"] == {"name": "tiny", "embed_dim": 12, "dropout": 0.0, "widths": [8]}
     assert data["trainer"] == {"epochs": 2, "batch_size": 8, "precision": "fp32"}
     assert data["data"] == {"root": "/data/demo", "sample_rate": 8000}
-    assert data["plugins"]["model"] == {"entry_point": "vvframe.models: tiny = fake_components:Model",
-                                        "distribution": "-"}
+    assert data["plugins"]["model"] == {
+        "entry_point": "vvframe.models: tiny = fake_components:Model",
+        "distribution": "-",
+    }
     assert set(data["plugins"]) == {"frontend", "model", "loss", "augment.0", "stages.0"}
     snapshot = write(tmp_path / "snap.yaml", recipes.dump(data))
     again = recipes.check(snapshot).to_dict()
@@ -270,13 +292,17 @@ def test_the_resolved_recipe_has_defaults_and_provenance_and_reloads_to_the_same
 
 
 def test_a_loss_needing_more_utterances_per_speaker_than_the_sampler_gives_is_a_recipe_error(fake_registry, tmp_path):
-    path = write(tmp_path / "r.yaml", GOOD.replace("name: margin_loss, margin: 0.3", "name: pair_loss")
-                 + "sampler: {name: groups}\n")
+    path = write(
+        tmp_path / "r.yaml",
+        GOOD.replace("name: margin_loss, margin: 0.3", "name: pair_loss") + "sampler: {name: groups}\n",
+    )
     with pytest.raises(RecipeError) as info:
         recipes.check(path)
-    assert problems(info) == [f"sampler ({path}:10): losses 'pair_loss' needs at least 2 utterances of a speaker in"
-                              " a batch (its min_per_speaker), and samplers 'groups' gives 1 (per_speaker); give the"
-                              " sampler per_speaker: 2 or more"]
+    assert problems(info) == [
+        f"sampler ({path}:10): losses 'pair_loss' needs at least 2 utterances of a speaker in"
+        " a batch (its min_per_speaker), and samplers 'groups' gives 1 (per_speaker); give the"
+        " sampler per_speaker: 2 or more"
+    ]
     assert recipes.check(path, ["sampler.per_speaker=2"]).components["sampler"].args == {"per_speaker": 2}
     assert recipes.check(path, ["loss.name=margin_loss"])  # a classification loss is happy with one
 
@@ -286,13 +312,16 @@ def test_a_required_component_section_set_to_null_names_the_stages_that_need_it(
     path = write(tmp_path / "r.yaml", GOOD)
     with pytest.raises(RecipeError) as info:
         recipes.check(path, ["model=null"])
-    assert problems(info) == ["model (command-line override 1 (model=null)): section 'model' is null, but stage"
-                              " 'write' requires it: name a component there, e.g. model: {name: ...}"
-                              " (`vvframe plugins models` lists choices)"]
+    assert problems(info) == [
+        "model (command-line override 1 (model=null)): section 'model' is null, but stage"
+        " 'write' requires it: name a component there, e.g. model: {name: ...}"
+        " (`vvframe plugins models` lists choices)"
+    ]
     with pytest.raises(RecipeError) as info:
         recipes.check(path, ["stages=[write, copy]", "model=null"])
-    assert problems(info)[0].startswith("model (command-line override 2 (model=null)): section 'model' is null, but"
-                                        " stages 'write', 'copy' require it: ")
+    assert problems(info)[0].startswith(
+        "model (command-line override 2 (model=null)): section 'model' is null, but stages 'write', 'copy' require it: "
+    )
     # sections the stage can do without stay optional
     resolved = recipes.check(path, ["frontend=null", "loss=null", "augment=null"])
     assert resolved.components["frontend"] is None and resolved.components["augment"] == []
@@ -304,15 +333,18 @@ def test_a_number_outside_its_range_names_the_key_the_origin_and_the_range(fake_
     path = write(tmp_path / "r.yaml", GOOD.replace("prob: 0.4", "prob: 1.4"))
     with pytest.raises(RecipeError) as info:
         recipes.check(path, ["augment.0.snr=[0, 99]"])
-    assert problems(info) == [f"augment.0.prob ({path}:9): expected a number in [0, 1], got 1.4",
-                              "augment.0.snr.1 (command-line override 1 (augment.0.snr=[0, 99])): expected a number"
-                              " in [-20, 60], got 99"]
+    assert problems(info) == [
+        f"augment.0.prob ({path}:9): expected a number in [0, 1], got 1.4",
+        "augment.0.snr.1 (command-line override 1 (augment.0.snr=[0, 99])): expected a number in [-20, 60], got 99",
+    ]
 
 
 def test_a_reference_in_a_recipe_is_checked_without_being_called(fake_registry, tmp_path, monkeypatch):
     module = marked_module(tmp_path, monkeypatch)
-    path = write(tmp_path / "r.yaml", f"stages: ['{module}:stage']\nmodel: {{name: '{module}:Model', embed_dim: 4}}\n"
-                                      "trainer: {steps: 2}\n")
+    path = write(
+        tmp_path / "r.yaml",
+        f"stages: ['{module}:stage']\nmodel: {{name: '{module}:Model', embed_dim: 4}}\ntrainer: {{steps: 2}}\n",
+    )
     resolved = recipes.check(path)
     assert resolved.components["model"].args == {"embed_dim": 4}
     assert resolved.stage_arguments(resolved.stages[0])["trainer"].steps == 2
@@ -329,6 +361,8 @@ def test_references_false_refuses_references_in_stages_and_sections(fake_registr
     with pytest.raises(RecipeError) as info:
         recipes.resolve(loaded, references=False)
     assert [(p.path, "names a Python object directly" in p.message) for p in info.value.problems] == [
-        ("stages.1", True), ("model.name", True)]
+        ("stages.1", True),
+        ("model.name", True),
+    ]
     assert not (tmp_path / "imported").exists()
     assert recipes.resolve(recipes.load(write(tmp_path / "ok.yaml", GOOD)), references=False).name == "demo"

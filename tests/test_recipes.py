@@ -1,5 +1,6 @@
 """The shipped recipes: the VoxCeleb ones carry their published hyperparameters and run end to end on a tiny
 VoxCeleb-shaped tree prepared by `vvframe data voxceleb` (the quickstart has its own test in test_quickstart.py)."""
+
 from __future__ import annotations
 
 import json
@@ -9,11 +10,12 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import ROOT, vvframe_cli
-from vvframe import lists, recipe
-from vvframe.errors import RecipeError
-from vvframe.synth import synthesize
+
+from vvframe.core import recipe
+from vvframe.core.errors import RecipeError
+from vvframe.data import lists
+from vvframe.tools.synth import synthesize
 
 RECIPES = ROOT / "recipes"
 
@@ -29,13 +31,26 @@ def test_the_resnet_recipe_is_wespeakers_resnet34():
     assert r["frontend"]["mean_norm"] is True and r["data"]["crop_seconds"] == 2.0
     assert (r["model"]["name"], r["model"]["embed_dim"]) == ("resnet34", 256)
     assert (r["loss"]["name"], r["loss"]["scale"]) == ("aamsoftmax", 32.0)
-    assert r["trainer"]["margin_schedule"] == {"start": 0.0, "final": 0.2, "start_epoch": 19, "end_epoch": 39,
-                                               "kind": "exponential"}
+    assert r["trainer"]["margin_schedule"] == {
+        "start": 0.0,
+        "final": 0.2,
+        "start_epoch": 19,
+        "end_epoch": 39,
+        "kind": "exponential",
+    }
     opt = r["optimizer"]
-    assert (opt["name"], opt["lr"], opt["momentum"], opt["nesterov"], opt["weight_decay"]) == ("sgd", 0.1, 0.9, True,
-                                                                                               1e-4)
-    assert (r["scheduler"]["name"], r["scheduler"]["warmup_epochs"], r["scheduler"]["final_lr"]) == \
-        ("warmup_exponential", 6, 5e-5)
+    assert (opt["name"], opt["lr"], opt["momentum"], opt["nesterov"], opt["weight_decay"]) == (
+        "sgd",
+        0.1,
+        0.9,
+        True,
+        1e-4,
+    )
+    assert (r["scheduler"]["name"], r["scheduler"]["warmup_epochs"], r["scheduler"]["final_lr"]) == (
+        "warmup_exponential",
+        6,
+        5e-5,
+    )
     t = r["trainer"]
     assert (t["epochs"], t["average_last"], t["launcher"]) == (150, 10, "ddp")
     speed, choice = r["augment"]
@@ -72,24 +87,45 @@ def test_data_root_is_the_one_key_to_set():
 QUICKSTART = RECIPES / "quickstart.yaml"
 
 
-@pytest.mark.parametrize("override, problem", [
-    ("model=null", "model (command-line override 1 (model=null)): section 'model' is null, but stages 'train',"
-                   " 'prepare', 'eval', 'test' require it: name a component there, e.g. model: {name: ...}"
-                   " (`vvframe plugins models` lists choices)"),
-    ("augment.0.prob=2", "augment.0.prob (command-line override 1 (augment.0.prob=2)): expected a number in [0, 1],"
-                         " got 2"),
-    ("optimizer.lr=.nan", "optimizer.lr (command-line override 1 (optimizer.lr=.nan)): expected a finite number in"
-                          " [0, inf), got nan"),
-    ("trainer.epochs=99999999999999999999999", "trainer.epochs (command-line override 1"
-     " (trainer.epochs=99999999999999999999999)): expected an integer in [1, 1000000], got 99999999999999999999999"),
-    ("model.channels=100000000000", "model.channels (command-line override 1 (model.channels=100000000000)):"
-                                    " expected an integer in [1, 65536], got 100000000000"),
-    ("optimizer.lr=-0.1", "optimizer.lr (command-line override 1 (optimizer.lr=-0.1)): expected a number in [0, inf),"
-                          " got -0.1"),
-    ("frontend=null", "frontend (command-line override 1 (frontend=null)): section 'frontend' is null, but stages"
-                      " 'train', 'prepare', 'eval', 'test' require it: name a component there, e.g. frontend:"
-                      " {name: ...} (`vvframe plugins frontends` lists choices)"),
-])
+@pytest.mark.parametrize(
+    "override, problem",
+    [
+        (
+            "model=null",
+            "model (command-line override 1 (model=null)): section 'model' is null, but stages 'train',"
+            " 'prepare', 'eval', 'test' require it: name a component there, e.g. model: {name: ...}"
+            " (`vvframe plugins models` lists choices)",
+        ),
+        (
+            "augment.0.prob=2",
+            "augment.0.prob (command-line override 1 (augment.0.prob=2)): expected a number in [0, 1], got 2",
+        ),
+        (
+            "optimizer.lr=.nan",
+            "optimizer.lr (command-line override 1 (optimizer.lr=.nan)): expected a finite number in [0, inf), got nan",
+        ),
+        (
+            "trainer.epochs=99999999999999999999999",
+            "trainer.epochs (command-line override 1"
+            " (trainer.epochs=99999999999999999999999)): expected an integer in [1, 1000000], got 99999999999999999999999",
+        ),
+        (
+            "model.channels=100000000000",
+            "model.channels (command-line override 1 (model.channels=100000000000)):"
+            " expected an integer in [1, 65536], got 100000000000",
+        ),
+        (
+            "optimizer.lr=-0.1",
+            "optimizer.lr (command-line override 1 (optimizer.lr=-0.1)): expected a number in [0, inf), got -0.1",
+        ),
+        (
+            "frontend=null",
+            "frontend (command-line override 1 (frontend=null)): section 'frontend' is null, but stages"
+            " 'train', 'prepare', 'eval', 'test' require it: name a component there, e.g. frontend:"
+            " {name: ...} (`vvframe plugins frontends` lists choices)",
+        ),
+    ],
+)
 def test_check_refuses_what_would_fail_later_naming_key_origin_and_range(override, problem):
     with pytest.raises(RecipeError) as info:
         recipe.check(QUICKSTART, [override])
@@ -102,8 +138,9 @@ def test_optional_sections_may_be_null():
 
 
 def test_vvframe_check_exits_2_listing_every_range_problem():
-    result = vvframe_cli("check", str(QUICKSTART), "augment.1.prob=-0.5", "trainer.workers=1000",
-                         "loss.margin=2", "data.crop_seconds=0")
+    result = vvframe_cli(
+        "check", str(QUICKSTART), "augment.1.prob=-0.5", "trainer.workers=1000", "loss.margin=2", "data.crop_seconds=0"
+    )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.splitlines() == [
         f"error: {QUICKSTART}: 4 problems",
@@ -116,8 +153,10 @@ def test_vvframe_check_exits_2_listing_every_range_problem():
 
 def _fake_voxceleb(root, musan, rirs) -> None:
     """VoxCeleb's official layout with synthetic voices: <id>/<video>/<nnnnn>.wav, trial lists, MUSAN and RIRs."""
-    groups = {"voxceleb2/dev/aac": [f"id{i:05d}" for i in range(1, 9)],
-              "voxceleb1/wav": [f"id{10270 + i}" for i in range(4)]}
+    groups = {
+        "voxceleb2/dev/aac": [f"id{i:05d}" for i in range(1, 9)],
+        "voxceleb1/wav": [f"id{10270 + i}" for i in range(4)],
+    }
     made = {}
     for folder, speakers in groups.items():
         tmp = root / "tmp"
@@ -147,14 +186,36 @@ def test_the_resnet_recipe_and_its_fine_tuning_run_on_a_voxceleb_shaped_tree(tmp
     root, work = tmp_path / "voxceleb", tmp_path / "work"
     work.mkdir()
     _fake_voxceleb(root, tmp_path / "musan", tmp_path / "RIRS_NOISES")
-    prepared = vvframe_cli("data", "voxceleb", str(root), "--out", "data/voxceleb", "--musan",
-                           str(tmp_path / "musan"), "--rirs", str(tmp_path / "RIRS_NOISES"), cwd=work)
+    prepared = vvframe_cli(
+        "data",
+        "voxceleb",
+        str(root),
+        "--out",
+        "data/voxceleb",
+        "--musan",
+        str(tmp_path / "musan"),
+        "--rirs",
+        str(tmp_path / "RIRS_NOISES"),
+        cwd=work,
+    )
     assert prepared.returncode == 0, prepared.stderr
-    small = [f"data.root={root}", "trainer.launcher=single", "trainer.batch_size=8", "trainer.workers=0",
-             "trainer.epochs=2", "trainer.val_every=1", "trainer.average_last=2", "model.base_width=4",
-             "model.embed_dim=16", "frontend.n_mels=24", "trainer.scale_lr=false", "optimizer.lr=0.01"]
-    first = vvframe_cli("run", str(RECIPES / "voxceleb_resnet.yaml"), *small, "--run-dir", "runs/voxceleb_resnet/a",
-                        cwd=work)
+    small = [
+        f"data.root={root}",
+        "trainer.launcher=single",
+        "trainer.batch_size=8",
+        "trainer.workers=0",
+        "trainer.epochs=2",
+        "trainer.val_every=1",
+        "trainer.average_last=2",
+        "model.base_width=4",
+        "model.embed_dim=16",
+        "frontend.n_mels=24",
+        "trainer.scale_lr=false",
+        "optimizer.lr=0.01",
+    ]
+    first = vvframe_cli(
+        "run", str(RECIPES / "voxceleb_resnet.yaml"), *small, "--run-dir", "runs/voxceleb_resnet/a", cwd=work
+    )
     assert first.returncode == 0, first.stderr
     run = work / "runs/voxceleb_resnet/a"
     log = (run / "log.txt").read_text()
@@ -166,8 +227,17 @@ def test_the_resnet_recipe_and_its_fine_tuning_run_on_a_voxceleb_shaped_tree(tmp
     tuned = (run / "eval" / "thresholds.json").read_text()
     assert math.isfinite(json.loads(tuned)["eer"])
 
-    fine = vvframe_cli("run", str(RECIPES / "voxceleb_resnet_lm.yaml"), *small[:-2], "data.crop_seconds=1.5",
-                       "trainer.epochs=1", "trainer.average_last=0", "--run-dir", "runs/lm", cwd=work)
+    fine = vvframe_cli(
+        "run",
+        str(RECIPES / "voxceleb_resnet_lm.yaml"),
+        *small[:-2],
+        "data.crop_seconds=1.5",
+        "trainer.epochs=1",
+        "trainer.average_last=0",
+        "--run-dir",
+        "runs/lm",
+        cwd=work,
+    )
     assert fine.returncode == 0, fine.stderr
     lm_log = (work / "runs/lm/log.txt").read_text()
     assert "init_from" in lm_log and "voxceleb_resnet/a" in lm_log and "speed-perturbed classes" in lm_log

@@ -1,22 +1,29 @@
 """The registry against hand-made entry points: lookup, messages, building, contracts."""
+
 from __future__ import annotations
 
 import importlib.metadata as md
 import sys
 
 import pytest
-
 from ranged_components import marked_module
-from vvframe import registry
-from vvframe.errors import ArgumentError, BadValue, ComponentNotFound, PluginImportError, RecipeError
+
+from vvframe.core import registry
+from vvframe.core.errors import ArgumentError, BadValue, ComponentNotFound, PluginImportError, RecipeError
 
 
 def test_every_kind_of_the_design_is_known_with_what_the_engine_supplies():
     assert {k: v.supplies for k, v in registry.KINDS.items()} == {
-        "frontends": ("sample_rate",), "models": ("in_dim", "sample_rate"), "losses": ("embed_dim", "num_classes"),
-        "augmentors": ("sample_rate",), "samplers": ("labels", "batch_size", "rank", "world_size", "seed"),
-        "normalizers": (), "optimizers": ("params",), "schedulers": ("optimizer", "steps_per_epoch", "epochs"),
-        "stages": ("ctx",)}
+        "frontends": ("sample_rate",),
+        "models": ("in_dim", "sample_rate"),
+        "losses": ("embed_dim", "num_classes"),
+        "augmentors": ("sample_rate",),
+        "samplers": ("labels", "batch_size", "rank", "world_size", "seed"),
+        "normalizers": (),
+        "optimizers": ("params",),
+        "schedulers": ("optimizer", "steps_per_epoch", "epochs"),
+        "stages": ("ctx",),
+    }
 
 
 def test_unknown_kind_suggests_the_plural():
@@ -27,8 +34,9 @@ def test_unknown_kind_suggests_the_plural():
 def test_unknown_name_suggests_close_names_and_how_to_list(fake_registry):
     with pytest.raises(ComponentNotFound) as info:
         registry.find("models", "tinny")
-    assert str(info.value) == ("no models component named 'tinny' is installed (did you mean 'tiny'?)"
-                               " (`vvframe plugins models` lists all 2)")
+    assert str(info.value) == (
+        "no models component named 'tinny' is installed (did you mean 'tiny'?) (`vvframe plugins models` lists all 2)"
+    )
     assert isinstance(info.value, LookupError) and not isinstance(info.value, KeyError)
 
 
@@ -44,8 +52,10 @@ def test_none_of_a_kind_installed(fake_registry):
 
 
 def test_the_same_name_from_two_distributions_is_an_error_naming_both(fake_registry, monkeypatch):
-    eps = [md.EntryPoint("tiny", "fake_components:Model", "vvframe.models"),
-           md.EntryPoint("tiny", "other_pkg.nets:Tiny", "vvframe.models")]
+    eps = [
+        md.EntryPoint("tiny", "fake_components:Model", "vvframe.models"),
+        md.EntryPoint("tiny", "other_pkg.nets:Tiny", "vvframe.models"),
+    ]
     monkeypatch.setattr(registry, "_entry_points", lambda: eps)
     registry.refresh()
     with pytest.raises(ComponentNotFound) as info:
@@ -100,8 +110,13 @@ def test_a_value_the_engine_supplies_cannot_be_set_in_the_recipe(fake_registry):
 
 def test_resolve_reports_unknown_argument_with_path_and_accepted_parameters(fake_registry):
     _, problems = registry.resolve("losses", {"name": "margin_loss", "margn": 0.3}, "loss")
-    assert problems == [("loss.margn", "unknown argument 'margn' for losses 'margin_loss' (did you mean 'margin'?);"
-                                       " it accepts: margin=0.2, scale=30.0")]
+    assert problems == [
+        (
+            "loss.margn",
+            "unknown argument 'margn' for losses 'margin_loss' (did you mean 'margin'?);"
+            " it accepts: margin=0.2, scale=30.0",
+        )
+    ]
 
 
 def test_resolve_shorthand_null_and_missing_name(fake_registry):
@@ -113,8 +128,9 @@ def test_resolve_shorthand_null_and_missing_name(fake_registry):
 
 
 def test_yaml_strings_are_coerced_by_annotation(fake_registry):
-    comp, problems = registry.resolve("optimizers", {"name": "sgd", "lr": "1e-3", "nesterov": True,
-                                                     "momentum": 0.9}, "optimizer")
+    comp, problems = registry.resolve(
+        "optimizers", {"name": "sgd", "lr": "1e-3", "nesterov": True, "momentum": 0.9}, "optimizer"
+    )
     assert problems == [] and comp.args["lr"] == 1e-3 and isinstance(comp.args["lr"], float)
 
 
@@ -133,6 +149,7 @@ def test_build_refuses_values_the_kind_is_not_supplied(fake_registry):
 
 def test_public_build_in_one_step(fake_registry):
     import torch
+
     net = torch.nn.Linear(2, 1)
     opt = registry.build("optimizers", {"name": "sgd", "lr": 0.5}, params=net.parameters())
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["lr"] == 0.5
@@ -153,12 +170,17 @@ def test_describe_shows_parameters_supplied_values_and_docstring(fake_registry):
 
 
 def test_check_all_flags_each_broken_contract(fake_registry):
-    fake_registry({
-        "models": {"tiny": "fake_components:Model", "Bad-Name": "fake_components:Model",
-                   "broken": "broken_plugin:Net"},
-        "augmentors": {"bag": "fake_components:with_kwargs", "wrong_supply": "fake_components:needs_embed_dim"},
-        "model": {"typo_group": "fake_components:Model"},
-    })
+    fake_registry(
+        {
+            "models": {
+                "tiny": "fake_components:Model",
+                "Bad-Name": "fake_components:Model",
+                "broken": "broken_plugin:Net",
+            },
+            "augmentors": {"bag": "fake_components:with_kwargs", "wrong_supply": "fake_components:needs_embed_dim"},
+            "model": {"typo_group": "fake_components:Model"},
+        }
+    )
     problems = registry.check_all()
     text = "\n".join(problems)
     assert len(problems) == 5, text
@@ -175,15 +197,20 @@ def test_check_all_passes_on_good_components(fake_registry):
 
 # --- ranges and kind limits -------------------------------------------------------------------------------
 
-RANGED = {"augmentors": {"hiss": "ranged_components:hiss"}, "models": {"wide": "ranged_components:Wide"},
-          "optimizers": {"sgd": "torch.optim:SGD"}}
+RANGED = {
+    "augmentors": {"hiss": "ranged_components:hiss"},
+    "models": {"wide": "ranged_components:Wide"},
+    "optimizers": {"sgd": "torch.optim:SGD"},
+}
 
 
 def test_a_value_outside_its_range_is_a_problem_at_its_path(fake_registry):
     fake_registry(RANGED)
     _, problems = registry.resolve("augmentors", {"name": "hiss", "prob": 2, "snr": [0, 90]}, "augment.0")
-    assert problems == [("augment.0.prob", "expected a number in [0, 1], got 2"),
-                        ("augment.0.snr.1", "expected a number in [-20, 60], got 90")]
+    assert problems == [
+        ("augment.0.prob", "expected a number in [0, 1], got 2"),
+        ("augment.0.snr.1", "expected a number in [-20, 60], got 90"),
+    ]
     comp, problems = registry.resolve("models", {"name": "wide", "embed_dim": 192, "depth": None}, "model")
     assert problems == [] and comp.args == {"embed_dim": 192, "depth": None}
 
@@ -192,9 +219,11 @@ def test_the_optimizers_kind_limits_torch_arguments_it_does_not_own(fake_registr
     fake_registry(RANGED)
     entry = {"name": "sgd", "lr": -0.1, "momentum": -1, "weight_decay": float("nan")}
     _, problems = registry.resolve("optimizers", entry, "optimizer")
-    assert problems == [("optimizer.lr", "expected a number in [0, inf), got -0.1"),
-                        ("optimizer.momentum", "expected a number in [0, inf), got -1"),
-                        ("optimizer.weight_decay", "expected a finite number in [0, inf), got nan")]
+    assert problems == [
+        ("optimizer.lr", "expected a number in [0, inf), got -0.1"),
+        ("optimizer.momentum", "expected a number in [0, inf), got -1"),
+        ("optimizer.weight_decay", "expected a finite number in [0, inf), got nan"),
+    ]
     assert registry.resolve("optimizers", {"name": "sgd", "lr": "1e-3"}, "optimizer")[0].args == {"lr": 1e-3}
     assert "    lr: (float | Tensor) in [0, inf) = 0.001" in registry.describe("optimizers", "sgd").splitlines()
 
@@ -221,10 +250,12 @@ def test_check_all_flags_a_default_outside_its_own_range(fake_registry):
     fake_registry({"augmentors": {"hiss": "ranged_components:hiss", "bad": "ranged_components:bad_default"}})
     assert registry.check_all() == [
         "vvframe.augmentors 'bad' (ranged_components:bad_default, from -): the default prob=2.0 is outside its own"
-        " annotation (float in [0, 1]): expected a number in [0, 1], got 2.0"]
+        " annotation (float in [0, 1]): expected a number in [0, 1], got 2.0"
+    ]
 
 
 # --- references: trusted in a recipe, refused where data is loaded ----------------------------------------
+
 
 def test_a_reference_is_imported_and_checked_but_never_called(fake_registry, tmp_path, monkeypatch):
     module = marked_module(tmp_path, monkeypatch)
@@ -238,15 +269,16 @@ def test_a_reference_is_imported_and_checked_but_never_called(fake_registry, tmp
 
 def test_references_false_refuses_a_reference_before_importing_it(fake_registry, tmp_path, monkeypatch):
     module = marked_module(tmp_path, monkeypatch)
-    refused = (f"models '{module}:Model' names a Python object directly (module:attr), which is refused here: a run"
-               " directory or model file being loaded is data, not a recipe you run, so only installed models"
-               " components are built from it (`vvframe plugins models` lists them); load it with trust_recipe=True"
-               " (--trust-recipe) only if you trust its author as you trust a recipe you run")
+    refused = (
+        f"models '{module}:Model' names a Python object directly (module:attr), which is refused here: a run"
+        " directory or model file being loaded is data, not a recipe you run, so only installed models"
+        " components are built from it (`vvframe plugins models` lists them); load it with trust_recipe=True"
+        " (--trust-recipe) only if you trust its author as you trust a recipe you run"
+    )
     with pytest.raises(ComponentNotFound) as info:
         registry.find("models", f"{module}:Model", references=False)
     assert str(info.value) == refused
-    assert registry.resolve("models", f"{module}:Model", "model", references=False) == (None, [("model.name",
-                                                                                              refused)])
+    assert registry.resolve("models", f"{module}:Model", "model", references=False) == (None, [("model.name", refused)])
     with pytest.raises(RecipeError, match="refused here"):
         registry.build("models", f"{module}:Model", references=False, in_dim=4)
     assert not (tmp_path / "imported").exists()

@@ -1,4 +1,5 @@
 """The first-party samplers: rank shares, speaker groups, seeding, exact resume, deferral, clear errors."""
+
 from __future__ import annotations
 
 import logging
@@ -6,7 +7,8 @@ import logging
 import numpy as np
 import pytest
 
-from vvframe import BadValue, VvframeError, registry
+from vvframe import BadValue, VvframeError
+from vvframe.core import registry
 
 SPEAKERS, PER = 6, 20
 FEW = np.repeat(np.arange(SPEAKERS), PER).tolist()  # 6 speakers x 20 utterances
@@ -20,8 +22,15 @@ def skewed(seed: int = 3, speakers: int = 40) -> list[int]:
 
 
 def build(name: str, labels: list[int], batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0, **args):
-    return registry.build("samplers", {"name": name, **args}, labels=labels, batch_size=batch_size, rank=rank,
-                          world_size=world_size, seed=seed)
+    return registry.build(
+        "samplers",
+        {"name": name, **args},
+        labels=labels,
+        batch_size=batch_size,
+        rank=rank,
+        world_size=world_size,
+        seed=seed,
+    )
 
 
 def epoch(sampler, e: int = 0, start: int = 0) -> list[list[int]]:
@@ -29,8 +38,13 @@ def epoch(sampler, e: int = 0, start: int = 0) -> list[list[int]]:
     return list(sampler)
 
 
-CASES = [("random", {}), ("random", {"drop_last": False}), ("speaker_balanced", {}),
-         ("speaker_balanced", {"per_speaker": 2}), ("speaker_balanced", {"per_speaker": 4, "max_per_speaker": 30})]
+CASES = [
+    ("random", {}),
+    ("random", {"drop_last": False}),
+    ("speaker_balanced", {}),
+    ("speaker_balanced", {"per_speaker": 2}),
+    ("speaker_balanced", {"per_speaker": 4, "max_per_speaker": 30}),
+]
 
 
 @pytest.mark.parametrize("name, args", CASES)
@@ -65,7 +79,7 @@ def test_speaker_groups_and_no_speaker_twice_in_a_batch(per_speaker):
     for batch in epoch(sampler, 2):
         assert len(batch) == 8 * per_speaker
         speakers = [labels[i] for i in batch]
-        groups = [speakers[i:i + per_speaker] for i in range(0, len(batch), per_speaker)]
+        groups = [speakers[i : i + per_speaker] for i in range(0, len(batch), per_speaker)]
         assert all(len(set(g)) == 1 for g in groups)
         assert len({g[0] for g in groups}) == len(groups)
         for s in speakers:
@@ -97,8 +111,10 @@ def test_set_epoch_with_start_yields_the_tail_then_whole_epochs_again(name, args
 def test_few_speakers_deferral_keeps_nearly_all_utterances():
     """voxceleb_trainer drops a group whose speaker is already in the batch: with 6 speakers most of an epoch."""
     for per_speaker, world_size in [(1, 1), (2, 1), (5, 1), (1, 2), (1, 3)]:
-        samplers = [build("speaker_balanced", FEW, 4 * per_speaker, rank=r, world_size=world_size,
-                          per_speaker=per_speaker) for r in range(world_size)]
+        samplers = [
+            build("speaker_balanced", FEW, 4 * per_speaker, rank=r, world_size=world_size, per_speaker=per_speaker)
+            for r in range(world_size)
+        ]
         used = sum(len(b) for s in samplers for b in epoch(s, 1))
         assert used >= 0.95 * len(FEW), (per_speaker, world_size, used)
         assert samplers[0].used == used and samplers[0].dropped == len(FEW) - used
@@ -122,14 +138,28 @@ def test_every_epoch_fills_the_largest_possible_number_of_batches():
         if best // world_size == 0 or (counts > 0).sum() < groups:
             continue
         ran += 1
-        shares = [epoch(build("speaker_balanced", labels.tolist(), groups * per_speaker, rank=r,
-                              world_size=world_size, seed=trial, **args), trial) for r in range(world_size)]
+        shares = [
+            epoch(
+                build(
+                    "speaker_balanced",
+                    labels.tolist(),
+                    groups * per_speaker,
+                    rank=r,
+                    world_size=world_size,
+                    seed=trial,
+                    **args,
+                ),
+                trial,
+            )
+            for r in range(world_size)
+        ]
         flat = [i for share in shares for b in share for i in b]
         assert len(flat) == len(set(flat)) == best // world_size * world_size * groups * per_speaker
         for b in (b for share in shares for b in share):
             spk = [int(labels[i]) for i in b]
-            assert len(set(spk)) == groups and all(len(set(spk[j:j + per_speaker])) == 1
-                                                   for j in range(0, len(b), per_speaker))
+            assert len(set(spk)) == groups and all(
+                len(set(spk[j : j + per_speaker])) == 1 for j in range(0, len(b), per_speaker)
+            )
     assert ran >= 25
 
 

@@ -1,4 +1,5 @@
 """The first-party schedulers: values against their formulas, exact resume, every param group, plateau, errors."""
+
 from __future__ import annotations
 
 import math
@@ -7,7 +8,8 @@ import warnings
 import pytest
 import torch
 
-from vvframe import BadValue, registry
+from vvframe import BadValue
+from vvframe.core import registry
 
 LR = 0.1
 
@@ -21,8 +23,13 @@ def optimizer(lr: float = LR, groups: int = 1) -> torch.optim.Optimizer:
 
 
 def build(name: str, opt=None, steps_per_epoch: int = 10, epochs: int = 5, **args):
-    return registry.build("schedulers", {"name": name, **args}, optimizer=opt if opt is not None else optimizer(),
-                          steps_per_epoch=steps_per_epoch, epochs=epochs)
+    return registry.build(
+        "schedulers",
+        {"name": name, **args},
+        optimizer=opt if opt is not None else optimizer(),
+        steps_per_epoch=steps_per_epoch,
+        epochs=epochs,
+    )
 
 
 def lrs(scheduler, iterations: int) -> list[list[float]]:
@@ -40,6 +47,7 @@ def close(a: float, b: float) -> bool:
 
 
 # ---- formulas, written out independently of the implementation ----------------------------------------------------
+
 
 def expected_warmup_exponential(t, spe, epochs, warmup_epochs, final_lr, warmup_from, lr=LR):
     total = spe * epochs
@@ -61,8 +69,14 @@ def expected_warmup_cosine(t, spe, epochs, warmup_epochs, final_lr, lr=LR):
 @pytest.mark.parametrize("warmup_from", [0.0, 0.25])
 def test_warmup_exponential_follows_its_formula(warmup_from):
     spe, epochs, warmup, final = 7, 6, 1.5, 1e-4
-    sched = build("warmup_exponential", steps_per_epoch=spe, epochs=epochs, warmup_epochs=warmup, final_lr=final,
-                  warmup_from=warmup_from)
+    sched = build(
+        "warmup_exponential",
+        steps_per_epoch=spe,
+        epochs=epochs,
+        warmup_epochs=warmup,
+        final_lr=final,
+        warmup_from=warmup_from,
+    )
     got = [g[0] for g in lrs(sched, spe * epochs + 3)]
     for t in [0, 1, 5, 10, 11, 12, 20, 30, spe * epochs - 2, spe * epochs - 1, spe * epochs + 2]:
         assert close(got[t], expected_warmup_exponential(t, spe, epochs, warmup, final, warmup_from)), t
@@ -106,9 +120,14 @@ def test_step_follows_its_formula():
         ref.step()
 
 
-@pytest.mark.parametrize("name, args", [("warmup_exponential", {"warmup_epochs": 1.0, "final_lr": 1e-3}),
-                                        ("warmup_cosine", {"warmup_epochs": 1.0, "final_lr": 1e-3}),
-                                        ("step", {"step_epochs": 1.0, "gamma": 0.5})])
+@pytest.mark.parametrize(
+    "name, args",
+    [
+        ("warmup_exponential", {"warmup_epochs": 1.0, "final_lr": 1e-3}),
+        ("warmup_cosine", {"warmup_epochs": 1.0, "final_lr": 1e-3}),
+        ("step", {"step_epochs": 1.0, "gamma": 0.5}),
+    ],
+)
 def test_every_param_group_follows_the_same_factor_of_its_own_lr(name, args):
     sched = build(name, optimizer(groups=2), steps_per_epoch=4, epochs=5, **args)
     single = build(name, optimizer(), steps_per_epoch=4, epochs=5, **args)
@@ -117,10 +136,15 @@ def test_every_param_group_follows_the_same_factor_of_its_own_lr(name, args):
     assert sched.get_last_lr() == [g["lr"] for g in sched.optimizer.param_groups]
 
 
-@pytest.mark.parametrize("name, args", [("warmup_exponential", {"warmup_epochs": 1.5}),
-                                        ("warmup_cosine", {"warmup_epochs": 1.0, "final_lr": 1e-3}),
-                                        ("step", {"step_epochs": 1.0}),
-                                        ("plateau", {})])
+@pytest.mark.parametrize(
+    "name, args",
+    [
+        ("warmup_exponential", {"warmup_epochs": 1.5}),
+        ("warmup_cosine", {"warmup_epochs": 1.0, "final_lr": 1e-3}),
+        ("step", {"step_epochs": 1.0}),
+        ("plateau", {}),
+    ],
+)
 def test_resume_from_state_dict_is_exact(name, args):
     def run(scheduler, start, stop, reports):
         out = []
@@ -152,6 +176,7 @@ def test_resume_from_state_dict_is_exact(name, args):
 
 def _roundtrip(state):
     import io
+
     buffer = io.BytesIO()
     torch.save(state, buffer)
     buffer.seek(0)
@@ -190,21 +215,24 @@ def test_plateau_respects_min_lr():
     # was due, but there is nothing left to cut)
 
 
-@pytest.mark.parametrize("name, args, arg, words", [
-    ("warmup_exponential", {"warmup_epochs": 1, "final_lr": 0.2}, "final_lr", "(0, 0.1]"),
-    ("warmup_exponential", {"warmup_epochs": 1, "final_lr": 0.0}, "final_lr", "(0, 0.1]"),
-    ("warmup_exponential", {"warmup_epochs": -1.0}, "warmup_epochs", "[0, inf)"),
-    ("warmup_exponential", {"warmup_epochs": 1, "warmup_from": 1.5}, "warmup_from", "[0, 1]"),
-    ("warmup_cosine", {"final_lr": 0.5}, "final_lr", "[0, 0.1]"),
-    ("warmup_cosine", {"warmup_epochs": float("nan")}, "warmup_epochs", "[0, inf)"),
-    ("step", {"gamma": 0.0}, "gamma", "(0, 1]"),
-    ("step", {"gamma": 2.0}, "gamma", "(0, 1]"),
-    ("step", {"step_epochs": 0.0}, "step_epochs", "(0, inf)"),
-    ("plateau", {"factor": 1.0}, "factor", "(0, 1)"),
-    ("plateau", {"patience": 0}, "patience", "[1, inf)"),
-    ("plateau", {"min_lr": 1.0}, "min_lr", "[0, 0.1]"),
-    ("plateau", {"threshold": -0.1}, "threshold", "[0, 1)"),
-])
+@pytest.mark.parametrize(
+    "name, args, arg, words",
+    [
+        ("warmup_exponential", {"warmup_epochs": 1, "final_lr": 0.2}, "final_lr", "(0, 0.1]"),
+        ("warmup_exponential", {"warmup_epochs": 1, "final_lr": 0.0}, "final_lr", "(0, 0.1]"),
+        ("warmup_exponential", {"warmup_epochs": -1.0}, "warmup_epochs", "[0, inf)"),
+        ("warmup_exponential", {"warmup_epochs": 1, "warmup_from": 1.5}, "warmup_from", "[0, 1]"),
+        ("warmup_cosine", {"final_lr": 0.5}, "final_lr", "[0, 0.1]"),
+        ("warmup_cosine", {"warmup_epochs": float("nan")}, "warmup_epochs", "[0, inf)"),
+        ("step", {"gamma": 0.0}, "gamma", "(0, 1]"),
+        ("step", {"gamma": 2.0}, "gamma", "(0, 1]"),
+        ("step", {"step_epochs": 0.0}, "step_epochs", "(0, inf)"),
+        ("plateau", {"factor": 1.0}, "factor", "(0, 1)"),
+        ("plateau", {"patience": 0}, "patience", "[1, inf)"),
+        ("plateau", {"min_lr": 1.0}, "min_lr", "[0, 0.1]"),
+        ("plateau", {"threshold": -0.1}, "threshold", "[0, 1)"),
+    ],
+)
 def test_bad_arguments_name_the_argument_and_the_range(name, args, arg, words):
     with pytest.raises(BadValue) as err:
         build(name, **args)
@@ -226,8 +254,9 @@ def test_no_warning_when_stepped_after_the_optimizer():
 
 def test_short_runs_still_end_at_final_lr():
     # one epoch of two iterations with a warm-up rounded to the whole run: the last iteration is final_lr
-    got = [g[0] for g in lrs(build("warmup_exponential", steps_per_epoch=2, epochs=1, warmup_epochs=0.9,
-                                   final_lr=1e-3), 2)]
+    got = [
+        g[0] for g in lrs(build("warmup_exponential", steps_per_epoch=2, epochs=1, warmup_epochs=0.9, final_lr=1e-3), 2)
+    ]
     assert got[0] == 0.0 and close(got[1], 1e-3)
     got = [g[0] for g in lrs(build("warmup_cosine", steps_per_epoch=1, epochs=1, warmup_epochs=0.0), 1)]
     assert got == [0.0]

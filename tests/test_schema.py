@@ -1,4 +1,5 @@
 """Signatures as schemas: suggestions, coercion of YAML values by annotation, binding arguments."""
+
 from __future__ import annotations
 
 import enum
@@ -9,8 +10,8 @@ from typing import Annotated, Literal, Optional
 
 import pytest
 
-from vvframe.errors import ContractError, did_you_mean
-from vvframe.schema import EMPTY, CoercionError, Param, Range, bind, coerce, limits, parameters, type_name
+from vvframe.core.errors import ContractError, did_you_mean
+from vvframe.core.schema import EMPTY, CoercionError, Param, Range, bind, coerce, limits, parameters, type_name
 
 
 def test_did_you_mean_normalises_case_and_dashes_then_uses_a_strict_cutoff():
@@ -32,25 +33,28 @@ class Inner:
     rate: float = 0.5
 
 
-@pytest.mark.parametrize("value, annotation, expected", [
-    ("1e-3", float, 1e-3),           # PyYAML reads 1e-3 as a string
-    (3, float, 3.0),
-    ("7", int, 7),
-    (4.0, int, 4),
-    (16000, str, "16000"),
-    ("a/b", Path, Path("a/b")),
-    (None, Optional[int], None),
-    (5, int | None, 5),
-    ("2.5e-1", float | None, 0.25),
-    (3, int | float, 3),
-    (0.5, list[float], [0.5]),      # a scalar where a list is expected: a one-item list
-    ([1, "2"], tuple[int, ...], (1, 2)),
-    ([1, 2.5], tuple[int, float], (1, 2.5)),
-    ({"a": "1"}, dict[str, int], {"a": 1}),
-    ("blue", Color, Color.BLUE),
-    ("bf16", Literal["fp32", "bf16"], "bf16"),
-    ({"size": "3"}, Inner, Inner(3, 0.5)),
-])
+@pytest.mark.parametrize(
+    "value, annotation, expected",
+    [
+        ("1e-3", float, 1e-3),  # PyYAML reads 1e-3 as a string
+        (3, float, 3.0),
+        ("7", int, 7),
+        (4.0, int, 4),
+        (16000, str, "16000"),
+        ("a/b", Path, Path("a/b")),
+        (None, Optional[int], None),
+        (5, int | None, 5),
+        ("2.5e-1", float | None, 0.25),
+        (3, int | float, 3),
+        (0.5, list[float], [0.5]),  # a scalar where a list is expected: a one-item list
+        ([1, "2"], tuple[int, ...], (1, 2)),
+        ([1, 2.5], tuple[int, float], (1, 2.5)),
+        ({"a": "1"}, dict[str, int], {"a": 1}),
+        ("blue", Color, Color.BLUE),
+        ("bf16", Literal["fp32", "bf16"], "bf16"),
+        ({"size": "3"}, Inner, Inner(3, 0.5)),
+    ],
+)
 def test_coerce_by_annotation(value, annotation, expected):
     assert coerce(value, annotation) == expected
 
@@ -60,16 +64,19 @@ def test_unannotated_parameters_take_the_type_of_their_default():
     assert coerce("x", EMPTY, None) == "x"
 
 
-@pytest.mark.parametrize("value, annotation, message", [
-    ("abc", float, "expected a number, got 'abc'"),
-    ("yes", bool, "expected true or false, got 'yes'"),
-    (1.5, int, "expected an integer, got 1.5"),
-    (None, int, "expected an integer, got null"),
-    ("double", Literal["fp32", "fp16"], "expected one of 'fp32', 'fp16', got 'double'"),
-    ("bf61", Literal["fp32", "bf16"], "expected one of 'fp32', 'bf16', got 'bf61' (did you mean 'bf16'?)"),
-    ([1, 2, 3], tuple[int, int], "expected a list of 2 values (tuple[int, int]), got [1, 2, 3]"),
-    ("green", Color, "expected one of red, blue, got 'green'"),
-])
+@pytest.mark.parametrize(
+    "value, annotation, message",
+    [
+        ("abc", float, "expected a number, got 'abc'"),
+        ("yes", bool, "expected true or false, got 'yes'"),
+        (1.5, int, "expected an integer, got 1.5"),
+        (None, int, "expected an integer, got null"),
+        ("double", Literal["fp32", "fp16"], "expected one of 'fp32', 'fp16', got 'double'"),
+        ("bf61", Literal["fp32", "bf16"], "expected one of 'fp32', 'bf16', got 'bf61' (did you mean 'bf16'?)"),
+        ([1, 2, 3], tuple[int, int], "expected a list of 2 values (tuple[int, int]), got [1, 2, 3]"),
+        ("green", Color, "expected one of red, blue, got 'green'"),
+    ],
+)
 def test_coerce_errors_say_what_was_expected(value, annotation, message):
     with pytest.raises(CoercionError) as info:
         coerce(value, annotation)
@@ -88,11 +95,18 @@ def aam(embed_dim: int, num_classes: int, margin: float = 0.2, scale: float = 32
 
 def test_bind_reports_unknown_missing_engine_and_type_problems_together():
     params = parameters(aam)
-    args, problems = bind(params, {"margn": 0.3, "scale": "abc", "num_classes": 3},
-                          engine=("embed_dim", "num_classes"), owner="losses 'aamsoftmax'")
+    args, problems = bind(
+        params,
+        {"margn": 0.3, "scale": "abc", "num_classes": 3},
+        engine=("embed_dim", "num_classes"),
+        owner="losses 'aamsoftmax'",
+    )
     assert problems == [
-        ("margn", "unknown argument 'margn' for losses 'aamsoftmax' (did you mean 'margin'?); it accepts:"
-                  " margin=0.2, scale=32.0, easy_margin=False"),
+        (
+            "margn",
+            "unknown argument 'margn' for losses 'aamsoftmax' (did you mean 'margin'?); it accepts:"
+            " margin=0.2, scale=32.0, easy_margin=False",
+        ),
         ("scale", "expected a number, got 'abc'"),
         ("num_classes", "'num_classes' is set by vvframe for losses; remove it"),
     ]
@@ -102,6 +116,7 @@ def test_bind_reports_unknown_missing_engine_and_type_problems_together():
 def test_bind_missing_required_argument():
     def model(in_dim: int, embed_dim: int):
         """A model."""
+
     _, problems = bind(parameters(model), {}, engine=("in_dim",), owner="models 'x'")
     assert problems == [("embed_dim", "missing required argument 'embed_dim' for models 'x' (int)")]
 
@@ -114,8 +129,10 @@ def test_bind_coerces_values():
 def test_parameters_refuses_callables_without_an_explicit_signature():
     def bag(a: int, **kwargs):
         """Takes anything."""
+
     def star(*args):
         """Takes anything."""
+
     with pytest.raises(ContractError, match=r"takes \*\*kwargs"):
         parameters(bag)
     with pytest.raises(ContractError, match=r"takes \*args"):
@@ -133,10 +150,17 @@ def test_parameters_of_a_class_come_from_init_with_resolved_annotations():
 Prob = Annotated[float, Range(0, 1)]
 
 
-@pytest.mark.parametrize("limit, text", [
-    (Range(0, 1), "in [0, 1]"), (Range(gt=0, le=1), "in (0, 1]"), (Range(0, lt=math.pi / 2), "in [0, 1.570796327)"),
-    (Range(gt=0), "in (0, inf)"), (Range(le=10), "in (-inf, 10]"), (Range(), ""),
-])
+@pytest.mark.parametrize(
+    "limit, text",
+    [
+        (Range(0, 1), "in [0, 1]"),
+        (Range(gt=0, le=1), "in (0, 1]"),
+        (Range(0, lt=math.pi / 2), "in [0, 1.570796327)"),
+        (Range(gt=0), "in (0, inf)"),
+        (Range(le=10), "in (-inf, 10]"),
+        (Range(), ""),
+    ],
+)
 def test_a_range_reads_as_an_interval(limit, text):
     assert str(limit) == text
 
@@ -148,25 +172,31 @@ def test_a_range_states_each_bound_once_and_in_order():
         Range(2, 1)
 
 
-@pytest.mark.parametrize("value, annotation, message", [
-    (2, Prob, "expected a number in [0, 1], got 2"),
-    (float("nan"), Prob, "expected a number in [0, 1], got nan"),
-    (-1, Annotated[float, Range(gt=0)], "expected a number in (0, inf), got -1"),
-    (float("inf"), Annotated[float, Range(gt=0)], "expected a finite number in (0, inf), got inf"),
-    (100000000000, Annotated[int, Range(1, 65536)], "expected an integer in [1, 65536], got 100000000000"),
-    (10 ** 23, Annotated[int, Range(1, 10 ** 6)], "expected an integer in [1, 1000000], got 100000000000000000000000"),
-    # the rules without a range: a float is finite, an integer fits in 64 bits
-    (float("nan"), float, "expected a finite number, got nan"),
-    ("1e400", float, "expected a finite number, got '1e400'"),
-    (float("-inf"), float | None, "expected a finite number, got -inf"),
-    (2 ** 63, int, "expected an integer that fits in 64 bits (below 2**63 in size), got 9223372036854775808"),
-    (2 ** 70, Annotated[int, Range(0)], "expected an integer in [0, inf) that fits in 64 bits (below 2**63 in size),"
-                                        " got 1180591620717411303424"),
-    # an optional or union annotation keeps the range message, not a list of types
-    (0, Annotated[int, Range(1)] | None, "expected an integer in [1, inf), got 0"),
-    (float("nan"), int | float, "expected a finite number, got nan"),
-    (None, Prob, "expected a number in [0, 1], got null"),
-])
+@pytest.mark.parametrize(
+    "value, annotation, message",
+    [
+        (2, Prob, "expected a number in [0, 1], got 2"),
+        (float("nan"), Prob, "expected a number in [0, 1], got nan"),
+        (-1, Annotated[float, Range(gt=0)], "expected a number in (0, inf), got -1"),
+        (float("inf"), Annotated[float, Range(gt=0)], "expected a finite number in (0, inf), got inf"),
+        (100000000000, Annotated[int, Range(1, 65536)], "expected an integer in [1, 65536], got 100000000000"),
+        (10**23, Annotated[int, Range(1, 10**6)], "expected an integer in [1, 1000000], got 100000000000000000000000"),
+        # the rules without a range: a float is finite, an integer fits in 64 bits
+        (float("nan"), float, "expected a finite number, got nan"),
+        ("1e400", float, "expected a finite number, got '1e400'"),
+        (float("-inf"), float | None, "expected a finite number, got -inf"),
+        (2**63, int, "expected an integer that fits in 64 bits (below 2**63 in size), got 9223372036854775808"),
+        (
+            2**70,
+            Annotated[int, Range(0)],
+            "expected an integer in [0, inf) that fits in 64 bits (below 2**63 in size), got 1180591620717411303424",
+        ),
+        # an optional or union annotation keeps the range message, not a list of types
+        (0, Annotated[int, Range(1)] | None, "expected an integer in [1, inf), got 0"),
+        (float("nan"), int | float, "expected a finite number, got nan"),
+        (None, Prob, "expected a number in [0, 1], got null"),
+    ],
+)
 def test_coerce_refuses_numbers_outside_their_range(value, annotation, message):
     with pytest.raises(CoercionError) as info:
         coerce(value, annotation)
@@ -183,14 +213,17 @@ def test_a_range_on_a_container_applies_to_each_number_and_names_its_index():
     assert coerce([0, "0.5"], list[Prob]) == [0.0, 0.5]
 
 
-@pytest.mark.parametrize("value, annotation, expected", [
-    ("1e-3", Annotated[float, Range(gt=0)], 1e-3),
-    (1, Prob, 1.0),
-    (None, Annotated[int, Range(1)] | None, None),
-    (65536, Annotated[int, Range(1, 65536)], 65536),
-    (float("inf"), Annotated[float, Range(gt=0, finite=False)], float("inf")),
-    (2 ** 63 - 1, int, 2 ** 63 - 1),
-])
+@pytest.mark.parametrize(
+    "value, annotation, expected",
+    [
+        ("1e-3", Annotated[float, Range(gt=0)], 1e-3),
+        (1, Prob, 1.0),
+        (None, Annotated[int, Range(1)] | None, None),
+        (65536, Annotated[int, Range(1, 65536)], 65536),
+        (float("inf"), Annotated[float, Range(gt=0, finite=False)], float("inf")),
+        (2**63 - 1, int, 2**63 - 1),
+    ],
+)
 def test_coerce_accepts_numbers_inside_their_range(value, annotation, expected):
     assert coerce(value, annotation) == expected
 

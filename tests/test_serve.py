@@ -1,4 +1,5 @@
 """``vvframe serve``: the HTTP verification service, in-process (make_server in a thread) and as the CLI."""
+
 from __future__ import annotations
 
 import csv
@@ -25,10 +26,10 @@ import pytest
 import soundfile as sf
 
 import vvframe
-from vvframe.errors import BadValue
-from vvframe.serve import RequestError, main, make_server, parse_multipart
+from vvframe.core.errors import BadValue
+from vvframe.inference.serve import RequestError, main, make_server, parse_multipart
 
-MAX_BYTES = 400_000   # the test server's body limit: two of the corpus's files (<= 2.5 s at 16 kHz) fit
+MAX_BYTES = 400_000  # the test server's body limit: two of the corpus's files (<= 2.5 s at 16 kHz) fit
 MAX_SECONDS = 3.0
 
 
@@ -49,8 +50,15 @@ def multipart(parts: list[tuple[str | None, str | None, bytes]]) -> tuple[bytes,
     return out.getvalue(), f"multipart/form-data; boundary={boundary}"
 
 
-def request(base: str, path: str, parts=None, *, method: str | None = None, body: bytes | None = None,
-            content_type: str | None = None) -> tuple[int, dict, dict]:
+def request(
+    base: str,
+    path: str,
+    parts=None,
+    *,
+    method: str | None = None,
+    body: bytes | None = None,
+    content_type: str | None = None,
+) -> tuple[int, dict, dict]:
     """``(status, JSON answer, headers)``."""
     if parts is not None:
         body, content_type = multipart(parts)
@@ -99,8 +107,10 @@ def decisions(trained_run) -> list[dict[str, str]]:
 
 def pair(trained_run, row) -> list[tuple[str, str, bytes]]:
     audio = trained_run["audio"]
-    return [("a", Path(row["enroll"]).name, (audio / row["enroll"]).read_bytes()),
-            ("b", Path(row["test"]).name, (audio / row["test"]).read_bytes())]
+    return [
+        ("a", Path(row["enroll"]).name, (audio / row["enroll"]).read_bytes()),
+        ("b", Path(row["test"]).name, (audio / row["test"]).read_bytes()),
+    ]
 
 
 # ---- fixtures ------------------------------------------------------------------------------------------------
@@ -124,6 +134,7 @@ def started(model):
     def start(**kwargs):
         servers.append(_start(model, **kwargs))
         return servers[-1][0], servers[-1][0].server_address[1]
+
     yield start
     for server, thread in servers:
         server.shutdown()
@@ -264,8 +275,9 @@ def test_refusals(base, model, trained_run):
     assert "expected 1" in error
     error, _ = refused("/embed", method="POST", body=good[0][2], content_type="audio/wav")
     assert "multipart/form-data" in error
-    error, _ = refused("/embed", method="POST", body=b"--x\r\n\r\nno end",
-                       content_type="multipart/form-data; boundary=x")
+    error, _ = refused(
+        "/embed", method="POST", body=b"--x\r\n\r\nno end", content_type="multipart/form-data; boundary=x"
+    )
     assert "closing boundary" in error
     error, _ = refused("/verify?threshold=bogus", good)
     assert "bogus" in error and all(name in error for name in model.thresholds)
@@ -295,7 +307,7 @@ def test_model_failure_is_500_and_logged(model, caplog):
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         noise = (np.random.default_rng(1).standard_normal(16000) * 0.1).astype(np.float32)
-        with caplog.at_level(logging.INFO, logger="vvframe.serve"):
+        with caplog.at_level(logging.INFO, logger="vvframe.inference.serve"):
             status, answer, _ = request(base, "/embed", [("audio", "x.wav", wav_bytes(noise))])
         assert status == 500 and "the network fell over" in answer["error"]
         assert any(r.exc_info and "fell over" in str(r.exc_info[1]) for r in caplog.records)
@@ -311,8 +323,11 @@ def test_multipart_parser_keeps_binary_data_exact():
     data = bytes(range(256)) * 3 + b"\r\n--almost\r\n\r\n--" + bytes(range(255, -1, -1))
     body, ctype = multipart([("a", "x.bin", data), ("b", None, b""), (None, None, b"plain")])
     parts = parse_multipart(b"preamble\r\n" + body + b"epilogue", ctype.split("boundary=")[1])
-    assert [(p.name, p.filename, p.data) for p in parts] == [("a", "x.bin", data), ("b", None, b""),
-                                                             (None, None, b"plain")]
+    assert [(p.name, p.filename, p.data) for p in parts] == [
+        ("a", "x.bin", data),
+        ("b", None, b""),
+        (None, None, b"plain"),
+    ]
     with pytest.raises(RequestError, match="boundary"):
         parse_multipart(body, "other")
 
@@ -322,8 +337,12 @@ def test_cli_serves_until_interrupted(trained_run, tmp_path):
     script = Path(sys.executable).parent / "vvframe"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "vvframe"]
     with open(tmp_path / "stderr.txt", "w+") as err:
-        proc = subprocess.Popen([*command, "serve", str(trained_run["run"]), "--port", "0", "--device", "cpu"],
-                                stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.Popen(
+            [*command, "serve", str(trained_run["run"]), "--port", "0", "--device", "cpu"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
         try:
             line = ""
             with selectors.DefaultSelector() as sel:
@@ -356,27 +375,44 @@ MULTIPART = b"Content-Type: multipart/form-data; boundary=x\r\n"
 
 def test_malformed_content_length_is_400(base):
     port = int(base.rsplit(":", 1)[1])
-    for start in (b"POST /verify HTTP/1.1\r\nHost: x\r\n" + MULTIPART, b"GET /health HTTP/1.1\r\nHost: x\r\n",
-                  b"POST /embed HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n" + MULTIPART):
+    for start in (
+        b"POST /verify HTTP/1.1\r\nHost: x\r\n" + MULTIPART,
+        b"GET /health HTTP/1.1\r\nHost: x\r\n",
+        b"POST /embed HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n" + MULTIPART,
+    ):
         for value in ("-5", "abc", "1e3", "+5", "0x10", "", "5 5"):
             status, answer, headers = raw_request(port, start + f"Content-Length: {value}\r\n\r\n".encode())
-            assert (status, answer) == (400, {"error": f"Content-Length {value!r} is not valid: it must be the body's"
-                                                       " size in bytes, a whole number >= 0 (e.g. Content-Length:"
-                                                       " 1024)"}), (start, value)
+            assert (status, answer) == (
+                400,
+                {
+                    "error": f"Content-Length {value!r} is not valid: it must be the body's"
+                    " size in bytes, a whole number >= 0 (e.g. Content-Length:"
+                    " 1024)"
+                },
+            ), (start, value)
             assert headers["Connection"] == "close"
         status, answer, _ = raw_request(port, start + b"Content-Length: 5\r\nContent-Length: 7\r\n\r\nabcde")
-        assert (status, answer["error"]) == (400, "several Content-Length values (5, 7): send one Content-Length"
-                                                  " header, the body's size in bytes")
+        assert (status, answer["error"]) == (
+            400,
+            "several Content-Length values (5, 7): send one Content-Length header, the body's size in bytes",
+        )
         status, answer, _ = raw_request(port, start + b"Content-Length: 5, 5\r\n\r\nabcde")
         assert status == 400 and answer["error"].startswith("several Content-Length values (5, 5)")
     status, answer, _ = raw_request(port, b"POST /verify HTTP/1.1\r\nHost: x\r\n" + MULTIPART + b"\r\n")
     assert (status, answer["error"]) == (411, "POST needs a Content-Length header (the body's size in bytes)")
-    status, answer, _ = raw_request(port, b"POST /verify HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                                          + MULTIPART + b"\r\n5\r\nabcde\r\n0\r\n\r\n")
-    assert (status, answer["error"]) == (411, "Transfer-Encoding 'chunked' is not supported (no chunked uploads):"
-                                              " send the body with a Content-Length header")
-    status, answer, _ = raw_request(port, b"POST /embed HTTP/1.1\r\nHost: x\r\n" + MULTIPART
-                                          + b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n")
+    status, answer, _ = raw_request(
+        port,
+        b"POST /verify HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        + MULTIPART
+        + b"\r\n5\r\nabcde\r\n0\r\n\r\n",
+    )
+    assert (status, answer["error"]) == (
+        411,
+        "Transfer-Encoding 'chunked' is not supported (no chunked uploads): send the body with a Content-Length header",
+    )
+    status, answer, _ = raw_request(
+        port, b"POST /embed HTTP/1.1\r\nHost: x\r\n" + MULTIPART + b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n"
+    )
     assert status == 413 and "--max-bytes" in answer["error"]
     status, answer, _ = raw_request(port, b"\x16\x03\x01\x00\xa5\x01\r\n\r\n")  # TLS to a plain HTTP port
     assert status == 400 and answer["error"].startswith("Bad request syntax")
@@ -396,8 +432,10 @@ def test_short_body_is_400_and_a_stalled_one_408(base, started):
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
         sock.sendall(head)  # and then nothing
         status, answer, headers = read_answer(sock)
-    assert (status, answer["error"]) == (408, "the request body stalled: 5 of 1000 bytes (Content-Length) came,"
-                                              " then nothing for 1 s (--timeout)")
+    assert (status, answer["error"]) == (
+        408,
+        "the request body stalled: 5 of 1000 bytes (Content-Length) came, then nothing for 1 s (--timeout)",
+    )
     assert headers["Connection"] == "close"
     with socket.create_connection(("127.0.0.1", port), timeout=60) as idle:  # a connection that says nothing
         assert idle.recv(100) == b""  # is closed
@@ -405,8 +443,9 @@ def test_short_body_is_400_and_a_stalled_one_408(base, started):
     assert request(f"http://127.0.0.1:{port}", "/health")[0] == 200
 
 
-@pytest.mark.parametrize("limits", [{}, {"workers": 2, "queue": 3, "max_connections": 10}],
-                         ids=["default-limits", "tight-limits"])
+@pytest.mark.parametrize(
+    "limits", [{}, {"workers": 2, "queue": 3, "max_connections": 10}], ids=["default-limits", "tight-limits"]
+)
 def test_200_concurrent_requests_all_get_an_answer(started, trained_run, limits):
     server, port = started(**limits)
     row = decisions(trained_run)[0]
@@ -446,15 +485,23 @@ def test_saturated_service_answers_503_at_once(started):
     with socket.create_connection(("127.0.0.1", port), timeout=60) as held:
         held.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\n" + MULTIPART + b"Content-Length: 1000\r\n\r\n--x\r\n")
         until(lambda: service.working.held == 1, "the held request to take the only worker")
-        for data in (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
-                     b"POST /embed HTTP/1.1\r\nHost: x\r\n" + MULTIPART + b"Content-Length: 4\r\n\r\n--x-"):
+        for data in (
+            b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST /embed HTTP/1.1\r\nHost: x\r\n" + MULTIPART + b"Content-Length: 4\r\n\r\n--x-",
+        ):
             status, answer, headers = raw_request(port, data)
-            assert (status, answer["error"]) == (503, "the service is busy: 1 request(s) being worked on (--workers)"
-                                                      " and 0 waiting (--queue); retry after 1 s")
+            assert (status, answer["error"]) == (
+                503,
+                "the service is busy: 1 request(s) being worked on (--workers)"
+                " and 0 waiting (--queue); retry after 1 s",
+            )
             assert headers["Retry-After"] == "1" and headers["Connection"] == "close"
         with socket.create_connection(("127.0.0.1", port), timeout=60) as waiting:  # waits for 100 Continue
-            waiting.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\n" + MULTIPART
-                            + b"Content-Length: 10\r\nExpect: 100-continue\r\n\r\n")
+            waiting.sendall(
+                b"POST /embed HTTP/1.1\r\nHost: x\r\n"
+                + MULTIPART
+                + b"Content-Length: 10\r\nExpect: 100-continue\r\n\r\n"
+            )
             assert waiting.makefile("rb").readline().startswith(b"HTTP/1.1 503 ")  # the 503 instead of 100
         held.sendall(b"z" * 995)  # the held request goes on: its (malformed) body is refused as usual
         status, answer, _ = read_answer(held)
@@ -479,8 +526,10 @@ def test_connections_beyond_the_limit_wait_in_the_backlog(started):
 def test_server_close_ends_idle_and_stalled_connections(model):
     server, thread = _start(model)
     port = server.server_address[1]
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as idle, \
-            socket.create_connection(("127.0.0.1", port), timeout=60) as stalled:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=60) as idle,
+        socket.create_connection(("127.0.0.1", port), timeout=60) as stalled,
+    ):
         stalled.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\n" + MULTIPART + b"Content-Length: 1000\r\n\r\n--x\r\n")
         until(lambda: server.connections.held == 2 and server.service.working.held == 1, "both connections")
         server.shutdown()

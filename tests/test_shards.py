@@ -1,4 +1,5 @@
 """Tar shards: written atomically with an index, read back exactly, split across ranks and workers without overlap."""
+
 from __future__ import annotations
 
 import io
@@ -12,8 +13,8 @@ import soundfile as sf
 import torch
 
 from vvframe import BadValue
-from vvframe.lists import ListError, Utterance
-from vvframe.shards import ShardDataset, key_path, utterance_key, write_shards
+from vvframe.data.lists import ListError, Utterance
+from vvframe.data.shards import ShardDataset, key_path, utterance_key, write_shards
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ def test_ranks_and_workers_split_without_overlap(shards):
 
 def test_fewer_shards_than_readers_idles_some_with_a_warning(shards, caplog):
     three = sorted(shards.glob("*.tar"))[:3]
-    with caplog.at_level(logging.WARNING, logger="vvframe.shards"):
+    with caplog.at_level(logging.WARNING, logger="vvframe.data.shards"):
         got = [[item["key"] for item in ShardDataset(three, 16000, rank=r, world_size=4)] for r in range(4)]
     assert "3 shards for 4 readers" in caplog.text
     assert sorted(len(keys) for keys in got) == [0, 4, 4, 4]
@@ -115,7 +116,7 @@ def test_crops_have_fixed_length_and_repeat_short_utterances(corpus, shards):
         else:  # a stretch of the original
             wave = item["wave"].numpy()
             starts = [i for i in range(len(original) - 2999) if original[i] == wave[0]]
-            assert any(np.array_equal(original[i:i + 3000], wave) for i in starts)
+            assert any(np.array_equal(original[i : i + 3000], wave) for i in starts)
 
 
 def test_resamples_to_the_wanted_rate(corpus, shards):
@@ -147,7 +148,7 @@ def test_corrupt_member_is_skipped_with_a_warning(shards, tmp_path, caplog):
             if member.name == victim:
                 data = np.random.default_rng(1).integers(0, 256, len(data)).astype(np.uint8).tobytes()
             dst.addfile(member, io.BytesIO(data))
-    with caplog.at_level(logging.WARNING, logger="vvframe.shards"):
+    with caplog.at_level(logging.WARNING, logger="vvframe.data.shards"):
         keys = [item["key"] for item in ShardDataset([broken, shards / "shard-000001.tar"], 16000)]
     assert len(keys) == 7 and victim.split(".")[0] not in keys
     assert str(broken) in caplog.text and f"member {victim} is corrupt" in caplog.text
@@ -155,7 +156,7 @@ def test_corrupt_member_is_skipped_with_a_warning(shards, tmp_path, caplog):
     truncated = tmp_path / "shard-000002.tar"
     truncated.write_bytes((shards / "shard-000002.tar").read_bytes()[:6000])
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="vvframe.shards"):
+    with caplog.at_level(logging.WARNING, logger="vvframe.data.shards"):
         keys = [item["key"] for item in ShardDataset([truncated, shards / "shard-000003.tar"], 16000)]
     assert 4 <= len(keys) < 8 and str(truncated) in caplog.text
 
@@ -189,8 +190,13 @@ def test_unreadable_source_is_left_out_and_listed(corpus, tmp_path):
     sf.write(tmp_path / "src" / "short.wav", np.arange(1, 801, dtype=np.int16), 16000, subtype="PCM_16")
     sf.write(tmp_path / "src" / "nan.wav", np.full(1600, np.nan, dtype=np.float32), 16000, subtype="FLOAT")
     (tmp_path / "src" / "junk.wav").write_bytes(b"junk" * 100)
-    items = [Utterance("a", "ok.wav"), Utterance("a", "silent.wav"), Utterance("b", "junk.wav"),
-             Utterance("b", "short.wav"), Utterance("b", "nan.wav")]
+    items = [
+        Utterance("a", "ok.wav"),
+        Utterance("a", "silent.wav"),
+        Utterance("b", "junk.wav"),
+        Utterance("b", "short.wav"),
+        Utterance("b", "nan.wav"),
+    ]
     write_shards(items, tmp_path / "src", tmp_path / "out", seed=None)
     assert [line.split()[1] for line in (tmp_path / "out" / "index.txt").read_text().splitlines()] == ["ok"]
     skipped = (tmp_path / "out" / "skipped.txt").read_text().splitlines()

@@ -1,10 +1,11 @@
-"""vvframe.synth: deterministic files, valid audio, and speaker identity that lives in the voice.
+"""vvframe.tools.synth: deterministic files, valid audio, and speaker identity that lives in the voice.
 
 The identity check is a tiny real experiment: log-mel features, a small 1-d conv net with mean pooling,
 cosine scoring and EER on trials among held-out speakers. Untrained, the net (and trivial cues such as
 loudness, duration or the long-term spectrum) must not separate the speakers; trained for a few seconds
 on other speakers, it must.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +16,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from vvframe.synth import make_voice, synthesize
+from vvframe.tools.synth import make_voice, synthesize
 
 SR = 16000
 
@@ -44,13 +45,13 @@ def read_bytes(root: Path, paths: dict[str, list[str]]) -> dict[str, bytes]:
 
 def test_deterministic_and_independent_of_other_speakers(tmp_path):
     a = synthesize(tmp_path / "a", ["x1", "x2"], 2, (1.0, 1.5), seed=3)
-    b = synthesize(tmp_path / "b", ["x3", "x2", "x1"], 2, (1.0, 1.5), seed=3)   # other speakers, other order
+    b = synthesize(tmp_path / "b", ["x3", "x2", "x1"], 2, (1.0, 1.5), seed=3)  # other speakers, other order
     c = synthesize(tmp_path / "c", ["x1", "x2"], 2, (1.0, 1.5), seed=4)
     assert a == {"x1": ["x1/0000.wav", "x1/0001.wav"], "x2": ["x2/0000.wav", "x2/0001.wav"]}
     assert list(b) == ["x3", "x2", "x1"]
     fa, fb, fc = read_bytes(tmp_path / "a", a), read_bytes(tmp_path / "b", b), read_bytes(tmp_path / "c", c)
-    assert all(fa[p] == fb[p] for p in fa)                       # bit-identical
-    assert all(fa[p] != fc[p] for p in fa)                       # another seed, other files
+    assert all(fa[p] == fb[p] for p in fa)  # bit-identical
+    assert all(fa[p] != fc[p] for p in fa)  # another seed, other files
     assert make_voice("x1", 3).f0 == make_voice("x1", 3).f0 != make_voice("x1", 4).f0
     # A second run into the same folder rewrites the same bytes.
     synthesize(tmp_path / "a", ["x1"], 2, (1.0, 1.5), seed=3)
@@ -88,10 +89,19 @@ def test_other_sample_rate_and_bounds(tmp_path):
     assert synthesize(tmp_path / "none", ["a"], 0) == {"a": []}
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"speakers": ["a", "a"]}, {"speakers": ["a/b"]}, {"speakers": [".."]}, {"speakers": [""]},
-    {"utterances": -1}, {"seconds": (0.0, 1.0)}, {"seconds": (2.0, 1.0)}, {"sample_rate": 4000},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"speakers": ["a", "a"]},
+        {"speakers": ["a/b"]},
+        {"speakers": [".."]},
+        {"speakers": [""]},
+        {"utterances": -1},
+        {"seconds": (0.0, 1.0)},
+        {"seconds": (2.0, 1.0)},
+        {"sample_rate": 4000},
+    ],
+)
 def test_bad_arguments(tmp_path, kwargs):
     args = {"speakers": ["a"], "utterances": 1, **kwargs}
     with pytest.raises(ValueError):
@@ -116,9 +126,16 @@ class Net(torch.nn.Module):
     def __init__(self, n_classes: int) -> None:
         super().__init__()
         self.body = torch.nn.Sequential(
-            torch.nn.Conv1d(40, 128, 5, padding=2), torch.nn.ReLU(), torch.nn.BatchNorm1d(128),
-            torch.nn.Conv1d(128, 128, 3, dilation=2, padding=2), torch.nn.ReLU(), torch.nn.BatchNorm1d(128),
-            torch.nn.Conv1d(128, 128, 1), torch.nn.ReLU(), torch.nn.BatchNorm1d(128))
+            torch.nn.Conv1d(40, 128, 5, padding=2),
+            torch.nn.ReLU(),
+            torch.nn.BatchNorm1d(128),
+            torch.nn.Conv1d(128, 128, 3, dilation=2, padding=2),
+            torch.nn.ReLU(),
+            torch.nn.BatchNorm1d(128),
+            torch.nn.Conv1d(128, 128, 1),
+            torch.nn.ReLU(),
+            torch.nn.BatchNorm1d(128),
+        )
         self.embed = torch.nn.Linear(128, 64)
         self.classify = torch.nn.Linear(64, n_classes)
 
@@ -149,8 +166,13 @@ def experiment(tmp_path_factory):
     te_waves, te_feats, te_labels = load(test)
     iu = np.triu_indices(len(te_labels), 1)
     trials = (te_labels[:, None] == te_labels[None])[iu].astype(np.int64)
-    return {"train": (tr_feats, tr_labels), "test": (te_waves, te_feats), "iu": iu, "trials": trials,
-            "n_train": len(train)}
+    return {
+        "train": (tr_feats, tr_labels),
+        "test": (te_waves, te_feats),
+        "iu": iu,
+        "trials": trials,
+        "n_train": len(train),
+    }
 
 
 def pair_eer(experiment, similarity: np.ndarray) -> float:
@@ -178,10 +200,12 @@ def test_trivial_cues_do_not_separate_speakers(experiment):
     ltas = torch.stack([f.mean(1) for f in feats]).numpy()
     ltas -= ltas.mean(0)
     ltas /= np.linalg.norm(ltas, axis=1, keepdims=True)
-    eers = {"loudness": pair_eer(experiment, -np.abs(level[:, None] - level[None])),
-            "duration": pair_eer(experiment, -np.abs(duration[:, None] - duration[None])),
-            "centroid": pair_eer(experiment, -np.abs(centroid[:, None] - centroid[None])),
-            "ltas": pair_eer(experiment, ltas @ ltas.T)}
+    eers = {
+        "loudness": pair_eer(experiment, -np.abs(level[:, None] - level[None])),
+        "duration": pair_eer(experiment, -np.abs(duration[:, None] - duration[None])),
+        "centroid": pair_eer(experiment, -np.abs(centroid[:, None] - centroid[None])),
+        "ltas": pair_eer(experiment, ltas @ ltas.T),
+    }
     print("trivial-cue EERs:", {k: round(v, 3) for k, v in eers.items()})
     assert eers["loudness"] > 0.4 and eers["duration"] > 0.4, eers
     assert eers["centroid"] > 0.3 and eers["ltas"] > 0.3, eers
@@ -197,12 +221,12 @@ def test_untrained_net_fails_and_briefly_trained_net_separates_speakers(experime
     labels = torch.from_numpy(labels)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(0)
-    crop = 150                                           # 1.5 s
+    crop = 150  # 1.5 s
     for _ in range(300):
         net.train()
         idx = torch.randint(len(feats), (32,), generator=gen).tolist()
         starts = [int(torch.randint(feats[i].shape[1] - crop + 1, (1,), generator=gen)) for i in idx]
-        x = torch.stack([feats[i][:, s:s + crop] for i, s in zip(idx, starts)])
+        x = torch.stack([feats[i][:, s : s + crop] for i, s in zip(idx, starts)])
         loss = torch.nn.functional.cross_entropy(net.classify(net(x)), labels[idx])
         opt.zero_grad()
         loss.backward()

@@ -1,4 +1,5 @@
 """A real third-party package, pip-installed, adds a model and a stage that a recipe uses; vvframe is untouched."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, vvframe_cli
 
 EXAMPLE = ROOT / "examples" / "vvframe-example-plugin"
@@ -20,8 +20,24 @@ def installed(tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("example")
     source = shutil.copytree(EXAMPLE, work / "src")  # building writes into the source tree: use a copy
     target = work / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(target), str(source)], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), env.get("PYTHONPATH", "")]))
     return env
@@ -53,6 +69,8 @@ def test_a_recipe_uses_the_third_party_model_and_stage(installed, tmp_path):
 def test_a_typo_in_the_third_party_recipe_is_caught_like_any_other(installed):
     result = vvframe_cli("check", str(EXAMPLE / "recipe.yaml"), "model.chanels=3", "count.frame=10", env=installed)
     assert result.returncode == 2
-    assert "model.chanels (command-line override 1 (model.chanels=3)): unknown argument 'chanels' for models" \
+    assert (
+        "model.chanels (command-line override 1 (model.chanels=3)): unknown argument 'chanels' for models"
         " 'tiny_tdnn' (did you mean 'channels'?)" in result.stderr
+    )
     assert "count.frame (command-line override 2 (count.frame=10)): unknown argument 'frame'" in result.stderr

@@ -1,9 +1,10 @@
 """The train stage end to end on a tiny synthetic corpus: runs, validation, checkpoints, resume, DDP, precision."""
+
 from __future__ import annotations
 
 import math
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,12 +14,24 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import HANG_GUARD, vvframe_cli
-from vvframe import checkpoint as ckpt
 
-SYNTH = ["--speakers", "6", "--utterances", "6", "--eval-speakers", "4", "--cohort-speakers", "0",
-         "--seconds", "1-1.5", "--seed", "3"]
+from vvframe.training import checkpoint as ckpt
+
+SYNTH = [
+    "--speakers",
+    "6",
+    "--utterances",
+    "6",
+    "--eval-speakers",
+    "4",
+    "--cohort-speakers",
+    "0",
+    "--seconds",
+    "1-1.5",
+    "--seed",
+    "3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +45,16 @@ def corpus(tmp_path_factory) -> Path:
 def recipe(corpus: Path, path: Path, **trainer) -> Path:
     settings = {"epochs": 3, "batch_size": 12, "workers": 0, "log_every": 1, **trainer}
     data = {
-        "name": "tiny", "seed": 1, "stages": ["train"],
-        "data": {"root": str(corpus / "audio"), "train_list": str(corpus / "train.txt"),
-                 "val_trials": str(corpus / "trials.txt"), "crop_seconds": 0.5, "val_max_seconds": 1.0},
+        "name": "tiny",
+        "seed": 1,
+        "stages": ["train"],
+        "data": {
+            "root": str(corpus / "audio"),
+            "train_list": str(corpus / "train.txt"),
+            "val_trials": str(corpus / "trials.txt"),
+            "crop_seconds": 0.5,
+            "val_max_seconds": 1.0,
+        },
         "frontend": {"name": "fbank", "n_mels": 24},
         "model": {"name": "xvector", "channels": 32, "stats_channels": 64, "embed_dim": 16},
         "loss": {"name": "aamsoftmax", "margin": 0.1, "scale": 16},
@@ -68,13 +88,22 @@ def test_training_validates_checkpoints_and_logs(corpus, tmp_path):
     assert len(re.findall(r"epoch \d: validation EER", log)) == 3 and "average of epochs 2, 3: validation EER" in log
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     tags = set()
     for events in run_dir.glob("events.out.tfevents.*"):
         acc = EventAccumulator(str(events))
         acc.Reload()
         tags |= set(acc.Tags()["scalars"])
-    assert {"train/loss", "train/accuracy", "train/lr", "train/margin", "val/eer", "val/min_dcf",
-            "train/utterances_per_second", "train/data_wait_fraction"} <= tags
+    assert {
+        "train/loss",
+        "train/accuracy",
+        "train/lr",
+        "train/margin",
+        "val/eer",
+        "val/min_dcf",
+        "train/utterances_per_second",
+        "train/data_wait_fraction",
+    } <= tags
 
     again = vvframe_cli("run", "--resume", str(run_dir), "--stage", "train", cwd=tmp_path)
     assert again.returncode == 0 and "finished already" in again.stderr
@@ -113,15 +142,26 @@ def test_ddp_with_two_gloo_processes_equals_one_process_on_the_same_global_batch
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir(), two.mkdir()
     common = {"epochs": 1, "val_every": 5}
-    single = vvframe_cli("run", str(recipe(corpus, one / "r.yaml", batch_size=6, accumulate=2, **common)),
-                         "data.val_trials=null", cwd=one)
+    single = vvframe_cli(
+        "run",
+        str(recipe(corpus, one / "r.yaml", batch_size=6, accumulate=2, **common)),
+        "data.val_trials=null",
+        cwd=one,
+    )
     assert single.returncode == 0, single.stderr
-    ddp = vvframe_cli("run", str(recipe(corpus, two / "r.yaml", batch_size=12, launcher="ddp", nproc=2, **common)),
-                      "data.val_trials=null", cwd=two)
+    ddp = vvframe_cli(
+        "run",
+        str(recipe(corpus, two / "r.yaml", batch_size=12, launcher="ddp", nproc=2, **common)),
+        "data.val_trials=null",
+        cwd=two,
+    )
     assert ddp.returncode == 0, ddp.stderr
     a, b = final_parameters(run_dir_of(one)), final_parameters(run_dir_of(two))
-    assert ckpt.load(run_dir_of(one) / "checkpoints" / "last.pt")["iteration"] == \
-        ckpt.load(run_dir_of(two) / "checkpoints" / "last.pt")["iteration"] > 0
+    assert (
+        ckpt.load(run_dir_of(one) / "checkpoints" / "last.pt")["iteration"]
+        == ckpt.load(run_dir_of(two) / "checkpoints" / "last.pt")["iteration"]
+        > 0
+    )
     for key in a:
         if "running" in key or "num_batches" in key:
             continue  # BatchNorm statistics: DDP keeps rank 0's, accumulation sees both halves
@@ -135,8 +175,7 @@ def test_mixed_precision_runs_on_the_cpu_where_torch_supports_it(corpus, tmp_pat
             torch.nn.Conv1d(2, 2, 3)(torch.randn(1, 2, 8))
     except RuntimeError as exc:
         pytest.skip(f"{precision} autocast is not supported on this CPU: {exc}")
-    result = vvframe_cli("run", str(recipe(corpus, tmp_path / "r.yaml", epochs=1, precision=precision)),
-                         cwd=tmp_path)
+    result = vvframe_cli("run", str(recipe(corpus, tmp_path / "r.yaml", epochs=1, precision=precision)), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert all(torch.isfinite(v.float()).all() for v in final_parameters(run_dir_of(tmp_path)).values())
 
@@ -144,8 +183,7 @@ def test_mixed_precision_runs_on_the_cpu_where_torch_supports_it(corpus, tmp_pat
 def test_a_recipe_naming_missing_audio_stops_before_training(corpus, tmp_path):
     listing = tmp_path / "train.txt"
     listing.write_text((corpus / "train.txt").read_text() + "ghost ghost/0.wav\n")
-    result = vvframe_cli("run", str(recipe(corpus, tmp_path / "r.yaml")), f"data.train_list={listing}",
-                         cwd=tmp_path)
+    result = vvframe_cli("run", str(recipe(corpus, tmp_path / "r.yaml")), f"data.train_list={listing}", cwd=tmp_path)
     assert result.returncode == 2 and "1 file missing" in result.stderr and "ghost/0.wav" in result.stderr
     assert "Traceback" not in result.stderr
     assert not list(tmp_path.glob("runs/tiny/*"))  # a mistake found before any work leaves no run directory
@@ -153,28 +191,64 @@ def test_a_recipe_naming_missing_audio_stops_before_training(corpus, tmp_path):
 
 def test_under_torchrun_every_process_joins_one_run_directory(corpus, tmp_path):
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     path = recipe(corpus, tmp_path / "r.yaml", epochs=1, launcher="ddp")
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                             str(port), "-m", "vvframe", "run", str(path), "--run-dir", str(tmp_path / "run")],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=HANG_GUARD)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(port),
+            "-m",
+            "vvframe",
+            "run",
+            str(path),
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rank 0 of 2" in (tmp_path / "run" / "log.txt").read_text()
     assert ckpt.load(tmp_path / "run" / "checkpoints" / "last.pt")["finished"]
     assert not (tmp_path / "runs").exists()
-    refused = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1",
-                              "--master_port", str(port), "-m", "vvframe", "run", str(path)],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=HANG_GUARD)
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "1",
+            "--master_port",
+            str(port),
+            "-m",
+            "vvframe",
+            "run",
+            str(path),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD,
+    )
     assert refused.returncode != 0 and "give every process the same --run-dir" in refused.stderr
 
 
 def test_dataparallel_without_two_gpus_runs_the_plain_module_and_says_so(corpus, tmp_path):
     if torch.cuda.device_count() >= 2:
         pytest.skip("two GPUs here: DataParallel really runs")
-    result = vvframe_cli("run", str(recipe(corpus, tmp_path / "r.yaml", epochs=1, launcher="dp")),
-                         "data.val_trials=null", cwd=tmp_path)
+    result = vvframe_cli(
+        "run", str(recipe(corpus, tmp_path / "r.yaml", epochs=1, launcher="dp")), "data.val_trials=null", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert "DataParallel needs 2+ GPUs" in (run_dir_of(tmp_path) / "log.txt").read_text()
 
@@ -199,9 +273,11 @@ def test_early_stopping_on_validation_eer(corpus, tmp_path):
     assert last["epoch"] == 2 and last["stopped_early"]
     again = vvframe_cli("run", "--resume", str(run_dir_of(tmp_path)), "--stage", "train", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert ("train: this run stopped early: 2 epochs trained, 6 asked (trainer.epochs), and no better validation EER"
-            " for 1 validations (trainer.early_stop_patience 1); nothing to do (raise trainer.early_stop_patience, or"
-            " set it to null, to train on)") in again.stderr
+    assert (
+        "train: this run stopped early: 2 epochs trained, 6 asked (trainer.epochs), and no better validation EER"
+        " for 1 validations (trainer.early_stop_patience 1); nothing to do (raise trainer.early_stop_patience, or"
+        " set it to null, to train on)"
+    ) in again.stderr
 
 
 def test_init_from_keeps_the_head_for_the_same_speakers_and_rebuilds_it_for_others(corpus, tmp_path):
@@ -217,10 +293,17 @@ def test_init_from_keeps_the_head_for_the_same_speakers_and_rebuilds_it_for_othe
     fewer = tmp_path / "fewer"
     fewer.mkdir()
     listing = fewer / "train.txt"
-    listing.write_text("".join(line + "\n" for line in (corpus / "train.txt").read_text().splitlines()
-                               if not line.startswith("spk0005")))
-    result = vvframe_cli("run", str(recipe(corpus, fewer / "r.yaml", epochs=1, init_from=str(source))),
-                         f"data.train_list={listing}", cwd=fewer)
+    listing.write_text(
+        "".join(
+            line + "\n" for line in (corpus / "train.txt").read_text().splitlines() if not line.startswith("spk0005")
+        )
+    )
+    result = vvframe_cli(
+        "run",
+        str(recipe(corpus, fewer / "r.yaml", epochs=1, init_from=str(source))),
+        f"data.train_list={listing}",
+        cwd=fewer,
+    )
     assert result.returncode == 0, result.stderr
     assert "network only; the classifier head is rebuilt" in (run_dir_of(fewer) / "log.txt").read_text()
 
@@ -228,15 +311,24 @@ def test_init_from_keeps_the_head_for_the_same_speakers_and_rebuilds_it_for_othe
 def test_init_from_a_speed_perturbed_run_maps_the_head_back(corpus, tmp_path):
     first = tmp_path / "first"
     first.mkdir()
-    made = vvframe_cli("run", str(recipe(corpus, first / "r.yaml", epochs=1)),
-                       "augment=[{name: speed, new_speakers: true}]", "data.val_trials=null", cwd=first)
+    made = vvframe_cli(
+        "run",
+        str(recipe(corpus, first / "r.yaml", epochs=1)),
+        "augment=[{name: speed, new_speakers: true}]",
+        "data.val_trials=null",
+        cwd=first,
+    )
     assert made.returncode == 0, made.stderr
     source = run_dir_of(first)
     assert ckpt.load(source / "checkpoints" / "last.pt")["num_classes"] == 18
     second = tmp_path / "second"
     second.mkdir()
-    result = vvframe_cli("run", str(recipe(corpus, second / "r.yaml", epochs=1, init_from=str(source))),
-                         "data.val_trials=null", cwd=second)
+    result = vvframe_cli(
+        "run",
+        str(recipe(corpus, second / "r.yaml", epochs=1, init_from=str(source))),
+        "data.val_trials=null",
+        cwd=second,
+    )
     assert result.returncode == 0, result.stderr
     assert "mapped back from 18 speed-perturbed classes (x3)" in (run_dir_of(second) / "log.txt").read_text()
     old = ckpt.load(source / "checkpoints" / "last.pt")["loss"]
@@ -247,15 +339,26 @@ def test_init_from_a_speed_perturbed_run_maps_the_head_back(corpus, tmp_path):
 # ---- one rank's Trainer in this process: skipped steps, automatic precision ------------------------------
 def make_trainer(corpus: Path, run_dir: Path, **trainer):
     from vvframe import Component
-    from vvframe.launch import Dist
+    from vvframe.training.launch import Dist
     from vvframe_plugins.stages.settings import DataSettings, TrainerSettings
     from vvframe_plugins.stages.train import Job, Trainer
+
     data = DataSettings(root=str(corpus / "audio"), train_list=str(corpus / "train.txt"), crop_seconds=0.5)
     settings = TrainerSettings(**{"epochs": 1, "batch_size": 12, "workers": 0, **trainer})
-    job = Job(run_dir, {}, 1, False, data, settings, Component("frontends", "fbank", {"n_mels": 24}),
-              Component("models", "xvector", {"channels": 32, "stats_channels": 64, "embed_dim": 16}),
-              Component("losses", "aamsoftmax", {"margin": 0.1, "scale": 16}),
-              Component("optimizers", "sgd", {"lr": 0.05, "momentum": 0.9}), None, None)
+    job = Job(
+        run_dir,
+        {},
+        1,
+        False,
+        data,
+        settings,
+        Component("frontends", "fbank", {"n_mels": 24}),
+        Component("models", "xvector", {"channels": 32, "stats_channels": 64, "embed_dim": 16}),
+        Component("losses", "aamsoftmax", {"margin": 0.1, "scale": 16}),
+        Component("optimizers", "sgd", {"lr": 0.05, "momentum": 0.9}),
+        None,
+        None,
+    )
     return Trainer(Dist(), job)
 
 
@@ -269,6 +372,7 @@ def first_batch(t):
 
 def snapshot(t) -> tuple[dict, dict]:
     import copy
+
     model = {k: v.clone() for k, v in t.inner.state_dict().items()}
     return model, copy.deepcopy(t.optimizer.state_dict())
 
@@ -295,8 +399,10 @@ def test_a_non_finite_loss_leaves_the_model_and_optimizer_exactly_as_they_were(c
         loss, _ = t.train_batch(torch.full_like(waves, float("nan")), labels, indices)
     assert math.isnan(loss) and t.iteration == 1 and (t.skipped, t.bad_in_row) == (1, 1)
     assert_same(before, snapshot(t))
-    assert "non-finite loss at epoch 1 batch 0: step skipped, the model left as it was (1 in a row, 1 in this run)" \
+    assert (
+        "non-finite loss at epoch 1 batch 0: step skipped, the model left as it was (1 in a row, 1 in this run)"
         in caplog.text
+    )
     t.train_batch(waves, labels, indices)  # a finite batch steps again and ends the row
     assert t.iteration == 2 and t.bad_in_row == 0 and t.skipped == 1
 
@@ -324,17 +430,21 @@ def test_non_finite_gradients_skip_the_step_and_undo_the_forward(corpus, tmp_pat
         assert t.scaler.get_scale() == scale / 2 and t.bad_in_row == 0
         return
     from vvframe_plugins.stages.train import TrainingError
-    with pytest.raises(TrainingError, match=r"^2 non-finite losses or gradients in a row \(trainer.max_bad_steps\);"
-                                            r" the last batch's files: spk"):
+
+    with pytest.raises(
+        TrainingError,
+        match=r"^2 non-finite losses or gradients in a row \(trainer.max_bad_steps\);"
+        r" the last batch's files: spk",
+    ):
         t.train_batch(torch.full_like(waves, float("nan")), labels, indices)
     hook.remove()
 
 
 @pytest.mark.parametrize("native, precision, dtype", [("avx512_bf16", "bf16", torch.bfloat16), (None, "fp32", None)])
-def test_precision_auto_on_the_cpu_follows_native_bf16(corpus, tmp_path, monkeypatch, caplog, native, precision,
-                                                       dtype):
-    import vvframe.launch
-    monkeypatch.setattr(vvframe.launch, "native_bf16_cpu", lambda: native)
+def test_precision_auto_on_the_cpu_follows_native_bf16(corpus, tmp_path, monkeypatch, caplog, native, precision, dtype):
+    import vvframe.training.launch
+
+    monkeypatch.setattr(vvframe.training.launch, "native_bf16_cpu", lambda: native)
     with caplog.at_level("INFO"):
         t = make_trainer(corpus, tmp_path, precision="auto", device="cpu")
     assert (t.precision, t.autocast_dtype, t.scaler.is_enabled()) == (precision, dtype, False)
@@ -345,8 +455,9 @@ def test_precision_auto_on_the_cpu_follows_native_bf16(corpus, tmp_path, monkeyp
 # ---- extending a finished run; validation trials checked first ----------------------------------------
 def test_resuming_a_finished_run_with_more_epochs_trains_them(corpus, tmp_path):
     path = recipe(corpus, tmp_path / "r.yaml", epochs=1)
-    made = vvframe_cli("run", str(path), "data.val_trials=null", "scheduler={name: warmup_cosine, warmup_epochs: 0}",
-                       cwd=tmp_path)
+    made = vvframe_cli(
+        "run", str(path), "data.val_trials=null", "scheduler={name: warmup_cosine, warmup_epochs: 0}", cwd=tmp_path
+    )
     assert made.returncode == 0, made.stderr
     run_dir = run_dir_of(tmp_path)
     first = ckpt.load(run_dir / "checkpoints" / "last.pt")
@@ -356,8 +467,10 @@ def test_resuming_a_finished_run_with_more_epochs_trains_them(corpus, tmp_path):
     assert longer.returncode == 0, longer.stderr
     log = (run_dir / "log.txt").read_text()
     assert "train: extending the finished run from 1 to 2 epochs (trainer.epochs), from its last checkpoint" in log
-    assert (f"the run was planned for 1 epochs, trainer.epochs is now 2: scheduler 'warmup_cosine' is rebuilt for 2"
-            f" epochs ({2 * first['iteration']} iterations) and goes on from iteration {first['iteration']}") in log
+    assert (
+        f"the run was planned for 1 epochs, trainer.epochs is now 2: scheduler 'warmup_cosine' is rebuilt for 2"
+        f" epochs ({2 * first['iteration']} iterations) and goes on from iteration {first['iteration']}"
+    ) in log
     assert "epoch 2/2: loss" in log and (run_dir / "checkpoints" / "epoch_2.pt").is_file()
     last = ckpt.load(run_dir / "checkpoints" / "last.pt")
     assert last["finished"] and last["epoch"] == 2 and last["iteration"] == 2 * first["iteration"]
@@ -365,8 +478,10 @@ def test_resuming_a_finished_run_with_more_epochs_trains_them(corpus, tmp_path):
 
     again = vvframe_cli("run", "--resume", str(run_dir), "trainer.epochs=2", "--stage", "train", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "train: this run finished already: 2 epochs trained, 2 asked (trainer.epochs); nothing to do (raise" \
-           " trainer.epochs to train on)" in again.stderr
+    assert (
+        "train: this run finished already: 2 epochs trained, 2 asked (trainer.epochs); nothing to do (raise"
+        " trainer.epochs to train on)" in again.stderr
+    )
     fewer = vvframe_cli("run", "--resume", str(run_dir), "trainer.epochs=1", "--stage", "train", cwd=tmp_path)
     assert "finished already: 2 epochs trained, 1 asked (trainer.epochs); nothing to do\n" in fewer.stderr
     assert ckpt.load(run_dir / "checkpoints" / "last.pt")["epoch"] == 2
@@ -375,13 +490,15 @@ def test_resuming_a_finished_run_with_more_epochs_trains_them(corpus, tmp_path):
 @pytest.mark.parametrize("keep, missing", [("1", "non-target (label 0)"), ("0", "target (label 1)")])
 def test_validation_trials_without_both_kinds_stop_before_training(corpus, tmp_path, keep, missing):
     trials = tmp_path / "val.txt"
-    trials.write_text("".join(line + "\n" for line in (corpus / "trials.txt").read_text().splitlines()
-                              if line.split()[0] == keep))
-    result = vvframe_cli("run", str(recipe(corpus, tmp_path / "r.yaml")), f"data.val_trials={trials}",
-                         cwd=tmp_path)
+    trials.write_text(
+        "".join(line + "\n" for line in (corpus / "trials.txt").read_text().splitlines() if line.split()[0] == keep)
+    )
+    result = vvframe_cli("run", str(recipe(corpus, tmp_path / "r.yaml")), f"data.val_trials={trials}", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     count = len(trials.read_text().splitlines())
-    assert (f"data.val_trials {trials}: no {missing} trial among its {count} trials; the validation EER needs both:"
-            " add the missing kind (`vvframe data trials` makes balanced ones), or set data.val_trials=null"
-            in result.stderr)
+    assert (
+        f"data.val_trials {trials}: no {missing} trial among its {count} trials; the validation EER needs both:"
+        " add the missing kind (`vvframe data trials` makes balanced ones), or set data.val_trials=null"
+        in result.stderr
+    )
     assert not list(tmp_path.glob("runs/tiny/*/checkpoints"))

@@ -1,4 +1,5 @@
 """``python -m vvframe`` is the ``vvframe`` command."""
+
 import sys
 
 from .cli import main

@@ -1,4 +1,5 @@
 """One of several augmentors per utterance (WeSpeaker's reverb-or-noise), chosen by weight."""
+
 from __future__ import annotations
 
 import logging
@@ -6,8 +7,9 @@ from typing import Annotated, Any
 
 import torch
 
-from vvframe import BadValue, registry
-from vvframe.schema import Range
+from vvframe import BadValue
+from vvframe.core import registry
+from vvframe.core.schema import Range
 
 from .common import Probability, check_prob, chosen_rows
 
@@ -19,37 +21,53 @@ class Choice:
 
     label_multiplier = 1
 
-    def __init__(self, sample_rate: int, options: list[dict], weights: Annotated[list[float], Range(0)] | None = None,
-                 prob: Probability = 1.0):
+    def __init__(
+        self,
+        sample_rate: int,
+        options: list[dict],
+        weights: Annotated[list[float], Range(0)] | None = None,
+        prob: Probability = 1.0,
+    ):
         self.prob = check_prob(prob, "choice")
         if not options:
-            raise BadValue("choice: options is empty; expected a list of augmentor entries,"
-                           " e.g. [{name: reverb, root: ...}, {name: noise, root: ...}]")
+            raise BadValue(
+                "choice: options is empty; expected a list of augmentor entries,"
+                " e.g. [{name: reverb, root: ...}, {name: noise, root: ...}]"
+            )
         self.options = [registry.build("augmentors", entry, sample_rate=sample_rate) for entry in options]
         self.names = [_name(entry) for entry in options]
         kinds = {getattr(opt, "on", None) for opt in self.options}
         if len(kinds) != 1 or None in kinds:
             where = ", ".join(f"{n} ({getattr(o, 'on', 'no on attribute')})" for n, o in zip(self.names, self.options))
-            raise BadValue(f"choice: every option must run on the same input (all 'waveform' or all 'features');"
-                           f" got {where}")
+            raise BadValue(
+                f"choice: every option must run on the same input (all 'waveform' or all 'features'); got {where}"
+            )
         self.on = kinds.pop()
         changing = [n for n, o in zip(self.names, self.options) if getattr(o, "label_multiplier", 1) != 1]
         if changing:
-            raise BadValue(f"choice: {', '.join(changing)} change speaker labels (label_multiplier > 1), which a"
-                           " choice cannot pass on; list it in augment on its own")
+            raise BadValue(
+                f"choice: {', '.join(changing)} change speaker labels (label_multiplier > 1), which a"
+                " choice cannot pass on; list it in augment on its own"
+            )
         if weights is None:
             weights = [1.0] * len(self.options)
         weights = [float(w) for w in weights]
         if len(weights) != len(self.options) or any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise BadValue(f"choice: weights={weights}; expected {len(self.options)} non-negative numbers, one per"
-                           " option, not all zero")
+            raise BadValue(
+                f"choice: weights={weights}; expected {len(self.options)} non-negative numbers, one per"
+                " option, not all zero"
+            )
         self.weights = weights
 
     def draw(self, batch: int, generator: torch.Generator) -> torch.Tensor:
         """``(batch,)`` option indices on the CPU, -1 for an utterance left alone (``prob``)."""
         chosen = chosen_rows(batch, self.prob, generator)
-        pick = torch.multinomial(torch.tensor(self.weights, dtype=torch.float64, device=generator.device), batch,
-                                 replacement=True, generator=generator).cpu()
+        pick = torch.multinomial(
+            torch.tensor(self.weights, dtype=torch.float64, device=generator.device),
+            batch,
+            replacement=True,
+            generator=generator,
+        ).cpu()
         return torch.where(chosen, pick, torch.full_like(pick, -1))
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -18,7 +18,7 @@ The contract:
   - every augmentor takes ``prob: float``: the probability that each utterance of the batch is augmented,
     drawn independently per utterance;
   - files (noise, impulse responses) are listed once, at construction, and only the crops needed are read
-    (``vvframe.audio.random_crop`` / ``read`` with ``start``/``frames``), never whole long files;
+    (``vvframe.data.audio.random_crop`` / ``read`` with ``start``/``frames``), never whole long files;
   - attribute ``label_multiplier: int``: ``1`` for an augmentor that keeps speaker identity (it returns
     ``x`` alone). One that makes new speakers (``speed`` with ``new_speakers: true``) has
     ``label_multiplier > 1`` and returns ``(x, k)``, ``k`` a ``(B,)`` long tensor in
@@ -27,6 +27,7 @@ The contract:
 - A bad argument (an empty folder, a range upside down) is an error at construction, a ``vvframe.BadValue``
   that names the value and what was expected, never a failure in a worker hours later.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,8 +37,8 @@ from typing import Annotated
 import torch
 
 from vvframe import BadValue
-from vvframe.lists import AUDIO_SUFFIXES
-from vvframe.schema import Range
+from vvframe.core.schema import Range
+from vvframe.data.lists import AUDIO_SUFFIXES
 
 log = logging.getLogger(__name__)
 

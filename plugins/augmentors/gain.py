@@ -1,4 +1,5 @@
 """Random gain: each chosen utterance scaled by a level drawn uniformly in decibels."""
+
 from __future__ import annotations
 
 import torch

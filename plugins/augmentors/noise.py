@@ -1,4 +1,5 @@
 """Additive noise at a random SNR from a MUSAN-style folder: ``root/<category>/**/*.wav|flac``."""
+
 from __future__ import annotations
 
 import logging
@@ -9,15 +10,18 @@ from typing import Annotated
 import torch
 
 from vvframe import BadValue
-from vvframe.audio import AudioError, random_crop
-from vvframe.schema import Range
+from vvframe.core.schema import Range
+from vvframe.data.audio import AudioError, random_crop
 
 from .common import Probability, audio_files, check_batch, check_prob, check_range, chosen_rows, randint, uniform
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CATEGORIES: dict[str, tuple[float, float]] = {"noise": (0.0, 15.0), "music": (5.0, 15.0),
-                                                      "speech": (13.0, 20.0)}
+DEFAULT_CATEGORIES: dict[str, tuple[float, float]] = {
+    "noise": (0.0, 15.0),
+    "music": (5.0, 15.0),
+    "speech": (13.0, 20.0),
+}
 BABBLE = "speech"  # the category mixed as a babble of several talkers
 ATTEMPTS = 5  # files tried for one noise crop before an unreadable-file error is raised
 
@@ -57,8 +61,14 @@ class Noise:
     on = "waveform"
     label_multiplier = 1
 
-    def __init__(self, sample_rate: int, root: str, categories: dict[str, tuple[float, float]] = DEFAULT_CATEGORIES,
-                 babble: Annotated[tuple[int, int], Range(1, 100)] = (3, 7), prob: Probability = 0.6):
+    def __init__(
+        self,
+        sample_rate: int,
+        root: str,
+        categories: dict[str, tuple[float, float]] = DEFAULT_CATEGORIES,
+        babble: Annotated[tuple[int, int], Range(1, 100)] = (3, 7),
+        prob: Probability = 0.6,
+    ):
         self.sample_rate = int(sample_rate)
         self.root = str(root)
         self.prob = check_prob(prob, "noise")
@@ -70,8 +80,10 @@ class Noise:
             raise BadValue(f"noise: babble={list(self.babble)}; expected at least one talker")
         base = Path(self.root).expanduser()
         if not base.is_dir():
-            raise BadValue(f"noise: root {self.root} is not a folder; expected a MUSAN-style folder with"
-                           f" subfolders {', '.join(f'{c}/' for c in wanted)} of .wav/.flac files")
+            raise BadValue(
+                f"noise: root {self.root} is not a folder; expected a MUSAN-style folder with"
+                f" subfolders {', '.join(f'{c}/' for c in wanted)} of .wav/.flac files"
+            )
         self.categories: dict[str, tuple[float, float]] = {}
         self.files: dict[str, list[str]] = {}
         missing = []
@@ -88,12 +100,18 @@ class Noise:
             self.categories[name] = check_range(*low_high, f"noise: categories.{name} (SNR dB)")
             self.files[name] = files
         if not self.categories:
-            raise BadValue(f"noise: {self.root} has none of the categories {', '.join(wanted)}; expected a"
-                           f" MUSAN-style folder with subfolders {', '.join(f'{c}/' for c in wanted)} holding"
-                           " .wav/.flac files")
+            raise BadValue(
+                f"noise: {self.root} has none of the categories {', '.join(wanted)}; expected a"
+                f" MUSAN-style folder with subfolders {', '.join(f'{c}/' for c in wanted)} holding"
+                " .wav/.flac files"
+            )
         if missing:
-            log.warning("noise: %s has no audio in %s; using %s", self.root, ", ".join(f"{m}/" for m in missing),
-                        ", ".join(self.categories))
+            log.warning(
+                "noise: %s has no audio in %s; using %s",
+                self.root,
+                ", ".join(f"{m}/" for m in missing),
+                ", ".join(self.categories),
+            )
         self._names = sorted(self.categories)  # a fixed order, whatever order the recipe wrote
 
     def draw(self, batch: int, generator: torch.Generator) -> list[NoiseDraw]:
@@ -149,5 +167,4 @@ class Noise:
         raise AudioError(path, f"noise: {ATTEMPTS} attempts in {category}/ gave no readable crop; check the folder")
 
     def __repr__(self) -> str:
-        return (f"Noise(root={self.root!r}, categories={self.categories}, babble={list(self.babble)},"
-                f" prob={self.prob})")
+        return f"Noise(root={self.root!r}, categories={self.categories}, babble={list(self.babble)}, prob={self.prob})"

@@ -1,4 +1,5 @@
 """Reverberation: convolution with a room impulse response from a folder (e.g. RIRS_NOISES simulated_rirs)."""
+
 from __future__ import annotations
 
 import logging
@@ -6,7 +7,7 @@ import logging
 import torch
 from torchaudio.functional import fftconvolve
 
-from vvframe.audio import info, read
+from vvframe.data.audio import info, read
 
 from .common import Probability, audio_files, check_batch, check_prob, chosen_rows, randint
 

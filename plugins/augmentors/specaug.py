@@ -1,4 +1,5 @@
 """SpecAugment on feature batches: time and frequency bands set to the utterance's mean, on the device."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -6,15 +7,16 @@ from typing import Annotated
 import torch
 
 from vvframe import BadValue
-from vvframe.schema import Range
+from vvframe.core.schema import Range
 
 from .common import Probability, check_batch, check_prob, chosen_rows
 
 Count = Annotated[int, Range(0, 10000)]  # masks, or frames or bins a mask covers
 
 
-def bands(batch: int, count: int, max_width: int, size: int, generator: torch.Generator) \
-        -> tuple[torch.Tensor, torch.Tensor]:
+def bands(
+    batch: int, count: int, max_width: int, size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` random bands per row as ``(starts, widths)``, each ``(batch, count)``, on the CPU.
 
     Widths are uniform in ``[0, min(max_width, size)]``, positions uniform among those inside ``[0, size)``.
@@ -24,8 +26,9 @@ def bands(batch: int, count: int, max_width: int, size: int, generator: torch.Ge
         return empty, empty
     dev = generator.device
     widths = torch.randint(0, min(max_width, size) + 1, (batch, count), generator=generator, device=dev).cpu()
-    starts = (torch.rand(batch, count, generator=generator, device=dev, dtype=torch.float64).cpu()
-              * (size - widths + 1)).long()
+    starts = (
+        torch.rand(batch, count, generator=generator, device=dev, dtype=torch.float64).cpu() * (size - widths + 1)
+    ).long()
     return starts, widths
 
 
@@ -47,10 +50,20 @@ class SpecAugment:
     on = "features"
     label_multiplier = 1
 
-    def __init__(self, num_time_masks: Count = 1, max_time: Count = 10, num_freq_masks: Count = 1, max_freq: Count = 8,
-                 prob: Probability = 0.6):
-        for name, value in [("num_time_masks", num_time_masks), ("max_time", max_time),
-                            ("num_freq_masks", num_freq_masks), ("max_freq", max_freq)]:
+    def __init__(
+        self,
+        num_time_masks: Count = 1,
+        max_time: Count = 10,
+        num_freq_masks: Count = 1,
+        max_freq: Count = 8,
+        prob: Probability = 0.6,
+    ):
+        for name, value in [
+            ("num_time_masks", num_time_masks),
+            ("max_time", max_time),
+            ("num_freq_masks", num_freq_masks),
+            ("max_freq", max_freq),
+        ]:
             if int(value) < 0:
                 raise BadValue(f"specaug: {name}={value}; expected a count >= 0")
         self.num_time_masks, self.max_time = int(num_time_masks), int(max_time)
@@ -73,5 +86,7 @@ class SpecAugment:
         return torch.where(mask, fill, x)
 
     def __repr__(self) -> str:
-        return (f"SpecAugment(num_time_masks={self.num_time_masks}, max_time={self.max_time},"
-                f" num_freq_masks={self.num_freq_masks}, max_freq={self.max_freq}, prob={self.prob})")
+        return (
+            f"SpecAugment(num_time_masks={self.num_time_masks}, max_time={self.max_time},"
+            f" num_freq_masks={self.num_freq_masks}, max_freq={self.max_freq}, prob={self.prob})"
+        )

@@ -1,4 +1,5 @@
 """Speed perturbation by resampling (as ``sox speed``): duration scales by 1/factor and pitch shifts with it."""
+
 from __future__ import annotations
 
 import logging
@@ -8,7 +9,7 @@ import torch
 from torchaudio.functional import resample
 
 from vvframe import BadValue
-from vvframe.schema import Range
+from vvframe.core.schema import Range
 
 from .common import Probability, check_batch, check_prob, chosen_rows, randint
 
@@ -54,21 +55,29 @@ class Speed:
 
     on = "waveform"
 
-    def __init__(self, sample_rate: int, factors: Annotated[tuple[float, ...], Range(gt=0, le=10)] = (0.9, 1.0, 1.1),
-                 prob: Probability = 1.0, new_speakers: bool = False):
+    def __init__(
+        self,
+        sample_rate: int,
+        factors: Annotated[tuple[float, ...], Range(gt=0, le=10)] = (0.9, 1.0, 1.1),
+        prob: Probability = 1.0,
+        new_speakers: bool = False,
+    ):
         self.sample_rate = int(sample_rate)
         self.prob = check_prob(prob, "speed")
         factors = tuple(float(f) for f in factors)
         if not factors or any(f <= 0 for f in factors):
-            raise BadValue(f"speed: factors={list(factors)}; expected one or more positive numbers,"
-                           " e.g. [0.9, 1.0, 1.1]")
+            raise BadValue(
+                f"speed: factors={list(factors)}; expected one or more positive numbers, e.g. [0.9, 1.0, 1.1]"
+            )
         if len(set(factors)) != len(factors):
             raise BadValue(f"speed: factors={list(factors)} repeats a factor; list each once")
         self.new_speakers = bool(new_speakers)
         if self.new_speakers:
             if 1.0 not in factors:
-                raise BadValue(f"speed: new_speakers needs factor 1.0 among factors={list(factors)}: it keeps the"
-                               " recorded speakers' labels (k = 0)")
+                raise BadValue(
+                    f"speed: new_speakers needs factor 1.0 among factors={list(factors)}: it keeps the"
+                    " recorded speakers' labels (k = 0)"
+                )
             factors = (1.0, *(f for f in factors if f != 1.0))  # 1.0 first: k = 0 is the speaker as recorded
         self.factors = factors
         self.label_multiplier = len(factors) if self.new_speakers else 1

@@ -1,4 +1,5 @@
 """Helpers shared by the frontends (this module is not a component): input checks, pre-emphasis, normalisation."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -6,7 +7,7 @@ from typing import Annotated
 import torch
 from torch import Tensor
 
-from vvframe.schema import Range
+from vvframe.core.schema import Range
 
 # what the frontends' signatures accept: feature bins, sizes in samples, a pre-emphasis coefficient
 Bins = Annotated[int, Range(1, 1024)]

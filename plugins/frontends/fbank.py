@@ -1,4 +1,5 @@
 """``fbank``: Kaldi-compatible log mel filterbank energies, computed for the whole batch at once on its device."""
+
 from __future__ import annotations
 
 from typing import Annotated, Literal
@@ -7,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torchaudio.compliance.kaldi import get_mel_banks
 
-from vvframe.schema import Range
+from vvframe.core.schema import Range
 
 from .common import Coefficient, Hertz, check_waveform, full_precision, normalise_over_time
 
@@ -31,10 +32,20 @@ def kaldi_window(kind: str, length: int) -> Tensor:
 class Fbank(nn.Module):
     """Kaldi-compatible log mel filterbank (as WeSpeaker's), batched on the device; dither only in training."""
 
-    def __init__(self, sample_rate: int, n_mels: Annotated[int, Range(4, 1024)] = 80, frame_length: Milliseconds = 25.0,
-                 frame_shift: Milliseconds = 10.0, dither: Annotated[float, Range(0)] = 1.0,
-                 preemphasis: Coefficient = 0.97, window: Window = "hamming", f_min: Hertz = 20.0,
-                 f_max: float | None = None, scale: Annotated[float, Range(gt=0)] = 32768.0, mean_norm: bool = True):
+    def __init__(
+        self,
+        sample_rate: int,
+        n_mels: Annotated[int, Range(4, 1024)] = 80,
+        frame_length: Milliseconds = 25.0,
+        frame_shift: Milliseconds = 10.0,
+        dither: Annotated[float, Range(0)] = 1.0,
+        preemphasis: Coefficient = 0.97,
+        window: Window = "hamming",
+        f_min: Hertz = 20.0,
+        f_max: float | None = None,
+        scale: Annotated[float, Range(gt=0)] = 32768.0,
+        mean_norm: bool = True,
+    ):
         """Log mel energies of ``(B, T)`` waveforms in [-1, 1] as ``(B, n_mels, frames)``.
 
         Equals ``torchaudio.compliance.kaldi.fbank(scale * wave, num_mel_bins=n_mels, window_type=window, ...)``
@@ -50,8 +61,10 @@ class Fbank(nn.Module):
         self.win_length = int(sample_rate * frame_length / 1000.0)
         self.hop_length = int(sample_rate * frame_shift / 1000.0)
         if self.win_length < 2 or self.hop_length < 1:
-            raise ValueError(f"frame_length {frame_length} ms and frame_shift {frame_shift} ms are too short at "
-                             f"{sample_rate} Hz ({self.win_length} and {self.hop_length} samples)")
+            raise ValueError(
+                f"frame_length {frame_length} ms and frame_shift {frame_shift} ms are too short at "
+                f"{sample_rate} Hz ({self.win_length} and {self.hop_length} samples)"
+            )
         if not 0.0 <= preemphasis <= 1.0:
             raise ValueError(f"preemphasis must be in [0, 1], got {preemphasis}")
         if dither < 0:
@@ -63,8 +76,10 @@ class Fbank(nn.Module):
         nyquist = sample_rate / 2
         high = 0.0 if f_max is None else float(f_max)
         if not 0.0 <= f_min < (nyquist + high if high <= 0.0 else high) <= nyquist:
-            raise ValueError(f"need 0 <= f_min < f_max <= {nyquist:g} (Nyquist at {sample_rate} Hz); "
-                             f"got f_min {f_min}, f_max {f_max}")
+            raise ValueError(
+                f"need 0 <= f_min < f_max <= {nyquist:g} (Nyquist at {sample_rate} Hz); "
+                f"got f_min {f_min}, f_max {f_max}"
+            )
         if n_mels < 4:
             raise ValueError(f"n_mels must be at least 4, got {n_mels}")
         banks, _ = get_mel_banks(n_mels, self.n_fft, float(sample_rate), float(f_min), high, 100.0, -500.0, 1.0)
@@ -103,7 +118,7 @@ class Fbank(nn.Module):
             feats = torch.matmul(power, self.mel_t).clamp_min(eps).log()
             return normalise_over_time(feats.transpose(1, 2), mean=self.mean_norm)
         frames = x.new_empty(raw.shape[0], raw.shape[1], self.n_fft)
-        frames[..., self.win_length:].zero_()
+        frames[..., self.win_length :].zero_()
         body = frames[..., : self.win_length]
         if dither:
             torch.add(raw, torch.randn_like(raw), alpha=dither, out=body)
@@ -118,5 +133,7 @@ class Fbank(nn.Module):
         return normalise_over_time(feats.transpose(1, 2), mean=self.mean_norm)
 
     def extra_repr(self) -> str:
-        return (f"sample_rate={self.sample_rate}, n_mels={self.out_dim}, win={self.win_length}, hop={self.hop_length}, "
-                f"dither={self.dither}, mean_norm={self.mean_norm}")
+        return (
+            f"sample_rate={self.sample_rate}, n_mels={self.out_dim}, win={self.win_length}, hop={self.hop_length}, "
+            f"dither={self.dither}, mean_norm={self.mean_norm}"
+        )

@@ -1,20 +1,30 @@
 """``mfcc``: mel-frequency cepstral coefficients (torchaudio's MFCC on log mel energies)."""
+
 from __future__ import annotations
 
 import torch
 import torchaudio
 from torch import Tensor, nn
 
-from .common import (Bins, Coefficient, Hertz, Samples, check_waveform, full_precision, normalise_over_time,
-                     preemphasise)
+from .common import Bins, Coefficient, Hertz, Samples, check_waveform, full_precision, normalise_over_time, preemphasise
 
 
 class MFCC(nn.Module):
     """MFCCs: pre-emphasis, log mel energies (Hamming window), orthonormal DCT-II, per-utterance mean normalisation."""
 
-    def __init__(self, sample_rate: int, n_mfcc: Bins = 30, n_mels: Bins = 80, n_fft: Samples = 512,
-                 win_length: Samples = 400, hop_length: Samples = 160, f_min: Hertz = 20.0, f_max: float | None = None,
-                 preemphasis: Coefficient = 0.97, mean_norm: bool = True):
+    def __init__(
+        self,
+        sample_rate: int,
+        n_mfcc: Bins = 30,
+        n_mels: Bins = 80,
+        n_fft: Samples = 512,
+        win_length: Samples = 400,
+        hop_length: Samples = 160,
+        f_min: Hertz = 20.0,
+        f_max: float | None = None,
+        preemphasis: Coefficient = 0.97,
+        mean_norm: bool = True,
+    ):
         """``(B, T)`` waveforms → ``(B, n_mfcc, T // hop_length + 1)`` cepstra.
 
         ``torchaudio.transforms.MFCC`` with ``log_mels=True`` (log(mel + 1e-6), computed per utterance; the
@@ -32,9 +42,19 @@ class MFCC(nn.Module):
         self.sample_rate, self.out_dim, self.hop_length = int(sample_rate), int(n_mfcc), int(hop_length)
         self.preemphasis, self.mean_norm = float(preemphasis), mean_norm
         self.mfcc = torchaudio.transforms.MFCC(
-            sample_rate=sample_rate, n_mfcc=n_mfcc, log_mels=True,
-            melkwargs={"n_fft": n_fft, "win_length": win_length, "hop_length": hop_length, "f_min": f_min,
-                       "f_max": f_max, "n_mels": n_mels, "window_fn": torch.hamming_window})
+            sample_rate=sample_rate,
+            n_mfcc=n_mfcc,
+            log_mels=True,
+            melkwargs={
+                "n_fft": n_fft,
+                "win_length": win_length,
+                "hop_length": hop_length,
+                "f_min": f_min,
+                "f_max": f_max,
+                "n_mels": n_mels,
+                "window_fn": torch.hamming_window,
+            },
+        )
 
     def forward(self, wave: Tensor) -> Tensor:
         """``(B, T)`` waveforms → ``(B, n_mfcc, frames)`` cepstra (float32, autocast off)."""

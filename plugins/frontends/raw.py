@@ -1,4 +1,5 @@
 """``raw``: the waveform itself, for models that read samples (RawNet, SincNet-style front layers)."""
+
 from __future__ import annotations
 
 from torch import Tensor, nn

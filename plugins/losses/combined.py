@@ -5,6 +5,7 @@ The classifier sees every utterance of the ``(B, P, D)`` batch, the prototypical
 loss is their sum and the accuracy the classifier's top-1 fraction. ``weight``, ``num_classes`` and
 ``resize_classes`` are the classifier's (sub-module ``classifier``, its state-dict keys ``classifier.*``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -74,8 +75,16 @@ class AAMSoftmaxProto(_ClassifierPlusProto):
 
     loss_name = "aamsoftmaxproto"
 
-    def __init__(self, embed_dim: int, num_classes: int, margin: AngularMargin = 0.2, scale: Scale = 32.0,
-                 easy_margin: bool = False, init_w: Scale = 10.0, init_b: float = -5.0):
+    def __init__(
+        self,
+        embed_dim: int,
+        num_classes: int,
+        margin: AngularMargin = 0.2,
+        scale: Scale = 32.0,
+        easy_margin: bool = False,
+        init_w: Scale = 10.0,
+        init_b: float = -5.0,
+    ):
         super().__init__()
         self.classifier = AAMSoftmax(embed_dim, num_classes, margin, scale, easy_margin)
         self.proto = AngleProto(init_w, init_b)

@@ -12,6 +12,7 @@ Conventions of every first-party loss:
   class, class-major) and can be rebuilt for another label set with ``resize_classes``; loading a state dict whose
   head has another number of classes fails with an error that says so.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,30 +25,42 @@ import torch.nn.functional as F
 from torch import nn
 
 from vvframe import BadValue
-from vvframe.schema import Range
+from vvframe.core.schema import Range
 
 # what the losses' signatures accept (checked by `vvframe check`, before anything is built)
-Scale = Annotated[float, Range(gt=0)]                      # a logit scale, or the initial one of a learnt scale
+Scale = Annotated[float, Range(gt=0)]  # a logit scale, or the initial one of a learnt scale
 AngularMargin = Annotated[float, Range(0, lt=math.pi / 2)]  # radians
 
 
-def check_batch(name: str, embeddings: torch.Tensor, labels: torch.Tensor, min_per_speaker: int,
-                embed_dim: int | None = None, min_speakers: int = 1) -> tuple[int, int, int]:
+def check_batch(
+    name: str,
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    min_per_speaker: int,
+    embed_dim: int | None = None,
+    min_speakers: int = 1,
+) -> tuple[int, int, int]:
     """``(B, P, D)`` of a valid batch; a ``BadValue`` naming loss ``name`` and what it needs otherwise.
 
     Labels are range-checked only where that costs nothing (on the CPU); elsewhere CUDA's own check applies.
     """
     if embeddings.dim() != 3:
-        raise BadValue(f"loss '{name}' takes embeddings shaped (B, P, D) (speakers, utterances per speaker, "
-                       f"embedding size), got shape {tuple(embeddings.shape)}")
+        raise BadValue(
+            f"loss '{name}' takes embeddings shaped (B, P, D) (speakers, utterances per speaker, "
+            f"embedding size), got shape {tuple(embeddings.shape)}"
+        )
     B, P, D = embeddings.shape
     if labels.shape != (B,):
-        raise BadValue(f"loss '{name}' takes one label per row of embeddings (B,) = ({B},), "
-                       f"got labels of shape {tuple(labels.shape)}")
+        raise BadValue(
+            f"loss '{name}' takes one label per row of embeddings (B,) = ({B},), "
+            f"got labels of shape {tuple(labels.shape)}"
+        )
     if P < min_per_speaker:
-        raise BadValue(f"loss '{name}' needs at least {min_per_speaker} utterances per speaker in a batch "
-                       f"(embeddings (B, P, D) with P >= {min_per_speaker}), got P = {P}; "
-                       f"give the sampler at least {min_per_speaker} utterances per speaker")
+        raise BadValue(
+            f"loss '{name}' needs at least {min_per_speaker} utterances per speaker in a batch "
+            f"(embeddings (B, P, D) with P >= {min_per_speaker}), got P = {P}; "
+            f"give the sampler at least {min_per_speaker} utterances per speaker"
+        )
     if B < min_speakers:
         raise BadValue(f"loss '{name}' needs at least {min_speakers} speakers in a batch, got B = {B}")
     if embed_dim is not None and D != embed_dim:
@@ -60,8 +73,10 @@ def check_labels(name: str, labels: torch.Tensor, num_classes: int) -> None:
     if labels.device.type == "cpu" and labels.numel():
         low, high = int(labels.min()), int(labels.max())
         if low < 0 or high >= num_classes:
-            raise BadValue(f"loss '{name}' has {num_classes} classes (labels 0 .. {num_classes - 1}), "
-                           f"got labels from {low} to {high}")
+            raise BadValue(
+                f"loss '{name}' has {num_classes} classes (labels 0 .. {num_classes - 1}), "
+                f"got labels from {low} to {high}"
+            )
 
 
 @contextlib.contextmanager
@@ -157,8 +172,9 @@ class ClassHead(nn.Module):
         self.num_classes = num_classes
         return self
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):  # noqa: D401 - torch's hook
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):  # noqa: D401 - torch's hook
         key = prefix + "weight"
         if key in state_dict and tuple(state_dict[key].shape) != tuple(self.weight.shape):
             shape = tuple(state_dict[key].shape)
@@ -168,9 +184,11 @@ class ClassHead(nn.Module):
                 f"loss '{self.loss_name}': {key} in the checkpoint has shape {shape} ({theirs_text} classes of size "
                 f"{shape[1] if len(shape) > 1 else '?'}) but this head has {tuple(self.weight.shape)} "
                 f"({self.num_classes} classes of size {self.embed_dim}); the checkpoint was trained on another label "
-                f"set: load it into a head of its size, then call resize_classes(num_classes, keep=...) to fine-tune")
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+                f"set: load it into a head of its size, then call resize_classes(num_classes, keep=...) to fine-tune"
+            )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores ``(N, num_classes)`` of flat embeddings ``(N, D)`` without any margin."""

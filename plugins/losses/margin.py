@@ -5,6 +5,7 @@ All three score an embedding ``x`` against L2-normalised class weights ``W_j`` b
 target class ``y`` and feed ``scale * logits`` to the cross-entropy. Accuracy is the top-1 fraction of the
 margin-free cosines. ``margin`` may be set at any time (the trainer schedules it); the next forward uses it.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,7 +14,7 @@ from typing import Annotated
 import torch
 
 from vvframe import BadValue
-from vvframe.schema import Range
+from vvframe.core.schema import Range
 
 from .common import AngularMargin, CosineHead, Scale, check_scale
 
@@ -33,8 +34,9 @@ class AMSoftmax(CosineHead):
 
     loss_name = "amsoftmax"
 
-    def __init__(self, embed_dim: int, num_classes: int, margin: Annotated[float, Range(0, lt=2)] = 0.2,
-                 scale: Scale = 30.0):
+    def __init__(
+        self, embed_dim: int, num_classes: int, margin: Annotated[float, Range(0, lt=2)] = 0.2, scale: Scale = 30.0
+    ):
         super().__init__()
         self.init_head(embed_dim, num_classes)
         self.margin = margin
@@ -68,8 +70,14 @@ class AAMSoftmax(CosineHead):
 
     loss_name = "aamsoftmax"
 
-    def __init__(self, embed_dim: int, num_classes: int, margin: AngularMargin = 0.2, scale: Scale = 32.0,
-                 easy_margin: bool = False):
+    def __init__(
+        self,
+        embed_dim: int,
+        num_classes: int,
+        margin: AngularMargin = 0.2,
+        scale: Scale = 32.0,
+        easy_margin: bool = False,
+    ):
         super().__init__()
         self.init_head(embed_dim, num_classes)
         self.scale = check_scale(self.loss_name, scale)
@@ -107,8 +115,10 @@ class AAMSoftmax(CosineHead):
         return self.scale * scores.scatter(1, targets[:, None], self.angular_margin(cos_y))
 
     def extra_repr(self) -> str:
-        return (f"embed_dim={self.embed_dim}, num_classes={self.num_classes}, margin={self.margin}, "
-                f"scale={self.scale}, easy_margin={self.easy_margin}")
+        return (
+            f"embed_dim={self.embed_dim}, num_classes={self.num_classes}, margin={self.margin}, "
+            f"scale={self.scale}, easy_margin={self.easy_margin}"
+        )
 
 
 class SubcenterAAMSoftmax(AAMSoftmax):
@@ -127,9 +137,17 @@ class SubcenterAAMSoftmax(AAMSoftmax):
 
     loss_name = "subcenter_aamsoftmax"
 
-    def __init__(self, embed_dim: int, num_classes: int, margin: AngularMargin = 0.2, scale: Scale = 32.0,
-                 easy_margin: bool = False, K: Annotated[int, Range(1, 1024)] = 3,
-                 inter_topk: Annotated[int, Range(0)] = 0, inter_margin: AngularMargin = 0.06):
+    def __init__(
+        self,
+        embed_dim: int,
+        num_classes: int,
+        margin: AngularMargin = 0.2,
+        scale: Scale = 32.0,
+        easy_margin: bool = False,
+        K: Annotated[int, Range(1, 1024)] = 3,
+        inter_topk: Annotated[int, Range(0)] = 0,
+        inter_margin: AngularMargin = 0.06,
+    ):
         if isinstance(K, bool) or not isinstance(K, int) or K < 1:
             raise BadValue(f"loss '{self.loss_name}': K (sub-centers per class) must be a positive integer, got {K!r}")
         if isinstance(inter_topk, bool) or not isinstance(inter_topk, int) or inter_topk < 0:
@@ -158,12 +176,12 @@ class SubcenterAAMSoftmax(AAMSoftmax):
         others = scores.scatter(1, targets[:, None], float("-inf"))
         top_cos, top_idx = others.topk(k, dim=1)
         sin = torch.sqrt((1.0 - top_cos * top_cos).clamp(min=1e-7))
-        closer = torch.where(top_cos < math.cos(mp), top_cos * math.cos(mp) + sin * math.sin(mp),
-                             torch.ones_like(top_cos))
+        closer = torch.where(
+            top_cos < math.cos(mp), top_cos * math.cos(mp) + sin * math.sin(mp), torch.ones_like(top_cos)
+        )
         penalised = scores.scatter(1, top_idx, closer)
         cos_y = scores.gather(1, targets[:, None])
         return self.scale * penalised.scatter(1, targets[:, None], self.angular_margin(cos_y))
 
     def extra_repr(self) -> str:
-        return (super().extra_repr() + f", K={self.K}, inter_topk={self.inter_topk}, "
-                f"inter_margin={self.inter_margin}")
+        return super().extra_repr() + f", K={self.K}, inter_topk={self.inter_topk}, inter_margin={self.inter_margin}"

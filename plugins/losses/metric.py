@@ -5,6 +5,7 @@ Row ``b`` of the embeddings ``(B, P, D)`` is one speaker. The samplers put each 
 should a label still occur twice, the other row of the same speaker is never counted as a negative. The accuracy
 (a detached fraction in [0, 1]) is that of picking the right prototype / centroid among the batch's speakers.
 """
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vvframe import BadValue
-from vvframe.schema import Range
+from vvframe.core.schema import Range
 
 from .common import Scale, check_batch, full_precision, mask_other_same_label, top1
 
@@ -86,8 +87,11 @@ class Proto(_MetricLoss):
         x, labels = self.prepare(embeddings, labels)
         with full_precision(x.device):
             query, prototype = x[:, -1], x[:, :-1].mean(dim=1)
-            squared = (query * query).sum(1, keepdim=True) + (prototype * prototype).sum(1)[None, :] \
+            squared = (
+                (query * query).sum(1, keepdim=True)
+                + (prototype * prototype).sum(1)[None, :]
                 - 2.0 * query @ prototype.T
+            )
             logits = mask_other_same_label(-squared.clamp(min=0.0), labels)
             target = torch.arange(x.shape[0], device=x.device)
             return F.cross_entropy(logits, target), top1(logits, target)

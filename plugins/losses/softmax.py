@@ -1,4 +1,5 @@
 """``softmax``: a linear classifier over the speakers trained with cross-entropy."""
+
 from __future__ import annotations
 
 import math

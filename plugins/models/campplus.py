@@ -17,6 +17,7 @@ Written from the paper's description:
 - batch norm and ReLU, statistics pooling (mean and standard deviation), and a dense layer (1x1 linear,
   batch norm without affine parameters) to the embedding.
 """
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 
 from vvframe import BadValue
-from vvframe.schema import Range
+from vvframe.core.schema import Range
 
 from .common import Width
 from .pooling import make_pooling
@@ -44,8 +45,9 @@ class ResBlock2d(nn.Module):
         self.bn2 = nn.BatchNorm2d(channels)
         self.shortcut = nn.Sequential()
         if stride != 1 or in_channels != channels:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride=(stride, 1), bias=False),
-                                          nn.BatchNorm2d(channels))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, channels, 1, stride=(stride, 1), bias=False), nn.BatchNorm2d(channels)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -63,10 +65,12 @@ class FCM(nn.Module):
     def __init__(self, in_dim: int, channels: int = FCM_CHANNELS, blocks: int = 2):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU())
-        self.stages = nn.Sequential(*(ResBlock2d(channels, channels, 2 if i == 0 else 1)
-                                      for _ in range(2) for i in range(blocks)))
-        self.last = nn.Sequential(nn.Conv2d(channels, channels, 3, stride=(2, 1), padding=1, bias=False),
-                                  nn.BatchNorm2d(channels), nn.ReLU())
+        self.stages = nn.Sequential(
+            *(ResBlock2d(channels, channels, 2 if i == 0 else 1) for _ in range(2) for i in range(blocks))
+        )
+        self.last = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, stride=(2, 1), padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU()
+        )
         self.out_dim = channels * _halved(_halved(_halved(in_dim)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,14 +93,25 @@ class CAMLayer(nn.Module):
     """Context-aware masking: a local TDNN output gated by a mask predicted from utterance- and
     segment-level means of the layer's input."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int, segment: int,
-                 reduction: int = 2):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, dilation: int, segment: int, reduction: int = 2
+    ):
         super().__init__()
         self.segment = segment
-        self.local = nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation,
-                               padding=dilation * (kernel_size - 1) // 2, bias=False)
-        self.context = nn.Sequential(nn.Conv1d(in_channels, in_channels // reduction, 1), nn.ReLU(),
-                                     nn.Conv1d(in_channels // reduction, out_channels, 1), nn.Sigmoid())
+        self.local = nn.Conv1d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            dilation=dilation,
+            padding=dilation * (kernel_size - 1) // 2,
+            bias=False,
+        )
+        self.context = nn.Sequential(
+            nn.Conv1d(in_channels, in_channels // reduction, 1),
+            nn.ReLU(),
+            nn.Conv1d(in_channels // reduction, out_channels, 1),
+            nn.Sigmoid(),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         context = x.mean(dim=-1, keepdim=True) + segment_mean(x, self.segment)
@@ -106,12 +121,17 @@ class CAMLayer(nn.Module):
 class DenseLayer(nn.Module):
     """One D-TDNN layer: bottleneck then a CAM layer; its ``growth_rate`` channels join the block's input."""
 
-    def __init__(self, in_channels: int, growth_rate: int, bn_channels: int, kernel_size: int, dilation: int,
-                 segment: int):
+    def __init__(
+        self, in_channels: int, growth_rate: int, bn_channels: int, kernel_size: int, dilation: int, segment: int
+    ):
         super().__init__()
-        self.bottleneck = nn.Sequential(nn.BatchNorm1d(in_channels), nn.ReLU(),
-                                        nn.Conv1d(in_channels, bn_channels, 1, bias=False),
-                                        nn.BatchNorm1d(bn_channels), nn.ReLU())
+        self.bottleneck = nn.Sequential(
+            nn.BatchNorm1d(in_channels),
+            nn.ReLU(),
+            nn.Conv1d(in_channels, bn_channels, 1, bias=False),
+            nn.BatchNorm1d(bn_channels),
+            nn.ReLU(),
+        )
         self.cam = CAMLayer(bn_channels, growth_rate, kernel_size, dilation, segment)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -126,27 +146,43 @@ def transit(in_channels: int, out_channels: int) -> nn.Sequential:
 class CAMPPlus(nn.Module):
     """CAM++: 2-D conv front-end and densely connected TDNN with context-aware masking (Wang et al., Interspeech 2023)."""
 
-    def __init__(self, in_dim: int, embed_dim: Width = 512, growth_rate: Width = 32,
-                 bn_size: Annotated[int, Range(1, 64)] = 4, init_channels: Width = 128,
-                 config: Annotated[tuple[int, int, int], Range(1, 1024)] = (12, 24, 16),
-                 dilations: Annotated[tuple[int, int, int], Range(1, 1024)] = (1, 2, 2), segment: Width = 100):
+    def __init__(
+        self,
+        in_dim: int,
+        embed_dim: Width = 512,
+        growth_rate: Width = 32,
+        bn_size: Annotated[int, Range(1, 64)] = 4,
+        init_channels: Width = 128,
+        config: Annotated[tuple[int, int, int], Range(1, 1024)] = (12, 24, 16),
+        dilations: Annotated[tuple[int, int, int], Range(1, 1024)] = (1, 2, 2),
+        segment: Width = 100,
+    ):
         """``config`` is the number of D-TDNN layers per block, ``dilations`` their dilation per block,
         ``growth_rate`` the channels each layer adds, ``bn_size * growth_rate`` the bottleneck width,
         ``init_channels`` the width entering the first block, ``segment`` the CAM segment length in frames of
         the backbone (half the input frame rate)."""
         super().__init__()
-        for name, value in (("in_dim", in_dim), ("embed_dim", embed_dim), ("growth_rate", growth_rate),
-                            ("bn_size", bn_size), ("init_channels", init_channels), ("segment", segment),
-                            *((f"config[{i}]", n) for i, n in enumerate(config)),
-                            *((f"dilations[{i}]", d) for i, d in enumerate(dilations))):
+        for name, value in (
+            ("in_dim", in_dim),
+            ("embed_dim", embed_dim),
+            ("growth_rate", growth_rate),
+            ("bn_size", bn_size),
+            ("init_channels", init_channels),
+            ("segment", segment),
+            *((f"config[{i}]", n) for i, n in enumerate(config)),
+            *((f"dilations[{i}]", d) for i, d in enumerate(dilations)),
+        ):
             if value < 1:
                 raise BadValue(f"{name} must be positive, got {value}")
         if len(config) != len(dilations):
             raise BadValue(f"config {config} and dilations {dilations} must have one entry per block")
         self.in_dim, self.embed_dim = int(in_dim), int(embed_dim)
         self.fcm = FCM(in_dim)
-        layers: list[nn.Module] = [nn.Conv1d(self.fcm.out_dim, init_channels, 5, stride=2, padding=2, bias=False),
-                                   nn.BatchNorm1d(init_channels), nn.ReLU()]
+        layers: list[nn.Module] = [
+            nn.Conv1d(self.fcm.out_dim, init_channels, 5, stride=2, padding=2, bias=False),
+            nn.BatchNorm1d(init_channels),
+            nn.ReLU(),
+        ]
         channels = init_channels
         for count, dilation in zip(config, dilations):
             for _ in range(count):
@@ -157,8 +193,9 @@ class CAMPPlus(nn.Module):
         layers += [nn.BatchNorm1d(channels), nn.ReLU()]
         self.backbone = nn.Sequential(*layers)
         self.pooling = make_pooling("tstp", channels)
-        self.embedding = nn.Sequential(nn.Conv1d(self.pooling.out_dim, embed_dim, 1, bias=False),
-                                       nn.BatchNorm1d(embed_dim, affine=False))
+        self.embedding = nn.Sequential(
+            nn.Conv1d(self.pooling.out_dim, embed_dim, 1, bias=False), nn.BatchNorm1d(embed_dim, affine=False)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Features ``(B, in_dim, frames)`` to embeddings ``(B, embed_dim)``."""

@@ -13,6 +13,7 @@ Written from the paper's description (its Figure 1 and Section 3):
   (``astp``, channel-dependent frame attention with global context), batch norm, a linear layer to the
   embedding and a last batch norm.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Literal
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from vvframe import BadValue
-from vvframe.schema import Range
+from vvframe.core.schema import Range
 
 from .common import Width
 from .pooling import make_pooling
@@ -34,8 +35,9 @@ class ConvReluBn(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1):
         super().__init__()
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation,
-                              padding=dilation * (kernel_size - 1) // 2)
+        self.conv = nn.Conv1d(
+            in_channels, out_channels, kernel_size, dilation=dilation, padding=dilation * (kernel_size - 1) // 2
+        )
         self.bn = nn.BatchNorm1d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,7 +86,8 @@ class SERes2Block(nn.Module):
             ConvReluBn(channels, channels, 1),
             Res2Conv(channels, kernel_size, dilation, scale),
             ConvReluBn(channels, channels, 1),
-            SqueezeExcitation(channels, se_bottleneck))
+            SqueezeExcitation(channels, se_bottleneck),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -93,17 +96,31 @@ class SERes2Block(nn.Module):
 class ECAPATDNN(nn.Module):
     """ECAPA-TDNN: SE-Res2Net TDNN blocks, multi-layer aggregation, attentive statistics pooling (Desplanques et al., Interspeech 2020)."""
 
-    def __init__(self, in_dim: int, embed_dim: Width = 192, channels: Width = 512,
-                 scale: Annotated[int, Range(2, 64)] = 8, se_bottleneck: Width = 128, attention_bottleneck: Width = 128,
-                 aggregate_channels: Width = 1536, pooling: Pooling = "astp"):
+    def __init__(
+        self,
+        in_dim: int,
+        embed_dim: Width = 192,
+        channels: Width = 512,
+        scale: Annotated[int, Range(2, 64)] = 8,
+        se_bottleneck: Width = 128,
+        attention_bottleneck: Width = 128,
+        aggregate_channels: Width = 1536,
+        pooling: Pooling = "astp",
+    ):
         """``channels`` is the paper's C (512 or 1024; any multiple of ``scale``), ``scale`` the Res2Net
         scale, ``se_bottleneck`` and ``attention_bottleneck`` the widths of the squeeze-excitation and
         attention layers (128 in the paper), ``aggregate_channels`` the width after multi-layer feature
         aggregation (1536 in the paper) and ``pooling`` the pooling layer (``astp``: the paper's)."""
         super().__init__()
-        for name, value in (("in_dim", in_dim), ("embed_dim", embed_dim), ("channels", channels), ("scale", scale),
-                            ("se_bottleneck", se_bottleneck), ("attention_bottleneck", attention_bottleneck),
-                            ("aggregate_channels", aggregate_channels)):
+        for name, value in (
+            ("in_dim", in_dim),
+            ("embed_dim", embed_dim),
+            ("channels", channels),
+            ("scale", scale),
+            ("se_bottleneck", se_bottleneck),
+            ("attention_bottleneck", attention_bottleneck),
+            ("aggregate_channels", aggregate_channels),
+        ):
             if value < 1:
                 raise BadValue(f"{name} must be positive, got {value}")
         if scale < 2 or channels % scale:

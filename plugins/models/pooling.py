@@ -11,6 +11,7 @@ nothing, so an utterance pools the same alone or in a batch of equal lengths.
 | ``asp`` | attentive statistics pooling: attention-weighted mean and std, channel-wise attention (Okabe et al., 2018) | 2C |
 | ``astp`` | ``asp`` with global context: attention also sees the utterance's mean and std (ECAPA-TDNN, Desplanques et al., 2020) | 2C |
 """
+
 from __future__ import annotations
 
 import torch
@@ -75,8 +76,12 @@ class ASP(nn.Module):
         self.out_dim = 2 * in_dim
         self.global_context = global_context
         self.attention = nn.Sequential(
-            nn.Conv1d(in_dim * (3 if global_context else 1), bottleneck, 1), nn.ReLU(), nn.BatchNorm1d(bottleneck),
-            nn.Tanh(), nn.Conv1d(bottleneck, in_dim, 1))
+            nn.Conv1d(in_dim * (3 if global_context else 1), bottleneck, 1),
+            nn.ReLU(),
+            nn.BatchNorm1d(bottleneck),
+            nn.Tanh(),
+            nn.Conv1d(bottleneck, in_dim, 1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inputs = x
@@ -84,8 +89,9 @@ class ASP(nn.Module):
             mean = x.mean(dim=-1)
             std = _std(x, mean)
             frames = x.shape[-1]
-            inputs = torch.cat([x, mean.unsqueeze(-1).expand(-1, -1, frames),
-                                std.unsqueeze(-1).expand(-1, -1, frames)], dim=1)
+            inputs = torch.cat(
+                [x, mean.unsqueeze(-1).expand(-1, -1, frames), std.unsqueeze(-1).expand(-1, -1, frames)], dim=1
+            )
         weights = torch.softmax(self.attention(inputs), dim=-1)  # (B, C, T)
         mean = (weights * x).sum(dim=-1)
         return torch.cat([mean, _std(x, mean, weights)], dim=-1)

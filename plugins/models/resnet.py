@@ -6,6 +6,7 @@ four-fold expansion from depth 50 up) of widths ``base_width`` x 1, 2, 4, 8 and 
 time), then the channels and the remaining frequency bins are flattened into one axis, pooled over time, and mapped
 to the embedding by one linear layer (optionally a second, after a ReLU and a batch norm without affine terms).
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Literal
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from vvframe import BadValue
-from vvframe.schema import Range
+from vvframe.core.schema import Range
 
 from .common import Width
 from .pooling import make_pooling
@@ -43,8 +44,10 @@ def downsampled_bins(in_dim: int, strides: tuple[int, ...], owner: str) -> int:
     for s in strides:
         factor *= s
     if in_dim < factor:
-        raise BadValue(f"{owner}: in_dim {in_dim} is too small; the network halves the frequency axis "
-                       f"{len([s for s in strides if s > 1])} times, so it needs at least {factor} feature bins")
+        raise BadValue(
+            f"{owner}: in_dim {in_dim} is too small; the network halves the frequency axis "
+            f"{len([s for s in strides if s > 1])} times, so it needs at least {factor} feature bins"
+        )
     bins = in_dim
     for s in strides:
         bins = (bins - 1) // s + 1
@@ -68,8 +71,9 @@ class BasicBlock(nn.Module):
 
     def __init__(self, in_ch: int, planes: int, stride: int = 1):
         super().__init__()
-        self.body = nn.Sequential(*_conv_bn(in_ch, planes, 3, stride), nn.ReLU(inplace=True),
-                                  *_conv_bn(planes, planes, 3, 1))
+        self.body = nn.Sequential(
+            *_conv_bn(in_ch, planes, 3, stride), nn.ReLU(inplace=True), *_conv_bn(planes, planes, 3, 1)
+        )
         self.shortcut = _shortcut(in_ch, planes, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,9 +88,13 @@ class Bottleneck(nn.Module):
     def __init__(self, in_ch: int, planes: int, stride: int = 1):
         super().__init__()
         out_ch = planes * self.expansion
-        self.body = nn.Sequential(*_conv_bn(in_ch, planes, 1, 1), nn.ReLU(inplace=True),
-                                  *_conv_bn(planes, planes, 3, stride), nn.ReLU(inplace=True),
-                                  *_conv_bn(planes, out_ch, 1, 1))
+        self.body = nn.Sequential(
+            *_conv_bn(in_ch, planes, 1, 1),
+            nn.ReLU(inplace=True),
+            *_conv_bn(planes, planes, 3, stride),
+            nn.ReLU(inplace=True),
+            *_conv_bn(planes, out_ch, 1, 1),
+        )
         self.shortcut = _shortcut(in_ch, out_ch, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,8 +104,15 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """WeSpeaker's ResNet, 18 to 293 layers: 2-D residual stages, stats pooling, linear embedding (Wespeaker, 2023)."""
 
-    def __init__(self, in_dim: int, embed_dim: Width = 256, depth: Depth = 34, base_width: BaseWidth = 32,
-                 pooling: Pooling = "tstp", two_emb_layer: bool = False):
+    def __init__(
+        self,
+        in_dim: int,
+        embed_dim: Width = 256,
+        depth: Depth = 34,
+        base_width: BaseWidth = 32,
+        pooling: Pooling = "tstp",
+        two_emb_layer: bool = False,
+    ):
         super().__init__()
         if depth not in LAYOUTS:
             raise BadValue(f"ResNet depth {depth} is not one of {', '.join(map(str, LAYOUTS))}")
@@ -111,7 +126,7 @@ class ResNet(nn.Module):
         self.stem = nn.Sequential(*_conv_bn(1, base_width, 3, 1), nn.ReLU(inplace=True))
         stages, channels = [], base_width
         for i, (n, stride) in enumerate(zip(blocks, STAGE_STRIDES)):
-            planes = base_width * 2 ** i
+            planes = base_width * 2**i
             layers = []
             for j in range(n):
                 layers.append(block(channels, planes, stride if j == 0 else 1))
@@ -121,8 +136,11 @@ class ResNet(nn.Module):
 
         self.pool = make_pooling(pooling, channels * bins)
         self.embedding = nn.Linear(self.pool.out_dim, embed_dim)
-        self.second = nn.Sequential(nn.ReLU(), nn.BatchNorm1d(embed_dim, affine=False),
-                                    nn.Linear(embed_dim, embed_dim)) if two_emb_layer else nn.Identity()
+        self.second = (
+            nn.Sequential(nn.ReLU(), nn.BatchNorm1d(embed_dim, affine=False), nn.Linear(embed_dim, embed_dim))
+            if two_emb_layer
+            else nn.Identity()
+        )
         _init_convs(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,19 +155,34 @@ def _init_convs(module: nn.Module) -> None:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
-def resnet34(in_dim: int, embed_dim: Width = 256, base_width: BaseWidth = 32, pooling: Pooling = "tstp",
-             two_emb_layer: bool = False) -> ResNet:
+def resnet34(
+    in_dim: int,
+    embed_dim: Width = 256,
+    base_width: BaseWidth = 32,
+    pooling: Pooling = "tstp",
+    two_emb_layer: bool = False,
+) -> ResNet:
     """WeSpeaker's ResNet34 (basic blocks [3, 4, 6, 3], 6.6 M parameters at 80 bins; Wang et al., ICASSP 2023)."""
     return ResNet(in_dim, embed_dim, 34, base_width, pooling, two_emb_layer)
 
 
-def resnet221(in_dim: int, embed_dim: Width = 256, base_width: BaseWidth = 32, pooling: Pooling = "tstp",
-              two_emb_layer: bool = False) -> ResNet:
+def resnet221(
+    in_dim: int,
+    embed_dim: Width = 256,
+    base_width: BaseWidth = 32,
+    pooling: Pooling = "tstp",
+    two_emb_layer: bool = False,
+) -> ResNet:
     """WeSpeaker's ResNet221 (bottleneck blocks [6, 16, 48, 3], ~23.8 M parameters at 80 bins; WeSpeaker recipe)."""
     return ResNet(in_dim, embed_dim, 221, base_width, pooling, two_emb_layer)
 
 
-def resnet293(in_dim: int, embed_dim: Width = 256, base_width: BaseWidth = 32, pooling: Pooling = "tstp",
-              two_emb_layer: bool = False) -> ResNet:
+def resnet293(
+    in_dim: int,
+    embed_dim: Width = 256,
+    base_width: BaseWidth = 32,
+    pooling: Pooling = "tstp",
+    two_emb_layer: bool = False,
+) -> ResNet:
     """WeSpeaker's ResNet293 (bottleneck blocks [10, 20, 64, 3], ~28.6 M parameters at 80 bins; WeSpeaker recipe)."""
     return ResNet(in_dim, embed_dim, 293, base_width, pooling, two_emb_layer)

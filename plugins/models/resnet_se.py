@@ -12,6 +12,7 @@ Both read features ``(B, in_dim, frames)`` as a one-channel image and stack SE b
 voxceleb_trainer computes its own filterbank and instance-normalises it inside the model; here the features come
 from a vvframe frontend (choose its normalisation there), so the models start at the features.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -33,8 +34,12 @@ class SqueezeExcite(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 8):
         super().__init__()
-        self.gate = nn.Sequential(nn.Linear(channels, channels // reduction), nn.ReLU(inplace=True),
-                                  nn.Linear(channels // reduction, channels), nn.Sigmoid())
+        self.gate = nn.Sequential(
+            nn.Linear(channels, channels // reduction),
+            nn.ReLU(inplace=True),
+            nn.Linear(channels // reduction, channels),
+            nn.Sigmoid(),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(x.mean(dim=(2, 3)))[:, :, None, None]
@@ -46,13 +51,17 @@ class SEBasicBlock(nn.Module):
     def __init__(self, in_ch: int, planes: int, stride: int | tuple[int, int] = 1, reduction: int = 8):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(in_ch, planes, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(planes),
+            nn.Conv2d(in_ch, planes, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(planes),
             nn.ReLU(inplace=True),
-            nn.Conv2d(planes, planes, 3, padding=1, bias=False), nn.BatchNorm2d(planes),
-            SqueezeExcite(planes, reduction))
+            nn.Conv2d(planes, planes, 3, padding=1, bias=False),
+            nn.BatchNorm2d(planes),
+            SqueezeExcite(planes, reduction),
+        )
         if (stride != 1 and stride != (1, 1)) or in_ch != planes:
-            self.shortcut: nn.Module = nn.Sequential(nn.Conv2d(in_ch, planes, 1, stride=stride, bias=False),
-                                                     nn.BatchNorm2d(planes))
+            self.shortcut: nn.Module = nn.Sequential(
+                nn.Conv2d(in_ch, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
         else:
             self.shortcut = nn.Identity()
 
@@ -63,16 +72,21 @@ class SEBasicBlock(nn.Module):
 def _stages(widths: tuple[int, ...], strides: tuple[int, ...]) -> nn.Sequential:
     stages, channels = [], widths[0]
     for planes, n, stride in zip(widths, BLOCKS, strides):
-        stages.append(nn.Sequential(*[SEBasicBlock(channels if j == 0 else planes, planes, stride if j == 0 else 1)
-                                      for j in range(n)]))
+        stages.append(
+            nn.Sequential(
+                *[SEBasicBlock(channels if j == 0 else planes, planes, stride if j == 0 else 1) for j in range(n)]
+            )
+        )
         channels = planes
     return nn.Sequential(*stages)
 
 
 def _check(owner: str, in_dim: int, embed_dim: int) -> None:
     if in_dim < 8:
-        raise BadValue(f"{owner}: in_dim {in_dim} is too small; the network halves the frequency axis 3 times,"
-                       f" so it needs at least 8 feature bins")
+        raise BadValue(
+            f"{owner}: in_dim {in_dim} is too small; the network halves the frequency axis 3 times,"
+            f" so it needs at least 8 feature bins"
+        )
     if embed_dim < 1:
         raise BadValue(f"{owner}: embed_dim must be positive, got {embed_dim}")
 
@@ -98,8 +112,9 @@ class ResNetSE34L(nn.Module):
         _check("ResNetSE34L", in_dim, embed_dim)
         widths = (16, 32, 64, 128)
         self.in_dim, self.embed_dim = in_dim, embed_dim
-        self.stem = nn.Sequential(nn.Conv2d(1, widths[0], 7, stride=(2, 1), padding=3),
-                                  nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, widths[0], 7, stride=(2, 1), padding=3), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+        )
         self.stages = _stages(widths, (1, 2, 2, 1))
         self.pool = make_pooling(pooling, widths[-1])
         self.embedding = nn.Linear(self.pool.out_dim, embed_dim)
@@ -122,8 +137,9 @@ class ResNetSE34V2(nn.Module):
         for _ in range(3):
             bins = (bins - 1) // 2 + 1
         # voxceleb_trainer applies the ReLU before the first batch norm here
-        self.stem = nn.Sequential(nn.Conv2d(1, widths[0], 3, padding=1), nn.ReLU(inplace=True),
-                                  nn.BatchNorm2d(widths[0]))
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, widths[0], 3, padding=1), nn.ReLU(inplace=True), nn.BatchNorm2d(widths[0])
+        )
         self.stages = _stages(widths, (1, 2, 2, 2))
         self.pool = make_pooling(pooling, widths[-1] * bins)
         self.embedding = nn.Linear(self.pool.out_dim, embed_dim)

@@ -1,4 +1,5 @@
 """Adaptive symmetric score normalization ``asnorm``; the contract is in ``common.py``."""
+
 from __future__ import annotations
 
 import logging
@@ -7,7 +8,7 @@ from typing import Annotated
 import torch
 
 from vvframe import BadValue
-from vvframe.schema import Range
+from vvframe.core.schema import Range
 
 from .common import Side, check, normalized
 

@@ -1,4 +1,5 @@
 """Cohort score normalizers ``none``, ``znorm``, ``tnorm`` and ``snorm``; the contract is in ``common.py``."""
+
 from __future__ import annotations
 
 import torch

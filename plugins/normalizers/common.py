@@ -23,6 +23,7 @@ population ones (``correction=0``), clamped to at least :data:`MIN_STD`. The res
 - ``asnorm(top_k=300)``: as ``snorm``, but each side's statistics are over its ``top_k`` highest cohort scores;
   ``top_k`` above the cohort size is clamped to ``C`` (logged once), ``top_k < 1`` is a :class:`BadValue`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -45,21 +46,25 @@ def check(owner: str, scores: torch.Tensor, enroll: Side, test: Side, cohort: to
         raise BadValue(f"{owner}: cohort must be a non-empty (C, D) tensor, got shape {tuple(cohort.shape)}")
     for side, (emb, index) in (("enroll", enroll), ("test", test)):
         if emb.dim() != 2 or emb.shape[1] != cohort.shape[1]:
-            raise BadValue(f"{owner}: {side} embeddings must be (N, {cohort.shape[1]}) like the cohort,"
-                           f" got shape {tuple(emb.shape)}")
+            raise BadValue(
+                f"{owner}: {side} embeddings must be (N, {cohort.shape[1]}) like the cohort,"
+                f" got shape {tuple(emb.shape)}"
+            )
         if index.shape != scores.shape:
-            raise BadValue(f"{owner}: {side} index must be (T,) = {tuple(scores.shape)},"
-                           f" got shape {tuple(index.shape)}")
+            raise BadValue(
+                f"{owner}: {side} index must be (T,) = {tuple(scores.shape)}, got shape {tuple(index.shape)}"
+            )
 
 
-def side_stats(emb: torch.Tensor, cohort: torch.Tensor, top_k: int | None = None,
-               chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+def side_stats(
+    emb: torch.Tensor, cohort: torch.Tensor, top_k: int | None = None, chunk: int = CHUNK
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(mean, std)``, each ``(N,)`` float32: per distinct row of ``emb`` over its cohort scores (all ``C``,
     or the ``top_k`` highest), from chunked matrix products."""
     cohort = cohort.to(device=emb.device, dtype=torch.float32)
     means, stds = [], []
     for start in range(0, emb.shape[0], chunk):
-        block = emb[start:start + chunk].to(torch.float32) @ cohort.T  # (n, C)
+        block = emb[start : start + chunk].to(torch.float32) @ cohort.T  # (n, C)
         if top_k is not None and top_k < block.shape[1]:
             block = torch.topk(block, top_k, dim=1, sorted=False).values
         std, mean = torch.std_mean(block, dim=1, correction=0)

@@ -3,6 +3,7 @@
 Also home of ``EpochBatchSampler``, the machinery both first-party samplers share: seeding from (seed, epoch),
 the split of an epoch's batches across ranks, and resuming an epoch part-way through.
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,7 +55,7 @@ class EpochBatchSampler:
 
     def share(self, batches: np.ndarray) -> list[list[int]]:
         """This rank's rows r, r + world_size, ... of the epoch's global batches ``(n * world_size, batch_size)``."""
-        return batches[self.rank::self.world_size].tolist()
+        return batches[self.rank :: self.world_size].tolist()
 
     def batches(self) -> list[list[int]]:
         """This rank's batches of the current epoch, all of them (``__iter__`` honours ``start``)."""
@@ -77,8 +78,15 @@ class RandomSampler(EpochBatchSampler):
 
     per_speaker = 1
 
-    def __init__(self, labels: list[int], batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 drop_last: bool = True):
+    def __init__(
+        self,
+        labels: list[int],
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        drop_last: bool = True,
+    ):
         """``drop_last``: leave out the utterances that do not fill a last batch on every rank; when false,
         they form a last, smaller batch of the same size on every rank (fewer than ``world_size`` utterances are
         still left out, so that shares stay disjoint and equal)."""
@@ -91,8 +99,10 @@ class RandomSampler(EpochBatchSampler):
         self.tail = 0 if drop_last else rest // self.world_size  # size of the last, smaller batch on each rank
         self.dropped = total - self.full_rounds * per_round - self.tail * self.world_size
         if len(self) == 0:
-            raise BadValue(f"{total} utterances do not fill one batch of {self.batch_size} on each of "
-                           f"{self.world_size} rank(s): lower batch_size or set drop_last: false")
+            raise BadValue(
+                f"{total} utterances do not fill one batch of {self.batch_size} on each of "
+                f"{self.world_size} rank(s): lower batch_size or set drop_last: false"
+            )
         if self.dropped:
             log.debug("random sampler: each epoch leaves out %d of %d utterances", self.dropped, total)
 
@@ -104,5 +114,5 @@ class RandomSampler(EpochBatchSampler):
         used = self.full_rounds * self.batch_size * self.world_size
         mine = self.share(order[:used].reshape(-1, self.batch_size))
         if self.tail:
-            mine.append(order[used + self.rank * self.tail: used + (self.rank + 1) * self.tail].tolist())
+            mine.append(order[used + self.rank * self.tail : used + (self.rank + 1) * self.tail].tolist())
         return mine

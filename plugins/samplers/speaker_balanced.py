@@ -20,6 +20,7 @@ How an epoch is drawn, from a generator seeded by (seed, epoch) and so the same 
 Only the groups that no full batch can take (and the rounding to ``world_size``) are left out; ``dropped`` says
 how many utterances within the cap that is per epoch (the same every epoch).
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,7 +29,7 @@ from typing import Annotated
 import numpy as np
 
 from vvframe import BadValue
-from vvframe.schema import Range
+from vvframe.core.schema import Range
 
 from .random import EpochBatchSampler
 
@@ -57,9 +58,17 @@ def divisors(n: int) -> list[int]:
 class SpeakerBalancedSampler(EpochBatchSampler):
     """Batches of distinct speakers, ``per_speaker`` utterances each, capped per speaker; deferred, never dropped."""
 
-    def __init__(self, labels: list[int], batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 per_speaker: Annotated[int, Range(1, 1024)] = 1,
-                 max_per_speaker: Annotated[int, Range(1)] | None = 100, skip_small: bool = False):
+    def __init__(
+        self,
+        labels: list[int],
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        per_speaker: Annotated[int, Range(1, 1024)] = 1,
+        max_per_speaker: Annotated[int, Range(1)] | None = 100,
+        skip_small: bool = False,
+    ):
         """``labels``: the speaker of each utterance; ``batch_size``: utterances per batch on each rank, a multiple
         of ``per_speaker``. ``per_speaker``: utterances of one speaker that sit together in a batch (a group:
         2 or more for prototypical and angular-prototypical losses); consecutive runs of ``per_speaker`` indices
@@ -73,20 +82,25 @@ class SpeakerBalancedSampler(EpochBatchSampler):
             below = self.batch_size // per_speaker * per_speaker
             above = below + per_speaker
             choices = f"{below} or {above}" if below else f"{above}"
-            raise BadValue(f"batch_size {self.batch_size} is not a multiple of per_speaker {per_speaker}: a batch "
-                           f"holds whole groups of {per_speaker}; use batch_size {choices}, or per_speaker one of "
-                           f"{', '.join(map(str, divisors(self.batch_size)))}")
+            raise BadValue(
+                f"batch_size {self.batch_size} is not a multiple of per_speaker {per_speaker}: a batch "
+                f"holds whole groups of {per_speaker}; use batch_size {choices}, or per_speaker one of "
+                f"{', '.join(map(str, divisors(self.batch_size)))}"
+            )
         if max_per_speaker is not None and max_per_speaker < per_speaker:
-            raise BadValue(f"max_per_speaker {max_per_speaker} is below per_speaker {per_speaker}: no speaker could "
-                           f"form a group")
+            raise BadValue(
+                f"max_per_speaker {max_per_speaker} is below per_speaker {per_speaker}: no speaker could form a group"
+            )
         self.per_speaker, self.max_per_speaker, self.skip_small = int(per_speaker), max_per_speaker, skip_small
         self.groups_per_batch = self.batch_size // self.per_speaker
 
         speakers, speaker_of, counts = np.unique(self.labels, return_inverse=True, return_counts=True)
         small = counts < self.per_speaker
         if small.any():
-            message = (f"{int(small.sum())} of {speakers.size} speakers have fewer than per_speaker={self.per_speaker}"
-                       f" utterances (the smallest has {int(counts.min())})")
+            message = (
+                f"{int(small.sum())} of {speakers.size} speakers have fewer than per_speaker={self.per_speaker}"
+                f" utterances (the smallest has {int(counts.min())})"
+            )
             if not skip_small:
                 raise BadValue(f"{message}: lower per_speaker, or set skip_small: true to leave them out")
             log.info("speaker_balanced: %s; they are left out (skip_small)", message)
@@ -99,22 +113,33 @@ class SpeakerBalancedSampler(EpochBatchSampler):
         self._counts = counts[keep]
         self.speakers = int(keep.sum())
         if self.speakers < self.groups_per_batch:
-            raise BadValue(f"only {self.speakers} speakers{' with enough utterances' if small.any() else ''}, but a "
-                           f"batch of {self.batch_size} holds {self.groups_per_batch} groups of distinct speakers: use "
-                           f"batch_size at most {self.speakers * self.per_speaker}")
+            raise BadValue(
+                f"only {self.speakers} speakers{' with enough utterances' if small.any() else ''}, but a "
+                f"batch of {self.batch_size} holds {self.groups_per_batch} groups of distinct speakers: use "
+                f"batch_size at most {self.speakers * self.per_speaker}"
+            )
         capped = self._counts if max_per_speaker is None else np.minimum(self._counts, max_per_speaker)
         self._groups = capped // self.per_speaker
         self.batches_per_epoch = max_batches(self._groups, self.groups_per_batch) // self.world_size * self.world_size
         if self.batches_per_epoch == 0:
-            raise BadValue(f"{int(self._groups.sum())} groups of {self.per_speaker} cannot fill one batch of "
-                           f"{self.groups_per_batch} distinct speakers on each of {self.world_size} rank(s): lower "
-                           f"batch_size")
+            raise BadValue(
+                f"{int(self._groups.sum())} groups of {self.per_speaker} cannot fill one batch of "
+                f"{self.groups_per_batch} distinct speakers on each of {self.world_size} rank(s): lower "
+                f"batch_size"
+            )
         self.used = self.batches_per_epoch * self.batch_size  # utterances an epoch yields, all ranks together
         self.capped = int((self._counts - capped).sum())  # utterances beyond max_per_speaker, left out by design
         self.dropped = int(counts[small].sum()) + int(capped.sum()) - self.used
-        log.debug("speaker_balanced: %d batches per epoch on each of %d rank(s) use %d utterances; %d beyond "
-                  "max_per_speaker, %d more left out (incomplete groups, batches that cannot be filled, small "
-                  "speakers)", len(self), self.world_size, self.used, self.capped, self.dropped)
+        log.debug(
+            "speaker_balanced: %d batches per epoch on each of %d rank(s) use %d utterances; %d beyond "
+            "max_per_speaker, %d more left out (incomplete groups, batches that cannot be filled, small "
+            "speakers)",
+            len(self),
+            self.world_size,
+            self.used,
+            self.capped,
+            self.dropped,
+        )
 
     def __len__(self) -> int:
         return self.batches_per_epoch // self.world_size

@@ -12,6 +12,7 @@ Conventions of every first-party scheduler:
   the configuration, so a resumed run takes its settings from the recipe; ``load_state_dict()`` also writes the
   restored lrs into the optimizer, so the next iteration uses exactly the lr an uninterrupted run would.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,9 @@ def check_run(name: str, steps_per_epoch: int, epochs: int) -> tuple[int, int]:
     return int(steps_per_epoch), int(epochs)
 
 
-def check_range(name: str, arg: str, value: float, low: float, high: float, *, low_open: bool = False,
-                high_open: bool = False) -> float:
+def check_range(
+    name: str, arg: str, value: float, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> float:
     """``value`` as a float if it lies in the interval; a ``BadValue`` naming the argument and the range otherwise."""
     value = float(value)
     above = value > low if low_open else value >= low
@@ -77,8 +79,15 @@ def warmup_iterations(name: str, warmup_epochs: float, steps_per_epoch: int, epo
     total = steps_per_epoch * epochs
     iterations = int(round(warmup_epochs * steps_per_epoch))
     if iterations > total // 2:
-        log.warning("scheduler '%s': warmup_epochs=%g is more than half of the run's %d epochs; the warm-up is "
-                    "shortened to %d of the run's %d iterations", name, warmup_epochs, epochs, total // 2, total)
+        log.warning(
+            "scheduler '%s': warmup_epochs=%g is more than half of the run's %d epochs; the warm-up is "
+            "shortened to %d of the run's %d iterations",
+            name,
+            warmup_epochs,
+            epochs,
+            total // 2,
+            total,
+        )
         iterations = total // 2
     return iterations
 
@@ -122,12 +131,16 @@ def load_progress(scheduler: LRScheduler, state_dict: dict[str, Any]) -> None:
     """Set the keys of ``scheduler._STATE`` from ``state_dict`` and write its ``_last_lr`` into the optimizer."""
     missing = [key for key in scheduler._STATE if key not in state_dict]
     if missing:
-        raise BadValue(f"{type(scheduler).__name__}.load_state_dict: the state lacks {', '.join(missing)}; "
-                       f"it was not saved by this scheduler")
+        raise BadValue(
+            f"{type(scheduler).__name__}.load_state_dict: the state lacks {', '.join(missing)}; "
+            f"it was not saved by this scheduler"
+        )
     groups = scheduler.optimizer.param_groups
     if len(state_dict["_last_lr"]) != len(groups):
-        raise BadValue(f"{type(scheduler).__name__}.load_state_dict: the state has {len(state_dict['_last_lr'])} "
-                       f"param groups, the optimizer {len(groups)}")
+        raise BadValue(
+            f"{type(scheduler).__name__}.load_state_dict: the state has {len(state_dict['_last_lr'])} "
+            f"param groups, the optimizer {len(groups)}"
+        )
     for key in scheduler._STATE:
         value = state_dict[key]
         setattr(scheduler, key, list(value) if isinstance(value, (list, tuple)) else value)

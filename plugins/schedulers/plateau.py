@@ -4,6 +4,7 @@ The trainer calls ``scheduler.report(value)`` after each validation, with the va
 any scheduler that has a ``report`` method; ``step()``, called once per iteration like every scheduler's, keeps
 the lr.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,7 +15,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from vvframe import BadValue
-from vvframe.schema import Range
+from vvframe.core.schema import Range
 
 from .common import check_range, check_run, load_progress, reference_lr
 
@@ -33,9 +34,16 @@ class Plateau(LRScheduler):
 
     _STATE = ("last_epoch", "_step_count", "base_lrs", "_last_lr", "lrs", "best", "bad", "reductions")
 
-    def __init__(self, optimizer: Optimizer, steps_per_epoch: int, epochs: int,
-                 factor: Annotated[float, Range(gt=0, lt=1)] = 0.5, patience: Annotated[int, Range(1)] = 2,
-                 min_lr: Annotated[float, Range(0)] = 1e-6, threshold: Annotated[float, Range(0, lt=1)] = 1e-3):
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        steps_per_epoch: int,
+        epochs: int,
+        factor: Annotated[float, Range(gt=0, lt=1)] = 0.5,
+        patience: Annotated[int, Range(1)] = 2,
+        min_lr: Annotated[float, Range(0)] = 1e-6,
+        threshold: Annotated[float, Range(0, lt=1)] = 1e-3,
+    ):
         name = "plateau"
         self.steps_per_epoch, self.epochs = check_run(name, steps_per_epoch, epochs)
         self.factor = check_range(name, "factor", factor, 0, 1, low_open=True, high_open=True)
@@ -72,8 +80,12 @@ class Plateau(LRScheduler):
         for group, lr in zip(self.optimizer.param_groups, new):
             group["lr"] = lr
         self._last_lr = list(new)
-        log.info("plateau: no improvement on %.6g for %d validations; lr now %s", self.best, self.patience,
-                 ", ".join(f"{lr:.3g}" for lr in new))
+        log.info(
+            "plateau: no improvement on %.6g for %d validations; lr now %s",
+            self.best,
+            self.patience,
+            ", ".join(f"{lr:.3g}" for lr in new),
+        )
         return True
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """``step``: the lr multiplied by ``gamma`` every ``step_epochs`` epochs (voxceleb_trainer's ``steplr``)."""
+
 from __future__ import annotations
 
 from typing import Annotated
 
 from torch.optim import Optimizer
 
-from vvframe.schema import Range
+from vvframe.core.schema import Range
 
 from .common import IterationScheduler, check_range, check_run
 
@@ -21,12 +22,17 @@ class StepDecay(IterationScheduler):
     boundaries when ``step_epochs`` is whole, and allows fractional ``step_epochs``.
     """
 
-    def __init__(self, optimizer: Optimizer, steps_per_epoch: int, epochs: int,
-                 step_epochs: Annotated[float, Range(gt=0)] = 10.0, gamma: Annotated[float, Range(gt=0, le=1)] = 0.5):
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        steps_per_epoch: int,
+        epochs: int,
+        step_epochs: Annotated[float, Range(gt=0)] = 10.0,
+        gamma: Annotated[float, Range(gt=0, le=1)] = 0.5,
+    ):
         name = "step"
         steps_per_epoch, epochs = check_run(name, steps_per_epoch, epochs)
-        self.step_epochs = check_range(name, "step_epochs", step_epochs, 0, float("inf"), low_open=True,
-                                       high_open=True)
+        self.step_epochs = check_range(name, "step_epochs", step_epochs, 0, float("inf"), low_open=True, high_open=True)
         self.gamma = check_range(name, "gamma", gamma, 0, 1, low_open=True)
         self.period = max(1, int(round(self.step_epochs * steps_per_epoch)))
         super().__init__(optimizer, steps_per_epoch, epochs)

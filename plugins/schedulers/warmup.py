@@ -7,6 +7,7 @@ even; a warm-up longer than half the run is shortened to half of it, with a warn
 ``D = T - 1 - W`` the decay iterations, ``p = min(1, (t - W) / D)`` (``p = 1`` when ``D = 0``) the decay's
 progress. Each param group gets ``its initial lr * factor(t)``; ``factor`` is written below with ``lr = 1``.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,7 @@ from typing import Annotated
 
 from torch.optim import Optimizer
 
-from vvframe.schema import Range
+from vvframe.core.schema import Range
 
 from .common import IterationScheduler, check_range, check_run, check_warmup, decaying_lr, warmup_iterations
 
@@ -36,8 +37,15 @@ class WarmupExponential(IterationScheduler):
     last iteration a little above ``final_lr``; in between the two curves differ by up to that factor.
     """
 
-    def __init__(self, optimizer: Optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: Epochs = 6.0,
-                 final_lr: Annotated[float, Range(0)] = 5e-5, warmup_from: Annotated[float, Range(0, 1)] = 0.0):
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        steps_per_epoch: int,
+        epochs: int,
+        warmup_epochs: Epochs = 6.0,
+        final_lr: Annotated[float, Range(0)] = 5e-5,
+        warmup_from: Annotated[float, Range(0, 1)] = 0.0,
+    ):
         name = "warmup_exponential"
         steps_per_epoch, epochs = check_run(name, steps_per_epoch, epochs)
         lr = decaying_lr(name, optimizer)
@@ -68,8 +76,14 @@ class WarmupCosine(IterationScheduler):
     so ``lr(0) = 0`` (when there is a warm-up), ``lr(W) = lr`` and ``lr(T - 1) = final_lr``.
     """
 
-    def __init__(self, optimizer: Optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: Epochs = 1.0,
-                 final_lr: Annotated[float, Range(0)] = 0.0):
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        steps_per_epoch: int,
+        epochs: int,
+        warmup_epochs: Epochs = 1.0,
+        final_lr: Annotated[float, Range(0)] = 0.0,
+    ):
         name = "warmup_cosine"
         steps_per_epoch, epochs = check_run(name, steps_per_epoch, epochs)
         lr = decaying_lr(name, optimizer)

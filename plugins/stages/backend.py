@@ -5,6 +5,7 @@ They use this run's ``checkpoints/avg.pt`` (else ``best.pt``, else ``last.pt``) 
 a checkpoint file or another run directory; the log says which weights were used. Embeddings are cached under
 the run directory, keyed by file and weights, so no file is embedded twice.
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,13 +19,20 @@ from typing import Annotated, Literal
 import torch
 
 from vvframe import BadValue, Component, RunContext
-from vvframe import checkpoint as ckpt
-from vvframe.atomic import atomic_json, atomic_write
-from vvframe.embed import (Extractor, finish, l2_normalize, load_cohort, save_cohort, score_pairs,
-                           thresholds_file)
-from vvframe.lists import Trial, check_files, read_trials, read_utterances, trial_files
-from vvframe.metrics import actual_dcf, cllr, det_plot, eer, min_dcf, threshold_at_far
-from vvframe.schema import Range
+from vvframe.core.atomic import atomic_json, atomic_write
+from vvframe.core.schema import Range
+from vvframe.data.lists import Trial, check_files, read_trials, read_utterances, trial_files
+from vvframe.scoring.embed import (
+    Extractor,
+    finish,
+    l2_normalize,
+    load_cohort,
+    save_cohort,
+    score_pairs,
+    thresholds_file,
+)
+from vvframe.scoring.metrics import actual_dcf, cllr, det_plot, eer, min_dcf, threshold_at_far
+from vvframe.training import checkpoint as ckpt
 from vvframe_plugins.stages.settings import DataSettings
 
 log = logging.getLogger(__name__)
@@ -34,11 +42,13 @@ log = logging.getLogger(__name__)
 class EmbedSettings:
     """``embed:``: which weights, and how utterances become embeddings (shared by prepare, eval and test)."""
 
-    checkpoint: str | None = None   # a checkpoint file or a run directory; default: this run's avg/best/last
-    crops: Annotated[int, Range(0, 1000)] = 0  # > 0: average this many evenly spaced crops (voxceleb_trainer's test mode)
+    checkpoint: str | None = None  # a checkpoint file or a run directory; default: this run's avg/best/last
+    crops: Annotated[int, Range(0, 1000)] = (
+        0  # > 0: average this many evenly spaced crops (voxceleb_trainer's test mode)
+    )
     crop_seconds: Annotated[float, Range(gt=0)] = 3.0
     max_seconds: Annotated[float, Range(gt=0)] | None = None
-    mean_subtract: bool = True      # subtract the cohort mean (from prepare) before L2 normalisation
+    mean_subtract: bool = True  # subtract the cohort mean (from prepare) before L2 normalisation
     device: str = "auto"
 
 
@@ -46,8 +56,8 @@ class EmbedSettings:
 class CohortSettings:
     """``cohort:``: the utterances whose embeddings the score normalizers compare against."""
 
-    list: str                                        # <speaker> <path> lines, paths under data.root
-    per_speaker: Literal["mean", "none"] = "mean"    # a speaker's mean embedding, or every utterance
+    list: str  # <speaker> <path> lines, paths under data.root
+    per_speaker: Literal["mean", "none"] = "mean"  # a speaker's mean embedding, or every utterance
     first_k: Annotated[int, Range(1)] | None = None  # with mean: only each speaker's first K utterances
 
 
@@ -85,8 +95,9 @@ def _weights(ctx: RunContext, embed: EmbedSettings) -> Path:
         raise BadValue(f"{exc}; or set embed.checkpoint to a checkpoint or run directory") from None
 
 
-def _extractor(ctx: RunContext, data: DataSettings, embed: EmbedSettings, frontend: Component,
-               model: Component) -> tuple[Extractor, Path]:
+def _extractor(
+    ctx: RunContext, data: DataSettings, embed: EmbedSettings, frontend: Component, model: Component
+) -> tuple[Extractor, Path]:
     path = _weights(ctx, embed)
     state = ckpt.load(path)
     front = frontend.build(sample_rate=data.sample_rate)
@@ -96,9 +107,18 @@ def _extractor(ctx: RunContext, data: DataSettings, embed: EmbedSettings, fronte
     settings = (embed.crops, embed.crop_seconds, embed.max_seconds, str(ctx.recipe.get("frontend")))
     model_id = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{settings}".encode()).hexdigest()[:16]
     log.info("embedding with the weights of %s", path)
-    extractor = Extractor(front, net, data.root, data.sample_rate, device=_device(embed.device),
-                          max_seconds=embed.max_seconds, crops=embed.crops, crop_seconds=embed.crop_seconds,
-                          cache_dir=ctx.run_dir / "cache", model_id=model_id)
+    extractor = Extractor(
+        front,
+        net,
+        data.root,
+        data.sample_rate,
+        device=_device(embed.device),
+        max_seconds=embed.max_seconds,
+        crops=embed.crops,
+        crop_seconds=embed.crop_seconds,
+        cache_dir=ctx.run_dir / "cache",
+        model_id=model_id,
+    )
     return extractor, path
 
 
@@ -106,13 +126,20 @@ def _finish(raw: dict[str, torch.Tensor], mean: torch.Tensor | None, embed: Embe
     return finish(raw, mean if embed.mean_subtract else None)
 
 
-def _score(trials: list[Trial], emb: dict[str, torch.Tensor], cohort: torch.Tensor | None,
-           normalizer) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _score(
+    trials: list[Trial], emb: dict[str, torch.Tensor], cohort: torch.Tensor | None, normalizer
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     return score_pairs([(t.enroll, t.test) for t in trials], emb, cohort, normalizer)
 
 
-def prepare(ctx: RunContext, data: DataSettings, embed: EmbedSettings, cohort: CohortSettings,
-            frontend: Component, model: Component):
+def prepare(
+    ctx: RunContext,
+    data: DataSettings,
+    embed: EmbedSettings,
+    cohort: CohortSettings,
+    frontend: Component,
+    model: Component,
+):
     """Cohort embeddings (per speaker or per utterance) and the mean vector, saved under cohort/."""
     utterances = read_utterances(cohort.list)
     check_files([u.path for u in utterances], data.root, cohort.list)
@@ -127,20 +154,33 @@ def prepare(ctx: RunContext, data: DataSettings, embed: EmbedSettings, cohort: C
             for u in utterances:
                 by_speaker.setdefault(u.speaker, []).append(emb[u.path])
             names = sorted(by_speaker)
-            rows = [torch.stack(by_speaker[n][:cohort.first_k] if cohort.first_k else by_speaker[n]).mean(0)
-                    for n in names]
+            rows = [
+                torch.stack(by_speaker[n][: cohort.first_k] if cohort.first_k else by_speaker[n]).mean(0) for n in names
+            ]
         else:
             names = [u.speaker for u in utterances]
             rows = [emb[u.path] for u in utterances]
         save_cohort(ctx.run_dir, names, l2_normalize(torch.stack(rows)), mean)
-        log.info("cohort: %d %s from %d utterances of %d speakers", len(rows),
-                 "speaker means" if cohort.per_speaker == "mean" else "utterances", len(utterances),
-                 len({u.speaker for u in utterances}))
+        log.info(
+            "cohort: %d %s from %d utterances of %d speakers",
+            len(rows),
+            "speaker means" if cohort.per_speaker == "mean" else "utterances",
+            len(utterances),
+            len({u.speaker for u in utterances}),
+        )
+
     return run
 
 
-def eval(ctx: RunContext, data: DataSettings, embed: EmbedSettings, eval: EvalSettings, frontend: Component,
-         model: Component, normalizer: Component | None = None):  # noqa: A001 - the stage's public name
+def eval(
+    ctx: RunContext,
+    data: DataSettings,
+    embed: EmbedSettings,
+    eval: EvalSettings,
+    frontend: Component,
+    model: Component,
+    normalizer: Component | None = None,
+):  # noqa: A001 - the stage's public name
     """Score each trial list: raw and normalized scores, EER, minDCF, Cllr, DET plots, tuned thresholds."""
     lists = {path: read_trials(path, labelled=True) for path in eval.trials}
     for path, trials in lists.items():
@@ -153,8 +193,10 @@ def eval(ctx: RunContext, data: DataSettings, embed: EmbedSettings, eval: EvalSe
         cohort, mean = load_cohort(ctx.run_dir)
         norm = normalizer.build() if normalizer is not None else None
         if norm is not None and cohort is None and normalizer.name != "none":
-            raise BadValue(f"normalizer '{normalizer.name}' needs cohort embeddings: run the prepare stage first"
-                           " (stages: [..., prepare, eval])")
+            raise BadValue(
+                f"normalizer '{normalizer.name}' needs cohort embeddings: run the prepare stage first"
+                " (stages: [..., prepare, eval])"
+            )
         out = ctx.run_dir / "eval"
         out.mkdir(parents=True, exist_ok=True)
         files = sorted({p for trials in lists.values() for p in trial_files(trials)})
@@ -165,15 +207,21 @@ def eval(ctx: RunContext, data: DataSettings, embed: EmbedSettings, eval: EvalSe
             raw, normed = _score(trials, emb, cohort, norm)
             final = normed if normed is not None else raw
             stem = Path(path).stem
-            atomic_write(out / f"{stem}.scores", "".join(f"{t.enroll} {t.test} {s:.6f} {t.label}\n"
-                                                         for t, s in zip(trials, final.tolist())))
+            atomic_write(
+                out / f"{stem}.scores",
+                "".join(f"{t.enroll} {t.test} {s:.6f} {t.label}\n" for t, s in zip(trials, final.tolist())),
+            )
             entry = {"trials": len(trials), "targets": int(labels.sum())}
             for name, scores in (("raw", raw), ("normalized", normed)):
                 if scores is None:
                     continue
                 value, thr = eer(scores, labels)
-                entry[name] = {"eer": value, "eer_threshold": thr, "cllr": cllr(scores, labels),
-                               "min_dcf": {str(p): min_dcf(scores, labels, p)[0] for p in eval.p_target}}
+                entry[name] = {
+                    "eer": value,
+                    "eer_threshold": thr,
+                    "cllr": cllr(scores, labels),
+                    "min_dcf": {str(p): min_dcf(scores, labels, p)[0] for p in eval.p_target},
+                }
             image = det_plot(final, labels, out / f"{stem}_det.png", title=stem, p_targets=eval.p_target)
             if ctx.writer is not None:
                 ctx.writer.add_image(f"eval/{stem}_det", image, dataformats="HWC")
@@ -185,13 +233,15 @@ def eval(ctx: RunContext, data: DataSettings, embed: EmbedSettings, eval: EvalSe
                     thresholds[f"mindcf@{p}"] = min_dcf(final, labels, p)[1]
                 thresholds[f"far@{eval.target_far}"] = threshold_at_far(final, labels, eval.target_far)
                 thresholds["tuned_on"] = path
-                entry["actual_dcf_at_eer_threshold"] = {str(p): actual_dcf(final, labels, thresholds["eer"], p)
-                                                        for p in eval.p_target}
+                entry["actual_dcf_at_eer_threshold"] = {
+                    str(p): actual_dcf(final, labels, thresholds["eer"], p) for p in eval.p_target
+                }
             row = [stem, str(len(trials))]
             for name in ("raw", "normalized"):
                 if name in entry:
-                    row += [f"{100 * entry[name]['eer']:.2f}"] + [f"{entry[name]['min_dcf'][str(p)]:.4f}"
-                                                                  for p in eval.p_target]
+                    row += [f"{100 * entry[name]['eer']:.2f}"] + [
+                        f"{entry[name]['min_dcf'][str(p)]:.4f}" for p in eval.p_target
+                    ]
             table.append(row)
         atomic_json(out / "metrics.json", metrics)
         atomic_json(thresholds_file(ctx.run_dir), thresholds)
@@ -201,6 +251,7 @@ def eval(ctx: RunContext, data: DataSettings, embed: EmbedSettings, eval: EvalSe
         widths = [max(len(str(r[c])) for r in [head, *table]) for c in range(len(head))]
         for r in [head, *table]:
             log.info("  ".join(str(x).rjust(w) for x, w in zip(r, widths)))
+
     return run
 
 
@@ -216,8 +267,15 @@ def _read_pairs(path: str) -> list[Trial]:
     return read_trials(path, labelled=False)
 
 
-def test(ctx: RunContext, data: DataSettings, embed: EmbedSettings, test: TestSettings, frontend: Component,
-         model: Component, normalizer: Component | None = None):
+def test(
+    ctx: RunContext,
+    data: DataSettings,
+    embed: EmbedSettings,
+    test: TestSettings,
+    frontend: Component,
+    model: Component,
+    normalizer: Component | None = None,
+):
     """Scores and accept/reject decisions for unlabelled pairs, with a threshold from eval or a number."""
     pairs = _read_pairs(test.pairs)
     check_files(trial_files(pairs), data.root, test.pairs)
@@ -230,13 +288,20 @@ def test(ctx: RunContext, data: DataSettings, embed: EmbedSettings, test: TestSe
         emb = _finish(extractor(trial_files(pairs)), mean, embed)
         raw, normed = _score(pairs, emb, cohort, norm)
         final = normed if normed is not None else raw
-        rows = ["enroll,test,score,decision"] + [f"{p.enroll},{p.test},{s:.6f},{int(s >= threshold)}"
-                                                 for p, s in zip(pairs, final.tolist())]
+        rows = ["enroll,test,score,decision"] + [
+            f"{p.enroll},{p.test},{s:.6f},{int(s >= threshold)}" for p, s in zip(pairs, final.tolist())
+        ]
         (ctx.run_dir / "test").mkdir(parents=True, exist_ok=True)
         atomic_write(ctx.run_dir / "test" / "decisions.csv", "\n".join(rows) + "\n")
         accepted = int((final >= threshold).sum())
-        log.info("test: %d pairs, %d accepted at threshold %s = %.4f (test/decisions.csv)", len(pairs), accepted,
-                 test.threshold, threshold)
+        log.info(
+            "test: %d pairs, %d accepted at threshold %s = %.4f (test/decisions.csv)",
+            len(pairs),
+            accepted,
+            test.threshold,
+            threshold,
+        )
+
     return run
 
 
@@ -247,8 +312,10 @@ def _threshold(ctx: RunContext, name: str) -> float:
         pass
     path = thresholds_file(ctx.run_dir)
     if not path.is_file():
-        raise BadValue(f"test.threshold {name!r} comes from the eval stage, and {path} does not exist: run eval"
-                       " first or give a number")
+        raise BadValue(
+            f"test.threshold {name!r} comes from the eval stage, and {path} does not exist: run eval"
+            " first or give a number"
+        )
     tuned = json.loads(path.read_text())
     if name not in tuned or name == "tuned_on":
         choices = [k for k in tuned if k != "tuned_on"]

@@ -1,4 +1,5 @@
 """The margin schedule of the ``train`` stage: ``trainer.margin_schedule`` (WeSpeaker's margin scheduler)."""
+
 from __future__ import annotations
 
 import math
@@ -68,5 +69,5 @@ class MarginSchedule:
         if iteration >= e:
             return self.final
         p = (iteration - s) / (e - s)
-        r = p if self.kind == "linear" else (1.0 - EPS ** p) / (1.0 - EPS)
+        r = p if self.kind == "linear" else (1.0 - EPS**p) / (1.0 - EPS)
         return self.start + (self.final - self.start) * r

@@ -8,6 +8,7 @@ with a larger ``trainer.epochs`` trains the added epochs (its scheduler rebuilt 
 non-finite loss, or a step with non-finite gradients, is skipped leaving the model, its buffers and the optimizer
 exactly as they were.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,14 +26,22 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vvframe import Component, RunContext, VvframeError
-from vvframe import checkpoint as ckpt
-from vvframe.atomic import atomic_path
-from vvframe.audio import read, utterance_info
-from vvframe.run import latest_run
-from vvframe.dataset import AugmentingCollate, CropDataset
-from vvframe.launch import Dist, auto_precision, keep_freed_memory, launch, setup_rank_logging, unwrap, wrap_model
-from vvframe.lists import ListError, check_files, read_trials, read_utterances, speaker_labels, trial_files
-from vvframe.metrics import eer, min_dcf
+from vvframe.core.atomic import atomic_path
+from vvframe.core.run import latest_run
+from vvframe.data.audio import read, utterance_info
+from vvframe.data.dataset import AugmentingCollate, CropDataset
+from vvframe.data.lists import ListError, check_files, read_trials, read_utterances, speaker_labels, trial_files
+from vvframe.scoring.metrics import eer, min_dcf
+from vvframe.training import checkpoint as ckpt
+from vvframe.training.launch import (
+    Dist,
+    auto_precision,
+    keep_freed_memory,
+    launch,
+    setup_rank_logging,
+    unwrap,
+    wrap_model,
+)
 from vvframe_plugins.stages.settings import DataSettings, TrainerSettings
 
 log = logging.getLogger(__name__)
@@ -45,8 +54,9 @@ class TrainingError(VvframeError, RuntimeError):
 class Net(nn.Module):
     """Frontend, feature augmentors, model and loss as one module, so DDP synchronises the loss's head too."""
 
-    def __init__(self, frontend: nn.Module, model: nn.Module, loss: nn.Module, feature_augmentors: Sequence,
-                 per_speaker: int):
+    def __init__(
+        self, frontend: nn.Module, model: nn.Module, loss: nn.Module, feature_augmentors: Sequence, per_speaker: int
+    ):
         super().__init__()
         self.frontend, self.model, self.loss = frontend, model, loss
         self.feature_augmentors = list(feature_augmentors)
@@ -84,9 +94,18 @@ class Job:
     augment: list = field(default_factory=list)
 
 
-def train(ctx: RunContext, data: DataSettings, trainer: TrainerSettings, frontend: Component, model: Component,
-          loss: Component, optimizer: Component, sampler: Component | None = None,
-          scheduler: Component | None = None, augment: list[Component] = ()):
+def train(
+    ctx: RunContext,
+    data: DataSettings,
+    trainer: TrainerSettings,
+    frontend: Component,
+    model: Component,
+    loss: Component,
+    optimizer: Component,
+    sampler: Component | None = None,
+    scheduler: Component | None = None,
+    augment: list[Component] = (),
+):
     """Train a speaker-embedding model; validation EER picks ``best.pt``."""
     if not data.train_list:
         raise TrainingError("data.train_list is not set: the train stage needs a list of <speaker> <path> lines")
@@ -95,14 +114,29 @@ def train(ctx: RunContext, data: DataSettings, trainer: TrainerSettings, fronten
     if data.val_trials:
         check_validation_trials(data.val_trials, data.root)
     if trainer.batch_size % (trainer.nproc if trainer.launcher == "ddp" else 1):
-        raise TrainingError(f"trainer.batch_size {trainer.batch_size} does not divide among {trainer.nproc} DDP"
-                            " processes")
-    job = Job(ctx.run_dir, ctx.recipe, ctx.seed, ctx.resumed, data, trainer, frontend, model, loss, optimizer,
-              sampler, scheduler, list(augment))
+        raise TrainingError(
+            f"trainer.batch_size {trainer.batch_size} does not divide among {trainer.nproc} DDP processes"
+        )
+    job = Job(
+        ctx.run_dir,
+        ctx.recipe,
+        ctx.seed,
+        ctx.resumed,
+        data,
+        trainer,
+        frontend,
+        model,
+        loss,
+        optimizer,
+        sampler,
+        scheduler,
+        list(augment),
+    )
 
     def run() -> None:
         ctx.close()  # the ranks write TensorBoard events themselves
         launch(_train_rank, (job,), trainer.launcher, trainer.device, trainer.nproc)
+
     return run
 
 
@@ -116,9 +150,11 @@ def check_validation_trials(path: str, root: str) -> None:
     labels = {t.label for t in trials}
     lacking = [what for label, what in ((1, "target (label 1)"), (0, "non-target (label 0)")) if label not in labels]
     if lacking:
-        raise ListError(f"data.val_trials {path}: no {' and no '.join(lacking)} trial among its {len(trials)}"
-                        f" trial{'s' if len(trials) != 1 else ''}; the validation EER needs both: add the missing"
-                        " kind (`vvframe data trials` makes balanced ones), or set data.val_trials=null")
+        raise ListError(
+            f"data.val_trials {path}: no {' and no '.join(lacking)} trial among its {len(trials)}"
+            f" trial{'s' if len(trials) != 1 else ''}; the validation EER needs both: add the missing"
+            " kind (`vvframe data trials` makes balanced ones), or set data.val_trials=null"
+        )
 
 
 def _train_rank(dist: Dist, job: Job) -> None:
@@ -138,7 +174,7 @@ class Trainer:
             self.dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(job.seed + dist.rank)
         if dist.device.type == "cpu" and keep_freed_memory():
-            log.debug("malloc keeps freed memory for the next iteration (vvframe.launch.keep_freed_memory)")
+            log.debug("malloc keeps freed memory for the next iteration (vvframe.training.launch.keep_freed_memory)")
         rate = self.data.sample_rate
         self.utterances = read_utterances(self.data.train_list)
         self.labels, self.speakers = speaker_labels(self.utterances)
@@ -147,25 +183,38 @@ class Trainer:
         feature_augs = [a for a in augmentors if getattr(a, "on", "waveform") == "features"]
         self.collate = AugmentingCollate(waveform_augs, len(self.speakers), job.seed)
         self.num_classes = self.collate.num_classes
-        self.dataset = CropDataset(self.utterances, self.data.root, rate, self.data.crop_seconds,
-                                   self.data.max_skipped, job.seed)
+        self.dataset = CropDataset(
+            self.utterances, self.data.root, rate, self.data.crop_seconds, self.data.max_skipped, job.seed
+        )
         frontend = job.frontend.build(sample_rate=rate)
         model = job.model.build(in_dim=frontend.out_dim, sample_rate=rate)
         loss = job.loss.build(embed_dim=model.embed_dim, num_classes=self.num_classes)
         per_rank = self.cfg.batch_size // dist.world_size
         sampler_entry = job.sampler or Component("samplers", "random")
-        self.sampler = sampler_entry.build(labels=self.labels, batch_size=per_rank, rank=dist.rank,
-                                           world_size=dist.world_size, seed=job.seed)
+        self.sampler = sampler_entry.build(
+            labels=self.labels, batch_size=per_rank, rank=dist.rank, world_size=dist.world_size, seed=job.seed
+        )
         per_speaker = getattr(self.sampler, "per_speaker", 1)
         if per_speaker < getattr(loss, "min_per_speaker", 1):
-            raise TrainingError(f"the loss needs {loss.min_per_speaker} utterances per speaker in a batch; the"
-                                f" sampler gives {per_speaker}")
+            raise TrainingError(
+                f"the loss needs {loss.min_per_speaker} utterances per speaker in a batch; the"
+                f" sampler gives {per_speaker}"
+            )
         self.net = Net(frontend, model, loss, feature_augs, per_speaker)
         if dist.is_main:
-            extra = "" if self.num_classes == len(self.speakers) else \
-                f" ({self.num_classes} classes with speed perturbation)"
-            log.info("train: %d utterances of %d speakers%s; %s with %.2f M parameters", len(self.utterances),
-                     len(self.speakers), extra, job.model.name, sum(p.numel() for p in model.parameters()) / 1e6)
+            extra = (
+                ""
+                if self.num_classes == len(self.speakers)
+                else f" ({self.num_classes} classes with speed perturbation)"
+            )
+            log.info(
+                "train: %d utterances of %d speakers%s; %s with %.2f M parameters",
+                len(self.utterances),
+                len(self.speakers),
+                extra,
+                job.model.name,
+                sum(p.numel() for p in model.parameters()) / 1e6,
+            )
         self.init_from(self.net)
         self.net = wrap_model(self.net, self.cfg.launcher, dist)
         self.inner: Net = unwrap(self.net)
@@ -176,8 +225,11 @@ class Trainer:
                 group["lr"] *= self.cfg.batch_size / 64
                 group["initial_lr"] = group["lr"]
         self.steps_per_epoch = max(1, len(self.sampler) // self.cfg.accumulate)
-        self.scheduler = job.scheduler.build(optimizer=self.optimizer, steps_per_epoch=self.steps_per_epoch,
-                                             epochs=self.cfg.epochs) if job.scheduler else None
+        self.scheduler = (
+            job.scheduler.build(optimizer=self.optimizer, steps_per_epoch=self.steps_per_epoch, epochs=self.cfg.epochs)
+            if job.scheduler
+            else None
+        )
         self.precision = self.cfg.precision
         if self.precision == "auto":
             self.precision, why = auto_precision(dist.device)
@@ -195,6 +247,7 @@ class Trainer:
         self.writer = None
         if dist.is_main:
             from torch.utils.tensorboard import SummaryWriter
+
             self.writer = SummaryWriter(log_dir=str(job.run_dir))
         if job.resumed:
             self.restore()
@@ -202,15 +255,28 @@ class Trainer:
     # --- checkpoints ------------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        return {"model": self.inner.model.state_dict(), "loss": self.inner.loss.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-                "scaler": self.scaler.state_dict(), "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                "iteration": self.iteration, "best_eer": self.best_eer, "bad_validations": self.bad_validations,
-                "finished": self.finished, "stopped_early": self.stopped_early, "epochs": self.cfg.epochs,
-                "skipped_steps": self.skipped, "margin": self.margin(), "rng": ckpt.rng_state(),
-                "recipe": self.job.recipe, "speakers": list(self.speakers), "num_classes": self.num_classes,
-                "embed_dim": self.inner.model.embed_dim}
+        return {
+            "model": self.inner.model.state_dict(),
+            "loss": self.inner.loss.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "iteration": self.iteration,
+            "best_eer": self.best_eer,
+            "bad_validations": self.bad_validations,
+            "finished": self.finished,
+            "stopped_early": self.stopped_early,
+            "epochs": self.cfg.epochs,
+            "skipped_steps": self.skipped,
+            "margin": self.margin(),
+            "rng": ckpt.rng_state(),
+            "recipe": self.job.recipe,
+            "speakers": list(self.speakers),
+            "num_classes": self.num_classes,
+            "embed_dim": self.inner.model.embed_dim,
+        }
 
     def save(self, *names: str) -> None:
         if not self.dist.is_main:
@@ -244,15 +310,23 @@ class Trainer:
         if state["margin"] is not None:
             self.set_margin(state["margin"])
         ckpt.set_rng_state(state["rng"])
-        log.info("resumed from %s: epoch %d, batch %d, iteration %d", path, self.epoch, self.batch_in_epoch,
-                 self.iteration)
+        log.info(
+            "resumed from %s: epoch %d, batch %d, iteration %d", path, self.epoch, self.batch_in_epoch, self.iteration
+        )
         if self.scheduler is not None and self.planned_epochs != self.cfg.epochs:
-            log.info("the run was planned for %d epochs, trainer.epochs is now %d: scheduler '%s' is rebuilt for %d"
-                     " epochs (%d iterations) and goes on from iteration %d, the lr of the %d-epoch schedule from"
-                     " there (a schedule that depends on the run's length, such as warmup_cosine, moves to the lr"
-                     " the longer run has at that iteration)", self.planned_epochs, self.cfg.epochs,
-                     self.job.scheduler.name, self.cfg.epochs, self.steps_per_epoch * self.cfg.epochs,
-                     self.iteration, self.cfg.epochs)
+            log.info(
+                "the run was planned for %d epochs, trainer.epochs is now %d: scheduler '%s' is rebuilt for %d"
+                " epochs (%d iterations) and goes on from iteration %d, the lr of the %d-epoch schedule from"
+                " there (a schedule that depends on the run's length, such as warmup_cosine, moves to the lr"
+                " the longer run has at that iteration)",
+                self.planned_epochs,
+                self.cfg.epochs,
+                self.job.scheduler.name,
+                self.cfg.epochs,
+                self.steps_per_epoch * self.cfg.epochs,
+                self.iteration,
+                self.cfg.epochs,
+            )
 
     def init_from(self, net: Net) -> None:
         source = self.cfg.init_from
@@ -275,16 +349,22 @@ class Trainer:
         if list(old_speakers) == list(self.speakers) and state.get("num_classes") == self.num_classes:
             ckpt.load_state(net.loss, head, f"{path} (loss)")
             log.info("init_from %s: network and classifier head (same %d speakers)", path, len(self.speakers))
-        elif list(old_speakers) == list(self.speakers) and hasattr(net.loss, "resize_classes") \
-                and state.get("num_classes", 0) % max(len(self.speakers), 1) == 0:
+        elif (
+            list(old_speakers) == list(self.speakers)
+            and hasattr(net.loss, "resize_classes")
+            and state.get("num_classes", 0) % max(len(self.speakers), 1) == 0
+        ):
             # the earlier run had speed-perturbed copies of each speaker: rows [0, N) are the originals
             factor = state["num_classes"] // len(self.speakers)
             net.loss.resize_classes(state["num_classes"])
             ckpt.load_state(net.loss, head, f"{path} (loss)")
-            net.loss.resize_classes(self.num_classes, keep=list(range(min(self.num_classes,
-                                                                                 len(self.speakers)))))
-            log.info("init_from %s: network, and the head mapped back from %d speed-perturbed classes (x%d)", path,
-                     state["num_classes"], factor)
+            net.loss.resize_classes(self.num_classes, keep=list(range(min(self.num_classes, len(self.speakers)))))
+            log.info(
+                "init_from %s: network, and the head mapped back from %d speed-perturbed classes (x%d)",
+                path,
+                state["num_classes"],
+                factor,
+            )
         else:
             log.info("init_from %s: network only; the classifier head is rebuilt (the speakers differ)", path)
 
@@ -301,8 +381,12 @@ class Trainer:
         if self.finished and not self.extend():
             return
         if self.epoch > self.cfg.epochs:
-            log.info("train: %d epochs trained already, %d asked (trainer.epochs): the run ends at epoch %d",
-                     self.epoch, self.cfg.epochs, self.epoch)
+            log.info(
+                "train: %d epochs trained already, %d asked (trainer.epochs): the run ends at epoch %d",
+                self.epoch,
+                self.cfg.epochs,
+                self.epoch,
+            )
         last_save = time.monotonic()
         while self.epoch < self.cfg.epochs:
             last_save = self.run_epoch(last_save)
@@ -332,16 +416,27 @@ class Trainer:
         patience = self.cfg.early_stop_patience
         epochs = f"{done} epoch{'s' if done != 1 else ''} trained, {asked} asked (trainer.epochs)"
         if self.stopped_early and patience and self.bad_validations >= patience:
-            log.info("train: this run stopped early: %s, and no better validation EER for %d validations"
-                     " (trainer.early_stop_patience %d); nothing to do (raise trainer.early_stop_patience, or set it"
-                     " to null, to train on)", epochs, self.bad_validations, patience)
+            log.info(
+                "train: this run stopped early: %s, and no better validation EER for %d validations"
+                " (trainer.early_stop_patience %d); nothing to do (raise trainer.early_stop_patience, or set it"
+                " to null, to train on)",
+                epochs,
+                self.bad_validations,
+                patience,
+            )
             return False
         if done >= asked:
-            log.info("train: this run finished already: %s; nothing to do%s", epochs,
-                     " (raise trainer.epochs to train on)" if done == asked else "")
+            log.info(
+                "train: this run finished already: %s; nothing to do%s",
+                epochs,
+                " (raise trainer.epochs to train on)" if done == asked else "",
+            )
             return False
-        log.info("train: extending the finished run from %d to %d epochs (trainer.epochs), from its last checkpoint",
-                 done, asked)
+        log.info(
+            "train: extending the finished run from %d to %d epochs (trainer.epochs), from its last checkpoint",
+            done,
+            asked,
+        )
         self.finished = self.stopped_early = False
         return True
 
@@ -350,8 +445,13 @@ class Trainer:
         self.sampler.set_epoch(self.epoch, start=self.batch_in_epoch)
         self.dataset.set_epoch(self.epoch)
         self.collate.set_epoch(self.epoch)
-        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=cfg.workers,
-                                             collate_fn=self.collate, pin_memory=dist.device.type == "cuda")
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=self.sampler,
+            num_workers=cfg.workers,
+            collate_fn=self.collate,
+            pin_memory=dist.device.type == "cuda",
+        )
         self.net.train()
         # gradients of a part-filled accumulation window of the last epoch are not carried over (nor saved)
         self.optimizer.zero_grad(set_to_none=True)
@@ -361,8 +461,14 @@ class Trainer:
         total = len(self.sampler)
         bar = None
         if dist.is_main:
-            bar = tqdm(total=total, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-                       disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
+            bar = tqdm(
+                total=total,
+                initial=self.batch_in_epoch,
+                desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                disable=not sys.stderr.isatty(),
+                dynamic_ncols=True,
+                leave=False,
+            )
         for waves, labels, indices in loader:
             waited += time.monotonic() - tick
             if cfg.margin_schedule is not None:
@@ -381,8 +487,9 @@ class Trainer:
                 self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.iteration)
                 if self.margin() is not None:
                     self.writer.add_scalar("train/margin", self.margin(), self.iteration)
-                self.writer.add_scalar("train/utterances_per_second", seen * dist.world_size / max(elapsed, 1e-9),
-                                       self.iteration)
+                self.writer.add_scalar(
+                    "train/utterances_per_second", seen * dist.world_size / max(elapsed, 1e-9), self.iteration
+                )
                 self.writer.add_scalar("train/data_wait_fraction", waited / max(elapsed, 1e-9), self.iteration)
             if cfg.save_every_minutes and time.monotonic() - last_save > 60 * cfg.save_every_minutes:
                 self.save("last.pt")
@@ -393,9 +500,15 @@ class Trainer:
         elapsed = time.monotonic() - epoch_start
         if dist.is_main:
             skipped = f", {self.skipped_in_epoch} steps skipped (non-finite)" if self.skipped_in_epoch else ""
-            log.info("epoch %d/%d: loss %.4f, %d utterances/s, waiting for data %.0f%%%s", self.epoch + 1,
-                     cfg.epochs, last_loss, seen * dist.world_size / max(elapsed, 1e-9),
-                     100 * waited / max(elapsed, 1e-9), skipped)
+            log.info(
+                "epoch %d/%d: loss %.4f, %d utterances/s, waiting for data %.0f%%%s",
+                self.epoch + 1,
+                cfg.epochs,
+                last_loss,
+                seen * dist.world_size / max(elapsed, 1e-9),
+                100 * waited / max(elapsed, 1e-9),
+                skipped,
+            )
         return last_save
 
     def train_batch(self, waves: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> tuple[float, Any]:
@@ -416,8 +529,9 @@ class Trainer:
         # DDP ranks, gradient accumulation and a resumed run all draw the same numbers for the same batch
         seed = hash((self.job.seed, self.epoch, self.batch_in_epoch * dist.world_size + dist.rank)) & 0x7FFF_FFFF
         torch.manual_seed(seed)
-        with torch.autocast(dist.device.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):
+        with torch.autocast(
+            dist.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
+        ):
             loss, acc = self.net(waves, labels, seed)
         value = loss.item()
         finite = torch.isfinite(loss.detach())
@@ -465,19 +579,31 @@ class Trainer:
         self.skipped += 1
         self.skipped_in_epoch += 1
         self.bad_kinds.add(kind)
-        scale = f", fp16 loss scale now {self.scaler.get_scale():g}" if kind == "gradients" and \
-            self.scaler.is_enabled() else ""
-        log.log(logging.WARNING if in_row else logging.INFO, "non-finite %s at epoch %d batch %d: step skipped, the"
-                " model left as it was (%d in a row, %d in this run%s)", kind, self.epoch + 1, self.batch_in_epoch,
-                self.bad_in_row, self.skipped, scale)
+        scale = (
+            f", fp16 loss scale now {self.scaler.get_scale():g}"
+            if kind == "gradients" and self.scaler.is_enabled()
+            else ""
+        )
+        log.log(
+            logging.WARNING if in_row else logging.INFO,
+            "non-finite %s at epoch %d batch %d: step skipped, the"
+            " model left as it was (%d in a row, %d in this run%s)",
+            kind,
+            self.epoch + 1,
+            self.batch_in_epoch,
+            self.bad_in_row,
+            self.skipped,
+            scale,
+        )
         if self.writer:
             self.writer.add_scalar("train/skipped_steps", self.skipped, self.iteration)
         if self.bad_in_row >= self.cfg.max_bad_steps:
             what = "losses" if self.bad_kinds == {"loss"} else "losses or gradients"
             files = [self.utterances[i].path for i in indices.tolist()]
-            raise TrainingError(f"{self.bad_in_row} non-finite {what} in a row (trainer.max_bad_steps); the last"
-                                f" batch's files: {', '.join(files[:20])}"
-                                + (f" and {len(files) - 20} more" if len(files) > 20 else ""))
+            raise TrainingError(
+                f"{self.bad_in_row} non-finite {what} in a row (trainer.max_bad_steps); the last"
+                f" batch's files: {', '.join(files[:20])}" + (f" and {len(files) - 20} more" if len(files) > 20 else "")
+            )
 
     # --- validation -------------------------------------------------------------------------------------
 
@@ -526,7 +652,7 @@ class Trainer:
 
     def average(self) -> None:
         epochs = sorted(int(p.stem.split("_")[1]) for p in self.dir.glob("epoch_*.pt"))
-        chosen = [self.dir / f"epoch_{e}.pt" for e in epochs[-self.cfg.average_last:]]
+        chosen = [self.dir / f"epoch_{e}.pt" for e in epochs[-self.cfg.average_last :]]
         if not chosen:
             return
         averaged = ckpt.average(chosen, "model")
@@ -536,8 +662,12 @@ class Trainer:
         if self.job.data.val_trials:
             value, dcf = self.evaluate(self.inner)
             state["val_eer"] = value
-            log.info("average of epochs %s: validation EER %.2f%%, minDCF(0.01) %.4f",
-                     ", ".join(p.stem.split("_")[1] for p in chosen), 100 * value, dcf)
+            log.info(
+                "average of epochs %s: validation EER %.2f%%, minDCF(0.01) %.4f",
+                ", ".join(p.stem.split("_")[1] for p in chosen),
+                100 * value,
+                dcf,
+            )
         ckpt.save(self.dir / "avg.pt", state)
         self.inner.model.load_state_dict(current)
 

@@ -1,4 +1,5 @@
 """A stage that builds the recipe's model, checks its output shape and records its size."""
+
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ class CountSettings:
 
 def count_params(ctx: RunContext, model: Component, count: CountSettings):
     """Build ``model``, run one batch through it and write ``params.json`` into the run directory."""
+
     def run() -> None:
         net = model.build(in_dim=count.in_dim).eval()
         with torch.no_grad():
@@ -30,6 +32,8 @@ def count_params(ctx: RunContext, model: Component, count: CountSettings):
         ctx.log.info("%s: %d parameters, embedding size %d", model.name, params, net.embed_dim)
         if ctx.writer is not None:
             ctx.writer.add_scalar("model/parameters", params)
-        ctx.path("params.json").write_text(json.dumps({"model": model.name, "parameters": params,
-                                                       "embed_dim": net.embed_dim}) + "\n")
+        ctx.path("params.json").write_text(
+            json.dumps({"model": model.name, "parameters": params, "embed_dim": net.embed_dim}) + "\n"
+        )
+
     return run

@@ -1,4 +1,5 @@
 """A small TDNN speaker-embedding model: dilated 1-D convolutions, then mean and std pooling."""
+
 from __future__ import annotations
 
 import torch
@@ -13,8 +14,17 @@ class TinyTDNN(nn.Module):
         self.embed_dim = embed_dim
         layers = []
         for i, (kernel, dilation) in enumerate([(5, 1), (3, 2), (3, 3)]):
-            layers += [nn.Conv1d(in_dim if i == 0 else channels, channels, kernel, dilation=dilation,
-                                 padding=dilation * (kernel // 2)), nn.ReLU(), nn.BatchNorm1d(channels)]
+            layers += [
+                nn.Conv1d(
+                    in_dim if i == 0 else channels,
+                    channels,
+                    kernel,
+                    dilation=dilation,
+                    padding=dilation * (kernel // 2),
+                ),
+                nn.ReLU(),
+                nn.BatchNorm1d(channels),
+            ]
         self.frames = nn.Sequential(*layers)
         self.embedding = nn.Linear(2 * channels, embed_dim)
 

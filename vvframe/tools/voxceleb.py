@@ -18,6 +18,7 @@ Written to the output folder, every path relative to ROOT (so a recipe sets ``da
 Everything is found and checked before the first file is written; lists are written atomically, so a rerun
 (or an interrupted run) never leaves a half-written list.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,14 +30,23 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import lists
-from .errors import BadValue
+from vvframe.core.errors import BadValue
+from vvframe.data import lists
 
 VOX1_SEARCH = ("voxceleb1/wav", "voxceleb1", "vox1/wav", "wav")
-VOX1_SPLIT_SEARCH = (("vox1_dev_wav/wav", "vox1_test_wav/wav"),
-                     ("voxceleb1/vox1_dev_wav/wav", "voxceleb1/vox1_test_wav/wav"))
-VOX2_SEARCH = ("voxceleb2/dev/aac", "voxceleb2/dev/wav", "voxceleb2/dev/flac", "voxceleb2_wav/dev/aac",
-               "voxceleb2/dev", "vox2/dev/aac", "dev/aac")
+VOX1_SPLIT_SEARCH = (
+    ("vox1_dev_wav/wav", "vox1_test_wav/wav"),
+    ("voxceleb1/vox1_dev_wav/wav", "voxceleb1/vox1_test_wav/wav"),
+)
+VOX2_SEARCH = (
+    "voxceleb2/dev/aac",
+    "voxceleb2/dev/wav",
+    "voxceleb2/dev/flac",
+    "voxceleb2_wav/dev/aac",
+    "voxceleb2/dev",
+    "vox2/dev/aac",
+    "dev/aac",
+)
 VOX2_CONVERTED = "voxceleb2/dev/flac"  # where the conversion hint suggests putting flac files (searched above)
 VOX1_SPEAKER = re.compile(r"id1\d{4}")
 VOX2_SPEAKER = re.compile(r"id0\d{4}")
@@ -87,10 +97,19 @@ class _Plan:
         self.notes.append(Written(name, note))
 
 
-def prepare(root: str | Path, out: str | Path = DEFAULT_OUT, *, vox1: Sequence[str | Path] | None = None,
-            vox2: str | Path | None = None, trials_dir: str | Path | None = None, cohort_per_speaker: int = 0,
-            vox1_train: bool = False, musan: str | Path | None = None, rirs: str | Path | None = None,
-            bar: Bar | None = None) -> list[Written]:
+def prepare(
+    root: str | Path,
+    out: str | Path = DEFAULT_OUT,
+    *,
+    vox1: Sequence[str | Path] | None = None,
+    vox2: str | Path | None = None,
+    trials_dir: str | Path | None = None,
+    cohort_per_speaker: int = 0,
+    vox1_train: bool = False,
+    musan: str | Path | None = None,
+    rirs: str | Path | None = None,
+    bar: Bar | None = None,
+) -> list[Written]:
     """Find the VoxCeleb trees under ``root``, write the recipes' lists into ``out``; returns what was written.
 
     ``vox1`` (one folder, or the dev and test folders) and ``vox2`` override the search. A ``BadValue`` names
@@ -99,34 +118,45 @@ def prepare(root: str | Path, out: str | Path = DEFAULT_OUT, *, vox1: Sequence[s
     bar = bar or _no_bar
     root, out = Path(root), Path(out)
     if not root.is_dir():
-        raise BadValue(f"{root}: {'not a folder' if root.exists() else 'no such folder'}; expected the folder that"
-                       " holds the VoxCeleb data sets (e.g. voxceleb1/wav and voxceleb2/dev/aac)")
+        raise BadValue(
+            f"{root}: {'not a folder' if root.exists() else 'no such folder'}; expected the folder that"
+            " holds the VoxCeleb data sets (e.g. voxceleb1/wav and voxceleb2/dev/aac)"
+        )
     if cohort_per_speaker < 0:
         raise BadValue(f"--cohort-per-speaker {cohort_per_speaker}: expected 0 (every utterance) or a positive count")
     vox1_trees, vox1_looked = _find_vox1(root, vox1)
     vox2_tree, vox2_looked = _find_vox2(root, vox2)
     if not vox1_trees and vox2_tree is None:
-        raise BadValue(f"no VoxCeleb data under {root}: no VoxCeleb1 wav tree (<id1xxxx>/<video>/<nnnnn>.wav) in "
-                       f"{_listing(vox1_looked)}, and no VoxCeleb2 dev tree (<id0xxxx>/<video>/<nnnnn>.wav|flac) in "
-                       f"{_listing(vox2_looked)}; pass --vox1 PATH and/or --vox2 PATH")
+        raise BadValue(
+            f"no VoxCeleb data under {root}: no VoxCeleb1 wav tree (<id1xxxx>/<video>/<nnnnn>.wav) in "
+            f"{_listing(vox1_looked)}, and no VoxCeleb2 dev tree (<id0xxxx>/<video>/<nnnnn>.wav|flac) in "
+            f"{_listing(vox2_looked)}; pass --vox1 PATH and/or --vox2 PATH"
+        )
     for tree in [*vox1_trees, *([vox2_tree] if vox2_tree else [])]:
         if tree.rel.startswith(".."):
-            _warn(f"{tree.folder} is outside {root}: its list paths start with '..' (they still work with"
-                  f" data.root={root})")
+            _warn(
+                f"{tree.folder} is outside {root}: its list paths start with '..' (they still work with"
+                f" data.root={root})"
+            )
 
     plan = _Plan()
-    plan.links = {name: check(given) for name, given, check in (("musan", musan, _check_musan),
-                                                                 ("rirs", rirs, _check_rirs)) if given is not None}
+    plan.links = {
+        name: check(given)
+        for name, given, check in (("musan", musan, _check_musan), ("rirs", rirs, _check_rirs))
+        if given is not None
+    }
     for name, target in plan.links.items():
         _check_link(out / name, target, name)
 
     found_trials, absent = _find_trials(root, vox1_trees, trials_dir) if vox1_trees else ({}, {})
     if not vox2_tree and not found_trials and not vox1_train:
-        raise BadValue(f"nothing to write: VoxCeleb1 is at {_listing(t.folder for t in vox1_trees)} but no official"
-                       f" trial list ({', '.join(cleaned for cleaned, _ in TRIAL_LISTS.values())}) is in "
-                       f"{_listing(_trial_dirs(root, vox1_trees, trials_dir))}, and there is no VoxCeleb2 dev tree"
-                       f" (looked in {_listing(vox2_looked)}); download the trial lists into {root} (or pass"
-                       " --trials-dir), or pass --vox2 PATH or --vox1-train")
+        raise BadValue(
+            f"nothing to write: VoxCeleb1 is at {_listing(t.folder for t in vox1_trees)} but no official"
+            f" trial list ({', '.join(cleaned for cleaned, _ in TRIAL_LISTS.values())}) is in "
+            f"{_listing(_trial_dirs(root, vox1_trees, trials_dir))}, and there is no VoxCeleb2 dev tree"
+            f" (looked in {_listing(vox2_looked)}); download the trial lists into {root} (or pass"
+            " --trials-dir), or pass --vox2 PATH or --vox1-train"
+        )
 
     if vox2_tree is not None:
         _plan_vox2(root, vox2_tree, cohort_per_speaker, plan, bar)
@@ -145,6 +175,7 @@ def prepare(root: str | Path, out: str | Path = DEFAULT_OUT, *, vox1: Sequence[s
 
 
 # --- finding the trees ------------------------------------------------------------------------------------------
+
 
 def _find_vox1(root: Path, given: Sequence[str | Path] | None) -> tuple[list[Tree], list[Path]]:
     if given:
@@ -180,14 +211,18 @@ def _find_vox2(root: Path, given: str | Path | None) -> tuple[Tree | None, list[
 
 def _given_tree(root: Path, folder: Path, pattern: re.Pattern, option: str, ids: str, usual: str) -> Tree:
     if not folder.is_dir():
-        raise BadValue(f"{option} {folder}: {'not a folder' if folder.exists() else 'no such folder'}; expected the"
-                       f" folder that holds the speaker folders {ids} (such as ROOT/{usual})")
+        raise BadValue(
+            f"{option} {folder}: {'not a folder' if folder.exists() else 'no such folder'}; expected the"
+            f" folder that holds the speaker folders {ids} (such as ROOT/{usual})"
+        )
     tree = _tree(root, folder, pattern)
     if tree is None:
         inner = next((p for p in _subdirs(folder) if _speaker_dirs(folder / p, pattern)), None)
         hint = f" (did you mean {option} {folder / inner}?)" if inner else ""
-        raise BadValue(f"{option} {folder}: no speaker folders {ids} in it; expected the folder that holds them"
-                       f" (such as ROOT/{usual}){hint}")
+        raise BadValue(
+            f"{option} {folder}: no speaker folders {ids} in it; expected the folder that holds them"
+            f" (such as ROOT/{usual}){hint}"
+        )
     return tree
 
 
@@ -230,6 +265,7 @@ def _readable(tree: Tree) -> bool:
 
 # --- scanning ---------------------------------------------------------------------------------------------------
 
+
 def _walk(folder: Path | str, rel: str, depth: int, audio: list[str], other: list[str]) -> None:
     """Audio under ``folder`` into ``audio`` (.wav/.flac) or ``other`` (.m4a, ...), as ``rel`` + path; no stat."""
     try:
@@ -253,7 +289,7 @@ def _walk(folder: Path | str, rel: str, depth: int, audio: list[str], other: lis
 
 
 def _suffix(name: str) -> str:
-    return name[name.rfind("."):].lower() if "." in name else ""
+    return name[name.rfind(".") :].lower() if "." in name else ""
 
 
 def _scan_speaker(folder: Path) -> tuple[list[str], int]:
@@ -263,7 +299,7 @@ def _scan_speaker(folder: Path) -> tuple[list[str], int]:
     other: list[str] = []
     _walk(folder, "", 3, audio, other)
     audio.sort()
-    stems = [f[:f.rfind(".")] for f in audio]
+    stems = [f[: f.rfind(".")] for f in audio]
     unique = set(stems)
     if len(unique) < len(audio):
         chosen: dict[str, str] = {}
@@ -271,7 +307,7 @@ def _scan_speaker(folder: Path) -> tuple[list[str], int]:
             if stem not in chosen or f.lower().endswith(".wav"):
                 chosen[stem] = f
         audio = sorted(chosen.values())
-    unconverted = sum(1 for f in other if f[:f.rfind(".")] not in unique)
+    unconverted = sum(1 for f in other if f[: f.rfind(".")] not in unique)
     return audio, unconverted
 
 
@@ -289,26 +325,37 @@ def _scan(tree: Tree, desc: str, bar: Bar) -> tuple[dict[str, list[str]], int]:
 
 # --- VoxCeleb2: train.txt, cohort.txt ---------------------------------------------------------------------------
 
+
 def _plan_vox2(root: Path, tree: Tree, per_speaker: int, plan: _Plan, bar: Bar) -> None:
     found, unconverted = _scan(tree, "scanning VoxCeleb2 dev", bar)
     if not found:
         if unconverted:
             target = tree.folder.parent / "flac" if tree.folder.name == "aac" else root / VOX2_CONVERTED
-            raise BadValue(f"VoxCeleb2 dev at {tree.folder} holds {unconverted} .m4a files (and no .wav/.flac), which"
-                           " soundfile cannot read: convert them once with `vvframe data convert"
-                           f" {tree.folder} {target} --format flac --jobs 8` (needs ffmpeg), then pass"
-                           f" --vox2 {target}")
-        raise BadValue(f"VoxCeleb2 dev at {tree.folder}: its speaker folders hold no .wav or .flac files; expected"
-                       " <id0xxxx>/<video>/<nnnnn>.wav|flac")
+            raise BadValue(
+                f"VoxCeleb2 dev at {tree.folder} holds {unconverted} .m4a files (and no .wav/.flac), which"
+                " soundfile cannot read: convert them once with `vvframe data convert"
+                f" {tree.folder} {target} --format flac --jobs 8` (needs ffmpeg), then pass"
+                f" --vox2 {target}"
+            )
+        raise BadValue(
+            f"VoxCeleb2 dev at {tree.folder}: its speaker folders hold no .wav or .flac files; expected"
+            " <id0xxxx>/<video>/<nnnnn>.wav|flac"
+        )
     if unconverted:
         _warn(f"{tree.folder}: left out {unconverted} .m4a files that have no .wav/.flac copy next to them")
     count = sum(len(v) for v in found.values())
-    plan.add("train.txt", lambda path: lists.write_utterances(path, _utterances(tree, found, 0)),
-             f"{len(found)} speakers, {count} utterances (VoxCeleb2 dev)")
+    plan.add(
+        "train.txt",
+        lambda path: lists.write_utterances(path, _utterances(tree, found, 0)),
+        f"{len(found)} speakers, {count} utterances (VoxCeleb2 dev)",
+    )
     kept = sum(min(len(v), per_speaker) if per_speaker else len(v) for v in found.values())
     cap = f", at most {per_speaker} per speaker" if per_speaker else ""
-    plan.add("cohort.txt", lambda path: lists.write_utterances(path, _utterances(tree, found, per_speaker)),
-             f"{len(found)} speakers, {kept} utterances (VoxCeleb2 dev{cap})")
+    plan.add(
+        "cohort.txt",
+        lambda path: lists.write_utterances(path, _utterances(tree, found, per_speaker)),
+        f"{len(found)} speakers, {kept} utterances (VoxCeleb2 dev{cap})",
+    )
 
 
 def _utterances(tree: Tree, found: dict[str, list[str]], per_speaker: int) -> Iterator[lists.Utterance]:
@@ -320,6 +367,7 @@ def _utterances(tree: Tree, found: dict[str, list[str]], per_speaker: int) -> It
 
 # --- VoxCeleb1: trials, train_vox1.txt --------------------------------------------------------------------------
 
+
 def _trial_dirs(root: Path, trees: list[Tree], trials_dir: str | Path | None) -> list[Path]:
     if trials_dir is not None:
         return [Path(trials_dir)]
@@ -329,12 +377,15 @@ def _trial_dirs(root: Path, trees: list[Tree], trials_dir: str | Path | None) ->
     return list(dirs.values())
 
 
-def _find_trials(root: Path, trees: list[Tree], trials_dir: str | Path | None) \
-        -> tuple[dict[str, Path], dict[str, str]]:
+def _find_trials(
+    root: Path, trees: list[Tree], trials_dir: str | Path | None
+) -> tuple[dict[str, Path], dict[str, str]]:
     """Written list -> official file found, and written list -> why it is absent."""
     if trials_dir is not None and not Path(trials_dir).is_dir():
-        raise BadValue(f"--trials-dir {trials_dir}: no such folder; expected the folder holding veri_test2.txt,"
-                       " list_test_all2.txt and list_test_hard2.txt")
+        raise BadValue(
+            f"--trials-dir {trials_dir}: no such folder; expected the folder holding veri_test2.txt,"
+            " list_test_all2.txt and list_test_hard2.txt"
+        )
     dirs = _trial_dirs(root, trees, trials_dir)
     found, absent = {}, {}
     for name, (cleaned, original) in TRIAL_LISTS.items():
@@ -343,8 +394,10 @@ def _find_trials(root: Path, trees: list[Tree], trials_dir: str | Path | None) \
             if hit is not None:
                 found[name] = hit
                 if official == original:
-                    _warn(f"{name}: using {hit}; the cleaned list {cleaned} is the one papers report (download"
-                          " it from the VoxCeleb site)")
+                    _warn(
+                        f"{name}: using {hit}; the cleaned list {cleaned} is the one papers report (download"
+                        " it from the VoxCeleb site)"
+                    )
                 break
         else:
             absent[name] = f"neither {cleaned} nor {original} in {_listing(dirs)}"
@@ -360,8 +413,10 @@ def _read_official(path: Path) -> list[tuple[int, int, str, str]]:
             if not fields or fields[0].startswith("#"):
                 continue
             if len(fields) != 3 or fields[0].lower() not in lists.LABELS:
-                raise BadValue(f"{path}:{number}: expected '<1|0> <enroll> <test>' (such as '1 id10270/x6uYqmx31kE/"
-                               f"00001.wav id10270/8jEAjG6SegY/00008.wav'), got {line.strip()!r}")
+                raise BadValue(
+                    f"{path}:{number}: expected '<1|0> <enroll> <test>' (such as '1 id10270/x6uYqmx31kE/"
+                    f"00001.wav id10270/8jEAjG6SegY/00008.wav'), got {line.strip()!r}"
+                )
             out.append((number, lists.LABELS[fields[0].lower()], fields[1], fields[2]))
     if not out:
         raise BadValue(f"{path}: no trials in it; expected lines '<1|0> <enroll> <test>'")
@@ -373,8 +428,9 @@ def _is_test_speaker(name: str) -> bool:
     return bool(VOX1_SPEAKER.fullmatch(name)) and int(name[2:]) in VOX1_TEST_SPEAKERS
 
 
-def _plan_vox1(root: Path, trees: list[Tree], found_trials: dict[str, Path], train: bool, plan: _Plan,
-               bar: Bar) -> None:
+def _plan_vox1(
+    root: Path, trees: list[Tree], found_trials: dict[str, Path], train: bool, plan: _Plan, bar: Bar
+) -> None:
     official = {name: _read_official(path) for name, path in found_trials.items()}
     wanted = {p.split("/", 1)[0] for rows in official.values() for _, _, e, t in rows for p in (e, t)}
     if train:
@@ -421,28 +477,40 @@ def _plan_vox1(root: Path, trees: list[Tree], found_trials: dict[str, Path], tra
         trials = [lists.Trial(rewritten[e], rewritten[t], label) for _, label, e, t in rows]
         speakers = {p.split("/", 1)[0] for p in rewritten}
         targets = sum(t.label for t in trials)
-        plan.add(name, lambda path, trials=trials: lists.write_trials(path, trials),
-                 f"{len(trials)} trials ({targets} target), {len(speakers)} speakers, {len(rewritten)} files"
-                 f" (from {found_trials[name].name})")
+        plan.add(
+            name,
+            lambda path, trials=trials: lists.write_trials(path, trials),
+            f"{len(trials)} trials ({targets} target), {len(speakers)} speakers, {len(rewritten)} files"
+            f" (from {found_trials[name].name})",
+        )
     if train:
         if not by_speaker:
-            raise BadValue(f"--vox1-train: no VoxCeleb1 dev speakers (any but id10270-id10309) with .wav/.flac files"
-                           f" in {_listing(t.folder for t in trees)}")
+            raise BadValue(
+                f"--vox1-train: no VoxCeleb1 dev speakers (any but id10270-id10309) with .wav/.flac files"
+                f" in {_listing(t.folder for t in trees)}"
+            )
         utterances = [lists.Utterance(s, f) for s in sorted(by_speaker) for f in sorted(by_speaker[s])]
-        plan.add("train_vox1.txt", lambda path: lists.write_utterances(path, utterances),
-                 f"{len(by_speaker)} speakers, {len(utterances)} utterances (VoxCeleb1 dev: test speakers"
-                 " id10270-id10309 left out)")
+        plan.add(
+            "train_vox1.txt",
+            lambda path: lists.write_utterances(path, utterances),
+            f"{len(by_speaker)} speakers, {len(utterances)} utterances (VoxCeleb1 dev: test speakers"
+            " id10270-id10309 left out)",
+        )
 
 
 def _missing_message(root: Path, official: Path, missing: dict[str, int], files: int, trees: list[Tree]) -> str:
     shown = "\n  ".join(f"line {line}: {path}" for path, line in list(missing.items())[:SHOW_MISSING])
     more = f"\n  ... and {len(missing) - SHOW_MISSING} more" if len(missing) > SHOW_MISSING else ""
-    text = (f"{official}: {len(missing)} of its {files} audio files {'is' if len(missing) == 1 else 'are'} missing"
-            f" from the VoxCeleb1 tree ({_listing(t.folder for t in trees)}) under {root}:\n  {shown}{more}")
+    text = (
+        f"{official}: {len(missing)} of its {files} audio files {'is' if len(missing) == 1 else 'are'} missing"
+        f" from the VoxCeleb1 tree ({_listing(t.folder for t in trees)}) under {root}:\n  {shown}{more}"
+    )
     speakers = {p.split("/", 1)[0] for p in missing}
     if any(_is_test_speaker(s) for s in speakers):
-        text += ("\nthe test speakers id10270-id10309 come in VoxCeleb1's test archive (vox1_test_wav.zip): extract"
-                 " it next to the dev speakers, or pass --vox1 twice (the dev and the test wav folder)")
+        text += (
+            "\nthe test speakers id10270-id10309 come in VoxCeleb1's test archive (vox1_test_wav.zip): extract"
+            " it next to the dev speakers, or pass --vox1 twice (the dev and the test wav folder)"
+        )
     return text
 
 
@@ -451,15 +519,18 @@ MUSAN_LAYOUT = ("music", "speech", "noise")  # MUSAN's own folders (one is named
 
 
 def _has_audio(folder: Path) -> bool:
-    return any(_suffix(name) in lists.AUDIO_SUFFIXES for _, _, files in os.walk(folder, followlinks=True)
-               for name in files)
+    return any(
+        _suffix(name) in lists.AUDIO_SUFFIXES for _, _, files in os.walk(folder, followlinks=True) for name in files
+    )
 
 
 def _check_musan(path: str | Path) -> str:
     folder = Path(path)
     if not folder.is_dir():
-        raise BadValue(f"--musan {path}: {'not a folder' if folder.exists() else 'no such folder'}; expected MUSAN's"
-                       " folder, the one holding music/, speech/ and noise/")
+        raise BadValue(
+            f"--musan {path}: {'not a folder' if folder.exists() else 'no such folder'}; expected MUSAN's"
+            " folder, the one holding music/, speech/ and noise/"
+        )
     problems = []
     for sub in MUSAN_LAYOUT:
         if not (folder / sub).is_dir():
@@ -468,21 +539,27 @@ def _check_musan(path: str | Path) -> str:
             problems.append(f"no .wav/.flac files in {sub}/")
     if problems:
         hint = f" (did you mean --musan {folder / 'musan'}?)" if (folder / "musan").is_dir() else ""
-        raise BadValue(f"--musan {path}: not a MUSAN folder ({'; '.join(problems)}); expected music/, speech/ and"
-                       f" noise/ with audio files in them{hint}")
+        raise BadValue(
+            f"--musan {path}: not a MUSAN folder ({'; '.join(problems)}); expected music/, speech/ and"
+            f" noise/ with audio files in them{hint}"
+        )
     return os.path.abspath(folder)
 
 
 def _check_rirs(path: str | Path) -> str:
     folder = Path(path)
     if not folder.is_dir():
-        raise BadValue(f"--rirs {path}: {'not a folder' if folder.exists() else 'no such folder'}; expected"
-                       " RIRS_NOISES (its simulated_rirs/ is used) or a folder of room impulse responses")
+        raise BadValue(
+            f"--rirs {path}: {'not a folder' if folder.exists() else 'no such folder'}; expected"
+            " RIRS_NOISES (its simulated_rirs/ is used) or a folder of room impulse responses"
+        )
     used = folder / "simulated_rirs" if (folder / "simulated_rirs").is_dir() else folder
     if not _has_audio(used):
         hint = f" (did you mean --rirs {folder / 'RIRS_NOISES'}?)" if (folder / "RIRS_NOISES").is_dir() else ""
-        raise BadValue(f"--rirs {path}: no .wav files in {used}; expected RIRS_NOISES (its simulated_rirs/ is used)"
-                       f" or a folder of room impulse responses{hint}")
+        raise BadValue(
+            f"--rirs {path}: no .wav files in {used}; expected RIRS_NOISES (its simulated_rirs/ is used)"
+            f" or a folder of room impulse responses{hint}"
+        )
     return os.path.abspath(used)
 
 
@@ -492,8 +569,10 @@ def _check_link(link: Path, target: str, option: str) -> None:
     if os.path.samefile(link, target):
         return  # the corpus itself sits there already
     kind = "folder" if link.is_dir() else "file"
-    raise BadValue(f"{link} is a real {kind}, not a link: not replacing it with a link to {target}; move it away,"
-                   f" or pass --{option} {link} to use it as it is")
+    raise BadValue(
+        f"{link} is a real {kind}, not a link: not replacing it with a link to {target}; move it away,"
+        f" or pass --{option} {link} to use it as it is"
+    )
 
 
 def _make_link(link: Path, target: str) -> None:
@@ -508,13 +587,29 @@ def _make_link(link: Path, target: str) -> None:
 
 # --- output -----------------------------------------------------------------------------------------------------
 
-def _report(root: Path, out: Path, vox1: list[Tree], vox2: Tree | None, vox2_looked: list[Path],
-            vox1_looked: list[Path], found_trials: dict[str, Path], absent: dict[str, str], plan: _Plan) -> None:
-    print(f"VoxCeleb1: {_listing(t.folder for t in vox1)}" if vox1 else
-          f"VoxCeleb1: not found (looked in {_listing(vox1_looked)}; pass --vox1 PATH): no trial lists written")
-    print(f"VoxCeleb2 dev: {vox2.folder}" if vox2 else
-          f"VoxCeleb2 dev: not found (looked in {_listing(vox2_looked)}; pass --vox2 PATH):"
-          " train.txt and cohort.txt not written")
+
+def _report(
+    root: Path,
+    out: Path,
+    vox1: list[Tree],
+    vox2: Tree | None,
+    vox2_looked: list[Path],
+    vox1_looked: list[Path],
+    found_trials: dict[str, Path],
+    absent: dict[str, str],
+    plan: _Plan,
+) -> None:
+    print(
+        f"VoxCeleb1: {_listing(t.folder for t in vox1)}"
+        if vox1
+        else f"VoxCeleb1: not found (looked in {_listing(vox1_looked)}; pass --vox1 PATH): no trial lists written"
+    )
+    print(
+        f"VoxCeleb2 dev: {vox2.folder}"
+        if vox2
+        else f"VoxCeleb2 dev: not found (looked in {_listing(vox2_looked)}; pass --vox2 PATH):"
+        " train.txt and cohort.txt not written"
+    )
     for name in TRIAL_LISTS:
         if name in found_trials:
             print(f"{name}: from {found_trials[name]}")
@@ -534,8 +629,10 @@ def _report(root: Path, out: Path, vox1: list[Tree], vox2: Tree | None, vox2_loo
         elif link.exists():
             print(f"  {name:<{width}}  (a folder)")
         else:
-            print(f"note: the recipes' augmentors read {link}: pass --{name} PATH to link it"
-                  f" ({'MUSAN' if name == 'musan' else 'RIRS_NOISES'})")
+            print(
+                f"note: the recipes' augmentors read {link}: pass --{name} PATH to link it"
+                f" ({'MUSAN' if name == 'musan' else 'RIRS_NOISES'})"
+            )
     if os.path.abspath(out) != os.path.abspath(DEFAULT_OUT):
         print(f"note: the VoxCeleb recipes read their lists from {DEFAULT_OUT}/; point their list paths at {out}/")
     print(f"next: vvframe run {RECIPE} data.root={os.path.abspath(root)}")

@@ -15,6 +15,7 @@
 - A source that cannot be decoded, or that holds NaN/inf samples, is a failure entry naming the problem, never a
   crash. Sources are only read.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -34,8 +35,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .atomic import atomic_path, atomic_write
-from .errors import BadValue
+from vvframe.core.atomic import atomic_path, atomic_write
+from vvframe.core.errors import BadValue
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +56,15 @@ class ConvertReport:
 
     def summary(self) -> str:
         """One line: the three counts."""
-        return (f"{self.converted} converted, {self.skipped} already up to date, {len(self.failures)} failed")
+        return f"{self.converted} converted, {self.skipped} already up to date, {len(self.failures)} failed"
 
     def write(self, path: str | Path) -> None:
         """A readable text report at ``path``: the counts, then one ``<source>: <reason>`` line per failure."""
-        lines = [f"converted: {self.converted}", f"skipped (already up to date): {self.skipped}",
-                 f"failed: {len(self.failures)}"]
+        lines = [
+            f"converted: {self.converted}",
+            f"skipped (already up to date): {self.skipped}",
+            f"failed: {len(self.failures)}",
+        ]
         if self.failures:
             lines.append("")
             lines += [f"{source}: {reason}" for source, reason in self.failures]
@@ -82,9 +86,16 @@ def find_audio(src: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: p.as_posix())
 
 
-def convert_tree(src: Path, dst: Path, sample_rate: int = 16000, fmt: str = "wav", jobs: int = 1,
-                 overwrite: bool = False, progress: Callable[[int], None] | None = None,
-                 replace_spaces: bool = False) -> ConvertReport:
+def convert_tree(
+    src: Path,
+    dst: Path,
+    sample_rate: int = 16000,
+    fmt: str = "wav",
+    jobs: int = 1,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+    replace_spaces: bool = False,
+) -> ConvertReport:
     """Every audio file under src to mono at sample_rate in fmt ('wav' 16-bit PCM or 'flac'), mirrored under dst.
 
     ``progress(1)`` is called once per audio file, whatever became of it (``len(find_audio(src))`` in all).
@@ -104,8 +115,9 @@ def convert_tree(src: Path, dst: Path, sample_rate: int = 16000, fmt: str = "wav
     src_real, dst_real = src.resolve(), dst.resolve()
     if dst_real == src_real or src_real in dst_real.parents:
         where = "the source folder" if dst_real == src_real else "inside the source"
-        raise ConvertError(f"destination {dst} is {where} {src}: choose a folder outside it (sources are never"
-                           " modified)")
+        raise ConvertError(
+            f"destination {dst} is {where} {src}: choose a folder outside it (sources are never modified)"
+        )
     if dst.exists() and not dst.is_dir():
         raise ConvertError(f"destination {dst} exists and is not a directory")
 
@@ -118,15 +130,24 @@ def convert_tree(src: Path, dst: Path, sample_rate: int = 16000, fmt: str = "wav
         if replace_spaces:
             out_rel = re.sub(r"\s", "_", out_rel)
         if out_rel in claimed:
-            report.failures.append((rel.as_posix(), f"its output {out_rel} is also {claimed[out_rel]}'s;"
-                                                    " not converted"))
+            report.failures.append(
+                (rel.as_posix(), f"its output {out_rel} is also {claimed[out_rel]}'s; not converted")
+            )
             if progress is not None:
                 progress(1)
             continue
         claimed[out_rel] = rel.as_posix()
         tasks.append((rel.as_posix(), str(src / rel), str(dst / out_rel)))
-    log.info("converting %d audio files from %s to %s (%d Hz mono %s, %d job%s)", len(tasks), src, dst,
-             sample_rate, fmt, jobs, "s" if jobs != 1 else "")
+    log.info(
+        "converting %d audio files from %s to %s (%d Hz mono %s, %d job%s)",
+        len(tasks),
+        src,
+        dst,
+        sample_rate,
+        fmt,
+        jobs,
+        "s" if jobs != 1 else "",
+    )
 
     work = functools.partial(_convert_one, sample_rate=sample_rate, fmt=fmt, overwrite=overwrite, ffmpeg=ffmpeg)
     args = [(s, o) for _, s, o in tasks]
@@ -168,6 +189,7 @@ def one_torch_thread() -> Iterator[None]:
     on a busy machine (a 4 s, 16 kHz resample on 2 loaded cores: 31 ms with 2 threads, 0.6 ms with 1).
     """
     import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -181,17 +203,20 @@ def process_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
 
     Not "fork": a child forked after the parent ran a multi-threaded torch operation can deadlock in OpenMP.
     """
-    return concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                                  initializer=_init_worker)
+    return concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
+    )
 
 
 def _init_worker() -> None:
     import torch
+
     torch.set_num_threads(1)  # the pool is the parallelism; threads per process would oversubscribe the cores
 
 
-def _convert_one(paths: tuple[str, str], sample_rate: int, fmt: str, overwrite: bool, ffmpeg: str | None) \
-        -> tuple[str, str]:
+def _convert_one(
+    paths: tuple[str, str], sample_rate: int, fmt: str, overwrite: bool, ffmpeg: str | None
+) -> tuple[str, str]:
     """``("converted" | "skipped" | "failed", reason)`` for one file; never raises for a bad source."""
     source, output = Path(paths[0]), Path(paths[1])
     try:
@@ -201,8 +226,9 @@ def _convert_one(paths: tuple[str, str], sample_rate: int, fmt: str, overwrite: 
         if wave.size == 0:
             return "failed", "empty (no samples)"
         if not np.isfinite(wave).all():
-            return "failed", (f"holds NaN/inf samples ({int(np.count_nonzero(~np.isfinite(wave)))} of {wave.size});"
-                              " not converted")
+            return "failed", (
+                f"holds NaN/inf samples ({int(np.count_nonzero(~np.isfinite(wave)))} of {wave.size}); not converted"
+            )
         if rate != sample_rate:
             wave = _resample(wave, rate, sample_rate)
         with atomic_path(output) as tmp:
@@ -212,7 +238,7 @@ def _convert_one(paths: tuple[str, str], sample_rate: int, fmt: str, overwrite: 
         return "failed", str(exc)
     except (RuntimeError, sf.LibsndfileError) as exc:
         return "failed", f"unreadable ({_short(exc)})"
-    except Exception as exc:  # OSError and the like: a converter must not die on one odd file; the reason says what happened
+    except Exception as exc:  # noqa: BLE001 - OSError and the like: one odd file must not end the conversion
         return "failed", f"{type(exc).__name__}: {exc}"
 
 
@@ -231,8 +257,13 @@ def _up_to_date(source: Path, output: Path, sample_rate: int, fmt: str) -> bool:
         meta = sf.info(str(output))
     except (OSError, RuntimeError):
         return False
-    return (meta.samplerate == sample_rate and meta.channels == 1 and meta.format == FORMATS[fmt]
-            and meta.subtype == "PCM_16" and meta.frames > 0)
+    return (
+        meta.samplerate == sample_rate
+        and meta.channels == 1
+        and meta.format == FORMATS[fmt]
+        and meta.subtype == "PCM_16"
+        and meta.frames > 0
+    )
 
 
 def _decode(source: Path, sample_rate: int, ffmpeg: str | None) -> tuple[np.ndarray, int]:
@@ -242,16 +273,30 @@ def _decode(source: Path, sample_rate: int, ffmpeg: str | None) -> tuple[np.ndar
         data, rate = sf.read(str(source), dtype="float32", always_2d=True)
     else:
         if ffmpeg is None:
-            raise _Failure(f"{suffix.lstrip('.')} needs ffmpeg, which is not on PATH (install it, e.g."
-                           " apt install ffmpeg)")
+            raise _Failure(
+                f"{suffix.lstrip('.')} needs ffmpeg, which is not on PATH (install it, e.g. apt install ffmpeg)"
+            )
         data, rate = _ffmpeg_decode(ffmpeg, source, sample_rate)
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
 
 
 def _ffmpeg_decode(ffmpeg: str, source: Path, sample_rate: int) -> tuple[np.ndarray, int]:
-    cmd = [ffmpeg, "-nostdin", "-loglevel", "error", "-i", str(source), "-ac", "1", "-ar", str(sample_rate),
-           "-f", "wav", "-"]
+    cmd = [
+        ffmpeg,
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-i",
+        str(source),
+        "-ac",
+        "1",
+        "-ar",
+        str(sample_rate),
+        "-f",
+        "wav",
+        "-",
+    ]
     try:
         done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
     except OSError as exc:
@@ -272,5 +317,6 @@ def _ffmpeg_decode(ffmpeg: str, source: Path, sample_rate: int) -> tuple[np.ndar
 def _resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
     import torch
     import torchaudio
+
     out = torchaudio.functional.resample(torch.from_numpy(wave).unsqueeze(0), rate, target)
     return out.squeeze(0).numpy()

@@ -1,4 +1,5 @@
 """The run directory, its logging, TensorBoard writer and progress bars, and running stages in order."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -11,9 +12,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import recipe as recipes
-from .atomic import atomic_json, atomic_write
-from .errors import VvframeError, add_note
+from vvframe.core import recipe as recipes
+from vvframe.core.atomic import atomic_json, atomic_write
+from vvframe.core.errors import VvframeError, add_note
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,15 @@ class RunContext:
     ``None`` and disabled progress bars.
     """
 
-    def __init__(self, resolved: recipes.Resolved, run_dir: str | Path, *, rank: int = 0, world_size: int = 1,
-                 resumed: bool = False):
+    def __init__(
+        self,
+        resolved: recipes.Resolved,
+        run_dir: str | Path,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        resumed: bool = False,
+    ):
         self.resolved = resolved
         self.recipe: dict[str, Any] = resolved.to_dict()
         self.name = resolved.name
@@ -61,7 +69,7 @@ class RunContext:
         self.rank = rank
         self.world_size = world_size
         self.resumed = resumed
-        self.log = logging.getLogger("vvframe.run")
+        self.log = logging.getLogger("vvframe.core.run")
         self.started = False  # set when the first stage starts running (building them is not work yet)
         self._writer = None
 
@@ -75,6 +83,7 @@ class RunContext:
         """TensorBoard ``SummaryWriter`` writing into the run directory (rank 0), else ``None``."""
         if self._writer is None and self.is_main:
             from torch.utils.tensorboard import SummaryWriter  # heavy: imported when first used
+
             self._writer = SummaryWriter(log_dir=str(self.run_dir))
         return self._writer
 
@@ -87,6 +96,7 @@ class RunContext:
     def progress(self, iterable: Iterable | None = None, **kwargs: Any):
         """A tqdm progress bar, shown only on rank 0 and only when stderr is a terminal."""
         from tqdm.auto import tqdm
+
         kwargs.setdefault("disable", not (self.is_main and sys.stderr.isatty()))
         kwargs.setdefault("dynamic_ncols", True)
         return tqdm(iterable, **kwargs)
@@ -126,8 +136,11 @@ def latest_run(folder: str | Path, needs: str = "checkpoints") -> Path | None:
 
     if usable(folder):
         return folder
-    runs = sorted((p for p in folder.iterdir() if p.is_dir() and usable(p)), key=lambda p: p.name) \
-        if folder.is_dir() else []
+    runs = (
+        sorted((p for p in folder.iterdir() if p.is_dir() and usable(p)), key=lambda p: p.name)
+        if folder.is_dir()
+        else []
+    )
     if runs:
         log.info("%s: using its newest usable run, %s", folder, runs[-1])
     return runs[-1] if runs else None
@@ -137,8 +150,10 @@ def claim_run_dir(path: str | Path) -> Path:
     """Use ``path`` (from ``--run-dir``) for a new run: it must not exist or be an empty directory."""
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise RunError(f"--run-dir {path} exists and is not empty; a new run never writes into an old run's"
-                       f" directory (continue that run with --resume {path})")
+        raise RunError(
+            f"--run-dir {path} exists and is not empty; a new run never writes into an old run's"
+            f" directory (continue that run with --resume {path})"
+        )
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -147,6 +162,7 @@ def discard_run_dir(run_dir: Path, parents: int = 0) -> None:
     """Remove a run directory that this command made and in which nothing ran (its snapshot, an empty log), and
     up to ``parents`` of its folders (``runs/<name>``, ``runs``) that it alone filled."""
     import shutil
+
     shutil.rmtree(run_dir, ignore_errors=True)
     for parent in run_dir.parents[:parents]:
         if parent.is_dir() and not any(parent.iterdir()):
@@ -201,6 +217,7 @@ def write_snapshot(ctx: RunContext) -> None:
 def _snapshot(run_dir: Path) -> dict[str, Any]:
     """The recipe a run started with (its ``recipe.yaml``), or ``{}`` when it cannot be read."""
     import yaml
+
     try:
         data = yaml.safe_load((run_dir / RECIPE_FILE).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
@@ -220,11 +237,15 @@ def read_status(run_dir: Path) -> dict[str, Any]:
     try:
         status = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunError(f"{path}: unreadable ({exc}); it records which stages finished. Move it aside to run every"
-                       " stage again (finished training resumes from its checkpoints)") from None
+        raise RunError(
+            f"{path}: unreadable ({exc}); it records which stages finished. Move it aside to run every"
+            " stage again (finished training resumes from its checkpoints)"
+        ) from None
     if not isinstance(status, dict) or not isinstance(status.get("stages"), dict):
-        raise RunError(f"{path}: not a vvframe run status (expected {{\"stages\": {{...}}}}); move it aside to run"
-                       " every stage again (finished training resumes from its checkpoints)")
+        raise RunError(
+            f'{path}: not a vvframe run status (expected {{"stages": {{...}}}}); move it aside to run'
+            " every stage again (finished training resumes from its checkpoints)"
+        )
     return status
 
 
@@ -245,15 +266,27 @@ def execute(ctx: RunContext, only: Sequence[str] = ()) -> None:
         done = status["stages"].get(stage.name, {}).get("status") == "done"
         if only and stage.name not in only:
             if done and todo:
-                ctx.log.warning("stage %s: finished before %s runs again, so its results may be out of date; name it"
-                                " with --stage too to bring it up to date", stage.name, todo[0].name)
+                ctx.log.warning(
+                    "stage %s: finished before %s runs again, so its results may be out of date; name it"
+                    " with --stage too to bring it up to date",
+                    stage.name,
+                    todo[0].name,
+                )
             continue
         if done and not only:
-            changed = [p.name for p in stage.params if p.name != "ctx" and started_with
-                       and started_with.get(p.name) != ctx.recipe.get(p.name)]
+            changed = [
+                p.name
+                for p in stage.params
+                if p.name != "ctx" and started_with and started_with.get(p.name) != ctx.recipe.get(p.name)
+            ]
             if changed:
-                ctx.log.warning("stage %s: finished already, skipped, although %s changed since; name it with --stage"
-                                " %s to run it again with the new values", stage.name, ", ".join(changed), stage.name)
+                ctx.log.warning(
+                    "stage %s: finished already, skipped, although %s changed since; name it with --stage"
+                    " %s to run it again with the new values",
+                    stage.name,
+                    ", ".join(changed),
+                    stage.name,
+                )
             else:
                 ctx.log.info("stage %s: finished already, skipped (name it with --stage to run it again)", stage.name)
             continue
@@ -274,7 +307,8 @@ def execute(ctx: RunContext, only: Sequence[str] = ()) -> None:
 
 
 def _build(ctx: RunContext, stage: recipes.Stage):
-    from . import registry
+    from vvframe.core import registry
+
     factory = registry.load(stage.entry_point)
     args = ctx.resolved.stage_arguments(stage)
     if any(p.name == "ctx" for p in stage.params):
@@ -302,7 +336,7 @@ def _guard(ctx: RunContext, stage: recipes.Stage, doing: str, fn, status: dict):
         raise _failed(ctx, stage, doing, exc, status) from exc
 
 
-def _failed(ctx: RunContext, stage: recipes.Stage, doing: str, exc: Exception, status: dict) -> "StageFailed":
+def _failed(ctx: RunContext, stage: recipes.Stage, doing: str, exc: Exception, status: dict) -> StageFailed:
     """Record a stage's failure, its traceback in log.txt only; the ``StageFailed`` to raise from ``exc``."""
     add_note(exc, f"while {doing} stage '{stage.name}' ({stage.path})")
     _set_status(ctx, status, stage.name, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
@@ -313,7 +347,9 @@ def _failed(ctx: RunContext, stage: recipes.Stage, doing: str, exc: Exception, s
 def _log_file_only(ctx: RunContext, text: str) -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
-            handler.handle(logging.LogRecord("vvframe.run", logging.ERROR, __file__, 0, "traceback:\n%s", (text,), None))
+            handler.handle(
+                logging.LogRecord("vvframe.core.run", logging.ERROR, __file__, 0, "traceback:\n%s", (text,), None)
+            )
 
 
 def _set_status(ctx: RunContext, status: dict, stage: str, state: str, **extra: Any) -> None:

@@ -1,4 +1,5 @@
 """The errors vvframe raises for a user's mistake: one base class, each also a matching builtin."""
+
 from __future__ import annotations
 
 import difflib
@@ -57,6 +58,7 @@ class OutputExists(VvframeError, FileExistsError):
 def refuse_existing(path, force: bool, flag: str = "--out") -> None:
     """Raise ``OutputExists`` when ``path`` exists and ``force`` is not set, naming the path and the way out."""
     from pathlib import Path
+
     if Path(path).exists() and not force:
         raise OutputExists(f"{path} exists; choose another {flag} or pass --force to replace it")
 
@@ -76,7 +78,9 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     norm = _norm(word)
     close = [by_norm[norm]] if norm in by_norm else []
     close += [by_norm[c] for c in by_norm if _swapped(norm, c) and by_norm[c] not in close]
-    close += [by_norm[c] for c in difflib.get_close_matches(norm, list(by_norm), n=3, cutoff=0.75) if by_norm[c] not in close]
+    close += [
+        by_norm[c] for c in difflib.get_close_matches(norm, list(by_norm), n=3, cutoff=0.75) if by_norm[c] not in close
+    ]
     if not close:
         return ""
     quoted = [f"'{c}'" for c in close[:3]]

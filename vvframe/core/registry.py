@@ -3,6 +3,7 @@
 The entry-point metadata *is* the registry. Nothing registers itself on import; listing imports nothing;
 a component's module is imported when it is first built or described.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,13 +12,22 @@ import importlib.metadata as metadata
 import inspect
 import keyword
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
-from .errors import (ArgumentError, BadValue, ComponentNotFound, ContractError, PluginImportError, Problem,
-                     RecipeError, add_note, did_you_mean)
-from .schema import CoercionError, Param, Range, bind, coerce, limits, parameters, type_name
+from vvframe.core.errors import (
+    ArgumentError,
+    BadValue,
+    ComponentNotFound,
+    ContractError,
+    PluginImportError,
+    Problem,
+    RecipeError,
+    add_note,
+    did_you_mean,
+)
+from vvframe.core.schema import CoercionError, Param, Range, bind, coerce, limits, parameters, type_name
 
 GROUP_PREFIX = "vvframe."
 
@@ -40,30 +50,55 @@ class Kind:
         return GROUP_PREFIX + self.name
 
 
-KINDS: dict[str, Kind] = {k.name: k for k in [
-    Kind("frontends", ("sample_rate",), "nn.Module: waveform (B, T) -> features (B, n_feats, frames); attribute out_dim"),
-    Kind("models", ("in_dim", "sample_rate"), "nn.Module: features (B, in_dim, frames) -> embeddings (B, embed_dim)"),
-    Kind("losses", ("embed_dim", "num_classes"), "nn.Module: embeddings (B, P, D), labels (B,) -> (loss, accuracy)"),
-    Kind("augmentors", ("sample_rate",), "picklable callable on a waveform batch (B, T) with a torch.Generator"),
-    Kind("samplers", ("labels", "batch_size", "rank", "world_size", "seed"), "yields lists of indices; set_epoch(e)"),
-    Kind("normalizers", (), "N(scores, enroll, test, cohort) -> normalized scores"),
-    Kind("optimizers", ("params",), "a torch.optim.Optimizer",  # torch checks these only when it is built
-         (("lr", Range(0)), ("momentum", Range(0)), ("weight_decay", Range(0)), ("eps", Range(0)),
-          ("betas", Range(0, lt=1)))),
-    Kind("schedulers", ("optimizer", "steps_per_epoch", "epochs"), "a scheduler stepped once per iteration"),
-    Kind("stages", ("ctx",), "a callable run against the run context"),
-]}
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in [
+        Kind(
+            "frontends",
+            ("sample_rate",),
+            "nn.Module: waveform (B, T) -> features (B, n_feats, frames); attribute out_dim",
+        ),
+        Kind(
+            "models", ("in_dim", "sample_rate"), "nn.Module: features (B, in_dim, frames) -> embeddings (B, embed_dim)"
+        ),
+        Kind(
+            "losses", ("embed_dim", "num_classes"), "nn.Module: embeddings (B, P, D), labels (B,) -> (loss, accuracy)"
+        ),
+        Kind("augmentors", ("sample_rate",), "picklable callable on a waveform batch (B, T) with a torch.Generator"),
+        Kind(
+            "samplers", ("labels", "batch_size", "rank", "world_size", "seed"), "yields lists of indices; set_epoch(e)"
+        ),
+        Kind("normalizers", (), "N(scores, enroll, test, cohort) -> normalized scores"),
+        Kind(
+            "optimizers",
+            ("params",),
+            "a torch.optim.Optimizer",  # torch checks these only when it is built
+            (
+                ("lr", Range(0)),
+                ("momentum", Range(0)),
+                ("weight_decay", Range(0)),
+                ("eps", Range(0)),
+                ("betas", Range(0, lt=1)),
+            ),
+        ),
+        Kind("schedulers", ("optimizer", "steps_per_epoch", "epochs"), "a scheduler stepped once per iteration"),
+        Kind("stages", ("ctx",), "a callable run against the run context"),
+    ]
+}
 
 
 def kind(name: str) -> Kind:
     """The ``Kind`` called ``name``; a ``ComponentNotFound`` suggesting the closest kinds otherwise."""
     if name in KINDS:
         return KINDS[name]
-    raise ComponentNotFound(f"unknown kind '{name}'{did_you_mean(name, KINDS) or did_you_mean(name + 's', KINDS)};"
-                            f" the kinds are: {', '.join(KINDS)}")
+    raise ComponentNotFound(
+        f"unknown kind '{name}'{did_you_mean(name, KINDS) or did_you_mean(name + 's', KINDS)};"
+        f" the kinds are: {', '.join(KINDS)}"
+    )
 
 
 # --- discovery --------------------------------------------------------------------------------------------
+
 
 def _entry_points() -> list[metadata.EntryPoint]:
     """Every ``vvframe.*`` entry point of every installed distribution: the one seam tests replace."""
@@ -77,7 +112,7 @@ def _entry_points() -> list[metadata.EntryPoint]:
     return found
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _discovered() -> tuple[metadata.EntryPoint, ...]:
     return tuple(_entry_points())
 
@@ -143,7 +178,8 @@ def find(kind_name: str, name: str, *, references: bool = True) -> metadata.Entr
                 f"{kind_name} '{name}' names a Python object directly (module:attr), which is refused here: a run"
                 f" directory or model file being loaded is data, not a recipe you run, so only installed {kind_name}"
                 f" components are built from it (`vvframe plugins {kind_name}` lists them); load it with"
-                " trust_recipe=True (--trust-recipe) only if you trust its author as you trust a recipe you run")
+                " trust_recipe=True (--trust-recipe) only if you trust its author as you trust a recipe you run"
+            )
         if not _REFERENCE.match(name):
             raise ComponentNotFound(f"'{name}' is not a valid reference; write package.module:Attr")
         return metadata.EntryPoint(name=name, value=name, group=k.group)
@@ -151,34 +187,43 @@ def find(kind_name: str, name: str, *, references: bool = True) -> metadata.Entr
     matches = [ep for ep in eps if ep.name == name]
     if len({ep.value for ep in matches}) > 1:
         where = " and ".join(f"{ep.value} (from {_where(ep)})" for ep in matches)
-        raise ComponentNotFound(f"two installed {kind_name} components are named '{name}': {where}; name the one"
-                                f" you mean directly, e.g. name: {matches[0].value}")
+        raise ComponentNotFound(
+            f"two installed {kind_name} components are named '{name}': {where}; name the one"
+            f" you mean directly, e.g. name: {matches[0].value}"
+        )
     if matches:
         return matches[0]
     if not entry_points():
-        raise ComponentNotFound(f"no {kind_name} component named '{name}': no vvframe components are installed at all;"
-                                " vvframe itself is probably not installed (pip install -e .)")
+        raise ComponentNotFound(
+            f"no {kind_name} component named '{name}': no vvframe components are installed at all;"
+            " vvframe itself is probably not installed (pip install -e .)"
+        )
     if not eps:
-        raise ComponentNotFound(f"no {kind_name} component named '{name}': none of kind {kind_name} is installed"
-                                f" (`vvframe plugins` lists what is)")
+        raise ComponentNotFound(
+            f"no {kind_name} component named '{name}': none of kind {kind_name} is installed"
+            f" (`vvframe plugins` lists what is)"
+        )
     names = sorted({ep.name for ep in eps})
     return _raise_unknown(kind_name, name, names)
 
 
 def _raise_unknown(kind_name: str, name: str, names: list[str]):
-    raise ComponentNotFound(f"no {kind_name} component named '{name}' is installed{did_you_mean(name, names)}"
-                            f" (`vvframe plugins {kind_name}` lists all {len(names)})")
+    raise ComponentNotFound(
+        f"no {kind_name} component named '{name}' is installed{did_you_mean(name, names)}"
+        f" (`vvframe plugins {kind_name}` lists all {len(names)})"
+    )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(ep: metadata.EntryPoint) -> Callable:
     """Import what ``ep`` points at; a ``PluginImportError`` naming the plugin and its distribution if that fails."""
-    kind_name = ep.group[len(GROUP_PREFIX):]
+    kind_name = ep.group[len(GROUP_PREFIX) :]
     try:
         obj = ep.load()
     except Exception as exc:  # noqa: BLE001 - any failure inside a plugin's import is reported as the plugin's
-        raise PluginImportError(f"{kind_name} '{ep.name}' ({ep.value}, from {_where(ep)}) failed to import:"
-                                f" {type(exc).__name__}: {exc}") from exc
+        raise PluginImportError(
+            f"{kind_name} '{ep.name}' ({ep.value}, from {_where(ep)}) failed to import: {type(exc).__name__}: {exc}"
+        ) from exc
     if not callable(obj):
         raise ContractError(f"{kind_name} '{ep.name}' ({ep.value}) is a {type(obj).__name__}, not a callable")
     return obj
@@ -189,11 +234,13 @@ def signature(kind_name: str, factory: Callable) -> list[Param]:
     ``limits`` added to the parameters they name."""
     own = parameters(factory)
     extra = dict(KINDS[kind_name].limits) if kind_name in KINDS else {}
-    return [dataclasses.replace(p, annotation=Annotated[p.annotation, extra[p.name]]) if p.name in extra else p
-            for p in own]
+    return [
+        dataclasses.replace(p, annotation=Annotated[p.annotation, extra[p.name]]) if p.name in extra else p for p in own
+    ]
 
 
 # --- components -------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Component:
@@ -214,13 +261,17 @@ class Component:
         params = {p.name: p for p in parameters(self.factory)}
         unknown = set(supplied) - set(KINDS[self.kind].supplies)
         if unknown:
-            raise ArgumentError(f"{', '.join(sorted(unknown))} not among the values vvframe supplies to {self.kind}"
-                                f" ({', '.join(KINDS[self.kind].supplies) or 'none'})")
+            raise ArgumentError(
+                f"{', '.join(sorted(unknown))} not among the values vvframe supplies to {self.kind}"
+                f" ({', '.join(KINDS[self.kind].supplies) or 'none'})"
+            )
         passed = {k: v for k, v in supplied.items() if k in params}
         missing = [n for n, p in params.items() if p.required and n not in passed and n not in self.args]
         if missing:
-            raise ContractError(f"{self.kind} '{self.name}' needs {', '.join(missing)}, which the caller did not supply"
-                                f" ({self.where()})")
+            raise ContractError(
+                f"{self.kind} '{self.name}' needs {', '.join(missing)}, which the caller did not supply"
+                f" ({self.where()})"
+            )
         try:
             return self.factory(**self.args, **passed)
         except Exception as exc:
@@ -235,8 +286,9 @@ class Component:
         return {"name": self.name, **self.args}
 
 
-def resolve(kind_name: str, entry: Any, path: str = "", *, references: bool = True) \
-        -> tuple[Component | None, list[tuple[str, str]]]:
+def resolve(
+    kind_name: str, entry: Any, path: str = "", *, references: bool = True
+) -> tuple[Component | None, list[tuple[str, str]]]:
     """A recipe entry (``None``, a name, or a mapping with ``name``) as a ``Component`` with checked arguments.
 
     Returns the component (``None`` if disabled or unresolvable) and problems as ``(recipe path, message)``.
@@ -250,8 +302,12 @@ def resolve(kind_name: str, entry: Any, path: str = "", *, references: bool = Tr
     if not isinstance(entry, Mapping):
         return None, [(path, f"expected a {kind_name} name or a mapping with 'name', got {entry!r}")]
     if "name" not in entry or not isinstance(entry["name"], str) or not entry["name"]:
-        return None, [(_join(path, "name"), f"missing 'name': which {kind_name} component"
-                                            f" (`vvframe plugins {kind_name}` lists them)")]
+        return None, [
+            (
+                _join(path, "name"),
+                f"missing 'name': which {kind_name} component (`vvframe plugins {kind_name}` lists them)",
+            )
+        ]
     name = entry["name"]
     args = {k: v for k, v in entry.items() if k != "name"}
     try:
@@ -274,8 +330,10 @@ def build(kind_name: str, entry: Any, *, references: bool = True, **supplied: An
     comp, problems = resolve(kind_name, entry, kind_name, references=references)
     if problems:
         name = entry if isinstance(entry, str) else entry.get("name") if isinstance(entry, Mapping) else None
-        raise EntryError(f"{kind_name} '{name}'" if isinstance(name, str) else f"{kind_name} entry",
-                         [Problem(p, "", m) for p, m in problems])
+        raise EntryError(
+            f"{kind_name} '{name}'" if isinstance(name, str) else f"{kind_name} entry",
+            [Problem(p, "", m) for p, m in problems],
+        )
     if comp is None:
         raise ArgumentError(f"{kind_name} entry is null: nothing to build")
     return comp.build(**supplied)
@@ -287,6 +345,7 @@ def _join(path: str, key: str) -> str:
 
 # --- describing and checking ------------------------------------------------------------------------------
 
+
 def listing(kind_name: str | None = None) -> list[tuple[str, str, str, str, str]]:
     """Rows ``(kind, name, target, distribution, version)`` sorted by kind then name; imports nothing."""
     if kind_name is not None:
@@ -294,7 +353,7 @@ def listing(kind_name: str | None = None) -> list[tuple[str, str, str, str, str]
     rows = []
     for ep in entry_points(kind_name):
         dist, version = distribution(ep)
-        rows.append((ep.group[len(GROUP_PREFIX):], ep.name, ep.value, dist, version))
+        rows.append((ep.group[len(GROUP_PREFIX) :], ep.name, ep.value, dist, version))
     order = {k: i for i, k in enumerate(KINDS)}
     return sorted(rows, key=lambda r: (order.get(r[0], len(order)), r[0], r[1]))
 
@@ -326,11 +385,13 @@ def check_all() -> list[str]:
     by_key: dict[tuple[str, str], set[str]] = {}
     supplied_elsewhere = {n for k in KINDS.values() for n in k.supplies}
     for ep in eps:
-        kind_name = ep.group[len(GROUP_PREFIX):]
+        kind_name = ep.group[len(GROUP_PREFIX) :]
         label = f"{ep.group} '{ep.name}' ({ep.value}, from {_where(ep)})"
         if kind_name not in KINDS:
-            problems.append(f"{label}: unknown group{did_you_mean(kind_name, KINDS)}; the groups are "
-                            + ", ".join(k.group for k in KINDS.values()))
+            problems.append(
+                f"{label}: unknown group{did_you_mean(kind_name, KINDS)}; the groups are "
+                + ", ".join(k.group for k in KINDS.values())
+            )
             continue
         by_key.setdefault((kind_name, ep.name), set()).add(f"{ep.value} (from {_where(ep)})")
         if not re.fullmatch(r"[a-z][a-z0-9_]*", ep.name) or keyword.iskeyword(ep.name):
@@ -346,8 +407,10 @@ def check_all() -> list[str]:
         own = set(KINDS[kind_name].supplies)
         for p in params:
             if p.required and p.name in supplied_elsewhere - own:
-                problems.append(f"{label}: required parameter '{p.name}' is supplied by vvframe only to other kinds,"
-                                f" so nothing would pass it here (this kind gets: {', '.join(own) or 'none'})")
+                problems.append(
+                    f"{label}: required parameter '{p.name}' is supplied by vvframe only to other kinds,"
+                    f" so nothing would pass it here (this kind gets: {', '.join(own) or 'none'})"
+                )
     for (kind_name, name), targets in by_key.items():
         if len(targets) > 1:
             problems.append(f"vvframe.{kind_name} '{name}' is declared twice: {' and '.join(sorted(targets))}")
@@ -363,10 +426,29 @@ def _defaults_outside_limits(params: list[Param]) -> list[str]:
         try:
             coerce(p.default, p.annotation, p.default)
         except CoercionError as exc:
-            found.append(f"the default {p.name}={p.default!r} is outside its own annotation"
-                         f" ({type_name(p.annotation)}): {exc}")
+            found.append(
+                f"the default {p.name}={p.default!r} is outside its own annotation ({type_name(p.annotation)}): {exc}"
+            )
     return found
 
 
-__all__ = ["KINDS", "Kind", "Component", "EntryError", "Param", "Range", "build", "describe", "distribution",
-           "entry_points", "find", "check_all", "listing", "load", "refresh", "resolve", "signature", "type_name"]
+__all__ = [
+    "KINDS",
+    "Kind",
+    "Component",
+    "EntryError",
+    "Param",
+    "Range",
+    "build",
+    "describe",
+    "distribution",
+    "entry_points",
+    "find",
+    "check_all",
+    "listing",
+    "load",
+    "refresh",
+    "resolve",
+    "signature",
+    "type_name",
+]

@@ -4,6 +4,7 @@ Each sub-command shows a progress bar on a terminal and leaves its sources untou
 is replaced only with ``--force``; a path with whitespace (which a list line cannot hold) is refused before any list
 is written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from . import lists
-from .errors import BadValue, refuse_existing
+from vvframe.core.errors import BadValue, refuse_existing
+from vvframe.data import lists
 
 COMMANDS = {
     "lists": "scan ROOT/<speaker>/**/*.{wav,flac} into train.txt and val.txt",
@@ -27,16 +28,22 @@ COMMANDS = {
 
 def main(rest: list[str]) -> int:
     """Run one ``vvframe data`` sub-command; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="vvframe data", description="prepare data for recipes;"
-                                     " `vvframe data COMMAND -h` shows a command's options")
+    parser = argparse.ArgumentParser(
+        prog="vvframe data", description="prepare data for recipes; `vvframe data COMMAND -h` shows a command's options"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("lists", help=COMMANDS["lists"], description=COMMANDS["lists"])
     p.add_argument("root", type=Path, metavar="ROOT")
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
-    p.add_argument("--split-ratio", type=float, default=-1.0, metavar="R",
-                   help="fraction of each speaker held out for validation in (0, 1); -1: three files of each"
-                        " speaker (default); 0: no validation list")
+    p.add_argument(
+        "--split-ratio",
+        type=float,
+        default=-1.0,
+        metavar="R",
+        help="fraction of each speaker held out for validation in (0, 1); -1: three files of each"
+        " speaker (default); 0: no validation list",
+    )
     p.add_argument("--min-utterances", type=int, default=2, metavar="N", help="leave out smaller speakers (2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="replace train.txt and val.txt if DIR has them")
@@ -44,8 +51,13 @@ def main(rest: list[str]) -> int:
     p = sub.add_parser("trials", help=COMMANDS["trials"], description=COMMANDS["trials"])
     p.add_argument("list", type=Path, metavar="LIST")
     p.add_argument("--out", type=Path, required=True, metavar="FILE")
-    p.add_argument("--per-utterance", type=int, default=2, metavar="K",
-                   help="target trials per enrollment utterance, and as many non-target ones (2)")
+    p.add_argument(
+        "--per-utterance",
+        type=int,
+        default=2,
+        metavar="K",
+        help="target trials per enrollment utterance, and as many non-target ones (2)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
@@ -56,8 +68,11 @@ def main(rest: list[str]) -> int:
     p.add_argument("--format", choices=["wav", "flac"], default="wav")
     p.add_argument("--jobs", type=int, default=1, metavar="N")
     p.add_argument("--overwrite", action="store_true", help="convert files again even if DST has them")
-    p.add_argument("--replace-spaces", action="store_true",
-                   help="write each whitespace character of a path as '_' (lists cannot hold paths with spaces)")
+    p.add_argument(
+        "--replace-spaces",
+        action="store_true",
+        help="write each whitespace character of a path as '_' (lists cannot hold paths with spaces)",
+    )
     p.add_argument("--report", type=Path, metavar="FILE", help="where the report goes (default DST/convert-report.txt)")
 
     p = sub.add_parser("shards", help=COMMANDS["shards"], description=COMMANDS["shards"])
@@ -66,43 +81,92 @@ def main(rest: list[str]) -> int:
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
     p.add_argument("--per-shard", type=int, default=1000, metavar="N")
 
-    p = sub.add_parser("voxceleb", help=COMMANDS["voxceleb"], description=COMMANDS["voxceleb"]
-                       + "; nothing is downloaded and no audio is opened")
-    p.add_argument("root", type=Path, metavar="ROOT", help="the folder holding voxceleb1/, voxceleb2/ and the trial"
-                   " lists; the lists' paths are relative to it (the recipes' data.root)")
-    p.add_argument("--out", type=Path, default=Path("data/voxceleb"), metavar="DIR",
-                   help="where the lists go (data/voxceleb, where the recipes read them)")
-    p.add_argument("--vox1", type=Path, action="append", metavar="PATH",
-                   help="VoxCeleb1's wav folder (<id1xxxx>/<video>/<n>.wav); twice for separate dev and test folders"
-                        " (default: searched under ROOT)")
-    p.add_argument("--vox2", type=Path, metavar="PATH",
-                   help="VoxCeleb2 dev as .wav/.flac (<id0xxxx>/<video>/<n>.wav) (default: searched under ROOT)")
-    p.add_argument("--trials-dir", type=Path, metavar="DIR",
-                   help="the folder of veri_test2.txt, list_test_all2.txt, list_test_hard2.txt (default: ROOT,"
-                        " ROOT/voxceleb1 and the VoxCeleb1 folder's parent)")
-    p.add_argument("--cohort-per-speaker", type=int, default=0, metavar="K",
-                   help="cohort.txt keeps the first K utterances of each speaker (0: all, the default)")
-    p.add_argument("--vox1-train", action="store_true",
-                   help="also write train_vox1.txt: VoxCeleb1 dev (test speakers id10270-id10309 left out)")
+    p = sub.add_parser(
+        "voxceleb",
+        help=COMMANDS["voxceleb"],
+        description=COMMANDS["voxceleb"] + "; nothing is downloaded and no audio is opened",
+    )
+    p.add_argument(
+        "root",
+        type=Path,
+        metavar="ROOT",
+        help="the folder holding voxceleb1/, voxceleb2/ and the trial"
+        " lists; the lists' paths are relative to it (the recipes' data.root)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("data/voxceleb"),
+        metavar="DIR",
+        help="where the lists go (data/voxceleb, where the recipes read them)",
+    )
+    p.add_argument(
+        "--vox1",
+        type=Path,
+        action="append",
+        metavar="PATH",
+        help="VoxCeleb1's wav folder (<id1xxxx>/<video>/<n>.wav); twice for separate dev and test folders"
+        " (default: searched under ROOT)",
+    )
+    p.add_argument(
+        "--vox2",
+        type=Path,
+        metavar="PATH",
+        help="VoxCeleb2 dev as .wav/.flac (<id0xxxx>/<video>/<n>.wav) (default: searched under ROOT)",
+    )
+    p.add_argument(
+        "--trials-dir",
+        type=Path,
+        metavar="DIR",
+        help="the folder of veri_test2.txt, list_test_all2.txt, list_test_hard2.txt (default: ROOT,"
+        " ROOT/voxceleb1 and the VoxCeleb1 folder's parent)",
+    )
+    p.add_argument(
+        "--cohort-per-speaker",
+        type=int,
+        default=0,
+        metavar="K",
+        help="cohort.txt keeps the first K utterances of each speaker (0: all, the default)",
+    )
+    p.add_argument(
+        "--vox1-train",
+        action="store_true",
+        help="also write train_vox1.txt: VoxCeleb1 dev (test speakers id10270-id10309 left out)",
+    )
     p.add_argument("--musan", type=Path, metavar="PATH", help="MUSAN (music/, speech/, noise/): linked as DIR/musan")
-    p.add_argument("--rirs", type=Path, metavar="PATH",
-                   help="RIRS_NOISES (its simulated_rirs/) or a folder of RIRs: linked as DIR/rirs")
+    p.add_argument(
+        "--rirs",
+        type=Path,
+        metavar="PATH",
+        help="RIRS_NOISES (its simulated_rirs/) or a folder of RIRs: linked as DIR/rirs",
+    )
 
     p = sub.add_parser("synth", help=COMMANDS["synth"], description=COMMANDS["synth"])
     p.add_argument("out", type=Path, metavar="OUT")
     p.add_argument("--speakers", type=int, required=True, metavar="N", help="training speakers")
     p.add_argument("--utterances", type=int, required=True, metavar="M", help="utterances per speaker")
     p.add_argument("--eval-speakers", type=int, default=20, metavar="E", help="other speakers, for trials (20)")
-    p.add_argument("--cohort-speakers", type=int, default=20, metavar="C",
-                   help="other speakers again, for score normalization (20; 0 for none)")
-    p.add_argument("--val-speakers", type=int, default=0, metavar="V",
-                   help="other speakers again, for validation trials during training (0: none)")
+    p.add_argument(
+        "--cohort-speakers",
+        type=int,
+        default=20,
+        metavar="C",
+        help="other speakers again, for score normalization (20; 0 for none)",
+    )
+    p.add_argument(
+        "--val-speakers",
+        type=int,
+        default=0,
+        metavar="V",
+        help="other speakers again, for validation trials during training (0: none)",
+    )
     p.add_argument("--seconds", default="2-4", metavar="A-B", help="utterance duration range in seconds (2-4)")
     p.add_argument("--sample-rate", type=int, default=16000)
     p.add_argument("--per-utterance", type=int, default=2, metavar="K", help="target trials per utterance (2)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true",
-                   help="replace the lists if OUT has them (its audio is written again)")
+    p.add_argument(
+        "--force", action="store_true", help="replace the lists if OUT has them (its audio is written again)"
+    )
 
     opts = parser.parse_args(rest)
     return globals()[f"_{opts.command}"](opts)
@@ -111,6 +175,7 @@ def main(rest: list[str]) -> int:
 @contextlib.contextmanager
 def _bar(total: int | None, desc: str, unit: str = "file") -> Iterator:
     from tqdm.auto import tqdm
+
     with tqdm(total=total, desc=desc, unit=unit, disable=None, file=sys.stderr, dynamic_ncols=True) as bar:
         yield bar.update
 
@@ -163,29 +228,51 @@ def _trials(opts: argparse.Namespace) -> int:
 
 
 def _convert(opts: argparse.Namespace) -> int:
-    from .convert import convert_tree
+    from vvframe.tools.convert import convert_tree
+
     with _bar(None, "converting") as update:
-        report = convert_tree(opts.src, opts.dst, opts.sample_rate, opts.format, opts.jobs, opts.overwrite, update,
-                              replace_spaces=opts.replace_spaces)
+        report = convert_tree(
+            opts.src,
+            opts.dst,
+            opts.sample_rate,
+            opts.format,
+            opts.jobs,
+            opts.overwrite,
+            update,
+            replace_spaces=opts.replace_spaces,
+        )
     report_path = opts.report or opts.dst / "convert-report.txt"
     report.write(report_path)
-    print(f"converted {report.converted}, up to date {report.skipped}, failed {len(report.failures)}"
-          f" (report: {report_path})")
+    print(
+        f"converted {report.converted}, up to date {report.skipped}, failed {len(report.failures)}"
+        f" (report: {report_path})"
+    )
     for path, reason in report.failures[:10]:
         print(f"  failed: {path}: {reason}", file=sys.stderr)
     return 1 if report.failures else 0
 
 
 def _voxceleb(opts: argparse.Namespace) -> int:
-    from .voxceleb import prepare
-    prepare(opts.root, opts.out, vox1=opts.vox1, vox2=opts.vox2, trials_dir=opts.trials_dir,
-            cohort_per_speaker=opts.cohort_per_speaker, vox1_train=opts.vox1_train, musan=opts.musan,
-            rirs=opts.rirs, bar=_bar)
+    from vvframe.tools.voxceleb import prepare
+
+    prepare(
+        opts.root,
+        opts.out,
+        vox1=opts.vox1,
+        vox2=opts.vox2,
+        trials_dir=opts.trials_dir,
+        cohort_per_speaker=opts.cohort_per_speaker,
+        vox1_train=opts.vox1_train,
+        musan=opts.musan,
+        rirs=opts.rirs,
+        bar=_bar,
+    )
     return 0
 
 
 def _shards(opts: argparse.Namespace) -> int:
-    from .shards import write_shards
+    from vvframe.data.shards import write_shards
+
     utterances = lists.read_utterances(opts.list)
     lists.check_files([u.path for u in utterances], opts.root, str(opts.list))
     with _bar(len(utterances), "packing") as update:
@@ -198,22 +285,28 @@ SYNTH_LISTS = ("train.txt", "eval.txt", "cohort.txt", "val.txt", "trials.txt", "
 
 
 def _synth(opts: argparse.Namespace) -> int:
-    from .synth import synthesize
+    from vvframe.tools.synth import synthesize
+
     try:
         low, high = (float(x) for x in opts.seconds.split("-"))
     except ValueError:
         raise BadValue(f"--seconds {opts.seconds}: expected a range such as 2-4") from None
     if not 0 < low <= high:
         raise BadValue(f"--seconds {opts.seconds}: expected 0 < A <= B")
-    from .audio import MIN_SECONDS
+    from vvframe.data.audio import MIN_SECONDS
+
     if low < MIN_SECONDS:
-        raise BadValue(f"--seconds {opts.seconds}: an utterance needs at least {MIN_SECONDS:g} s"
-                       " (vvframe.audio.MIN_SECONDS); shorter ones would be skipped in training and refused elsewhere")
+        raise BadValue(
+            f"--seconds {opts.seconds}: an utterance needs at least {MIN_SECONDS:g} s"
+            " (vvframe.data.audio.MIN_SECONDS); shorter ones would be skipped in training and refused elsewhere"
+        )
     _refuse(opts.out, SYNTH_LISTS, opts.force, "OUT")
-    groups = {"train.txt": [f"spk{i:04d}" for i in range(opts.speakers)],
-              "eval.txt": [f"eval{i:04d}" for i in range(opts.eval_speakers)],
-              "cohort.txt": [f"coh{i:04d}" for i in range(opts.cohort_speakers)],
-              "val.txt": [f"val{i:04d}" for i in range(opts.val_speakers)]}
+    groups = {
+        "train.txt": [f"spk{i:04d}" for i in range(opts.speakers)],
+        "eval.txt": [f"eval{i:04d}" for i in range(opts.eval_speakers)],
+        "cohort.txt": [f"coh{i:04d}" for i in range(opts.cohort_speakers)],
+        "val.txt": [f"val{i:04d}" for i in range(opts.val_speakers)],
+    }
     audio = opts.out / "audio"
     total = sum(len(v) for v in groups.values()) * opts.utterances
     written = {}
@@ -236,8 +329,11 @@ def _synth(opts: argparse.Namespace) -> int:
         lists.write_trials(opts.out / "val_trials.txt", trials)
         notes.append(f"val_trials.txt ({len(trials)} trials)")
     notes.append(", ".join(written) + " (paths relative to audio/)")
-    made = [*written, *(["trials.txt", "pairs.txt"] if len(groups["eval.txt"]) >= 2 else []),
-            *(["val_trials.txt"] if len(groups["val.txt"]) >= 2 else [])]
+    made = [
+        *written,
+        *(["trials.txt", "pairs.txt"] if len(groups["eval.txt"]) >= 2 else []),
+        *(["val_trials.txt"] if len(groups["val.txt"]) >= 2 else []),
+    ]
     stale = _drop_stale(opts.out, SYNTH_LISTS, made)
     if stale:
         notes.append(f"removed the earlier {', '.join(stale)}")

@@ -41,11 +41,11 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from . import audio
-from .atomic import atomic_path, atomic_write
-from .convert import one_torch_thread, pcm16, process_pool
-from .errors import BadValue
-from .lists import AUDIO_SUFFIXES, Utterance, check_files
+from vvframe.data import audio
+from vvframe.core.atomic import atomic_path, atomic_write
+from vvframe.tools.convert import one_torch_thread, pcm16, process_pool
+from vvframe.core.errors import BadValue
+from vvframe.data.lists import AUDIO_SUFFIXES, Utterance, check_files
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ instead of at ``--resume`` hours later.
 Layout inside a run's ``checkpoints/`` folder: ``last.pt`` (the newest), ``epoch_N.pt`` (kept per epoch,
 pruned with :func:`prune`), ``best.pt`` and ``avg.pt`` (never pruned).
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import atomic_path
-from .errors import BadValue, VvframeError
+from vvframe.core.atomic import atomic_path
+from vvframe.core.errors import BadValue, VvframeError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class CheckpointError(VvframeError, RuntimeError):
 
 
 def save(path: str | Path, state: dict) -> None:
-    """torch.save to a temporary file beside `path`, then rename (vvframe.atomic.atomic_path): a crash never leaves half a checkpoint."""
+    """torch.save to a temporary file beside `path`, then rename (vvframe.core.atomic.atomic_path): a crash never leaves half a checkpoint."""
     path = Path(path)
     if not isinstance(state, dict):
         raise CheckpointError(f"cannot save checkpoint {path}: the state is a {type(state).__name__}, not a dict")
@@ -85,8 +86,10 @@ def for_inference(source: str | Path) -> Path:
     for name in (AVERAGE, BEST, LAST):
         if (folder / name).is_file():
             return folder / name
-    raise CheckpointError(f"no checkpoint in {folder} (looked for {AVERAGE}, {BEST}, {LAST}): train first,"
-                          " resume the run (--resume RUN_DIR), or name a checkpoint file")
+    raise CheckpointError(
+        f"no checkpoint in {folder} (looked for {AVERAGE}, {BEST}, {LAST}): train first,"
+        " resume the run (--resume RUN_DIR), or name a checkpoint file"
+    )
 
 
 def load_latest(directory: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict, Path] | None:
@@ -111,11 +114,16 @@ def load_state(module: torch.nn.Module, state_dict: dict, what: str) -> None:
     state_dict = _strip_prefixes(state_dict, expected)
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    mismatched = [f"{k}: checkpoint {_shape(state_dict[k])} vs module {_shape(v)}"
-                  for k, v in expected.items()
-                  if k in state_dict and isinstance(v, torch.Tensor) and _shape(state_dict[k]) != _shape(v)]
-    parts = [_listing(n, items) for n, items in
-             (("missing key", missing), ("unexpected key", unexpected), ("shape mismatch", mismatched)) if items]
+    mismatched = [
+        f"{k}: checkpoint {_shape(state_dict[k])} vs module {_shape(v)}"
+        for k, v in expected.items()
+        if k in state_dict and isinstance(v, torch.Tensor) and _shape(state_dict[k]) != _shape(v)
+    ]
+    parts = [
+        _listing(n, items)
+        for n, items in (("missing key", missing), ("unexpected key", unexpected), ("shape mismatch", mismatched))
+        if items
+    ]
     name = type(target).__name__
     if parts:
         raise CheckpointError(f"{what} does not fit the {name}:\n  " + "\n  ".join(parts))
@@ -160,7 +168,7 @@ def prune(directory: str | Path, keep: int) -> list[Path]:
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
         raise BadValue(f"prune: keep must be a whole number >= 0, not {keep!r}")
     epochs = sorted(_epoch_files(Path(directory)), key=lambda item: item[0])
-    doomed = [p for _, p in epochs[:max(0, len(epochs) - keep)]]
+    doomed = [p for _, p in epochs[: max(0, len(epochs) - keep)]]
     for path in doomed:
         path.unlink(missing_ok=True)
         log.debug("pruned checkpoint %s", path)
@@ -193,8 +201,12 @@ def set_rng_state(state: dict) -> None:
     if saved and torch.cuda.is_available():
         count = torch.cuda.device_count()
         if len(saved) != count:
-            log.warning("the checkpoint holds RNG states of %d CUDA devices, %d are visible: restoring %d",
-                        len(saved), count, min(len(saved), count))
+            log.warning(
+                "the checkpoint holds RNG states of %d CUDA devices, %d are visible: restoring %d",
+                len(saved),
+                count,
+                min(len(saved), count),
+            )
         for index, cuda_state in enumerate(saved[:count]):
             torch.cuda.set_rng_state(cuda_state, index)
 
@@ -218,8 +230,10 @@ def _unloadable(value: Any, where: str) -> str:
                 return problem
         return ""
     hint = " (convert numpy values with .tolist() or .item())" if kind.__module__.startswith("numpy") else ""
-    return (f"{where} is a {kind.__module__}.{kind.__qualname__}, which torch.load(weights_only=True) refuses;"
-            f" store tensors, dicts, lists, tuples, numbers, strings, bools or None{hint}")
+    return (
+        f"{where} is a {kind.__module__}.{kind.__qualname__}, which torch.load(weights_only=True) refuses;"
+        f" store tensors, dicts, lists, tuples, numbers, strings, bools or None{hint}"
+    )
 
 
 def _why(exc: BaseException) -> str:
@@ -244,7 +258,8 @@ def _epoch_files(directory: Path) -> list[tuple[int, Path]]:
 
 
 def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    from .launch import unwrap  # launch imports torch.distributed; keep it out of this module's import
+    from vvframe.training.launch import unwrap
+
     return unwrap(module)
 
 
@@ -256,7 +271,7 @@ def _strip_prefixes(state_dict: dict, expected: dict) -> dict:
         changed = False
         for prefix in _WRAPPER_PREFIXES:
             if all(k.startswith(prefix) for k in state_dict) and not all(k.startswith(prefix) for k in expected):
-                state_dict = OrderedDict((k[len(prefix):], v) for k, v in state_dict.items())
+                state_dict = OrderedDict((k[len(prefix) :], v) for k, v in state_dict.items())
                 if metadata is not None:
                     metadata = OrderedDict((_drop(k, prefix), v) for k, v in metadata.items())
                 changed = True
@@ -268,7 +283,7 @@ def _strip_prefixes(state_dict: dict, expected: dict) -> dict:
 def _drop(key: str, prefix: str) -> str:
     if key == prefix.rstrip("."):
         return ""
-    return key[len(prefix):] if key.startswith(prefix) else key
+    return key[len(prefix) :] if key.startswith(prefix) else key
 
 
 def _shape(value: Any) -> tuple[int, ...] | str:
@@ -294,9 +309,15 @@ def _same_layout(path_a: Path, a: dict, path_b: Path, b: dict) -> None:
     only_a = [k for k in a if k not in b]
     only_b = [k for k in b if k not in a]
     shapes = [f"{k}: {_layout(a[k])} vs {_layout(b[k])}" for k in a if k in b and _layout(a[k]) != _layout(b[k])]
-    parts = [_listing(noun, items) for noun, items in ((f"key only in {path_a.name}", only_a),
-                                                      (f"key only in {path_b.name}", only_b),
-                                                      ("shape or type mismatch", shapes)) if items]
+    parts = [
+        _listing(noun, items)
+        for noun, items in (
+            (f"key only in {path_a.name}", only_a),
+            (f"key only in {path_b.name}", only_b),
+            ("shape or type mismatch", shapes),
+        )
+        if items
+    ]
     if parts:
         raise CheckpointError(f"cannot average {path_a} and {path_b}: their models differ:\n  " + "\n  ".join(parts))
 

@@ -6,6 +6,7 @@ belongs to the stages that read it: a stage's parameter that is not ``ctx`` and 
 names a settings section, and its annotation (a dataclass or any class with an explicit signature) is that
 section's schema. So the recipe format grows with the stages installed, and the kernel names none of them.
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,16 +22,29 @@ from typing import Any
 
 import yaml
 
-from . import registry
-from .errors import BadValue, ComponentNotFound, ContractError, PluginImportError, Problem, RecipeError, did_you_mean
-from .schema import Param, bind, coerce, parameters
-
+from vvframe.core import registry
+from vvframe.core.errors import (
+    BadValue,
+    ComponentNotFound,
+    ContractError,
+    PluginImportError,
+    Problem,
+    RecipeError,
+    did_you_mean,
+)
+from vvframe.core.schema import Param, bind, coerce, parameters
 
 KERNEL_KEYS = ("base", "name", "seed", "stages", "plugins")
 # recipe section -> kind; a section that is a list holds several components of the kind
 COMPONENT_SECTIONS: dict[str, str] = {
-    "frontend": "frontends", "model": "models", "loss": "losses", "augment": "augmentors", "sampler": "samplers",
-    "normalizer": "normalizers", "optimizer": "optimizers", "scheduler": "schedulers",
+    "frontend": "frontends",
+    "model": "models",
+    "loss": "losses",
+    "augment": "augmentors",
+    "sampler": "samplers",
+    "normalizer": "normalizers",
+    "optimizer": "optimizers",
+    "scheduler": "schedulers",
 }
 LIST_SECTIONS = ("augment",)
 
@@ -75,7 +89,7 @@ def _load_file(path: Path, chain: tuple[Path, ...], problems: list[Problem]) -> 
         raise RecipeError(str(path), [Problem("", "", _missing_file(path))])
     real = path.resolve()
     if real in chain:
-        cycle = " -> ".join(str(p) for p in (*chain, real)[list(chain).index(real):])
+        cycle = " -> ".join(str(p) for p in (*chain, real)[list(chain).index(real) :])
         raise RecipeError(str(chain[0]), [Problem("base", "", f"base cycle: {cycle}")])
     data, origins = _read_yaml(path, problems)
     bases = data.pop("base", None)
@@ -126,8 +140,9 @@ def _read_yaml(path: Path, problems: list[Problem]) -> tuple[dict, dict]:
     if data is None:
         return {}, {}
     if not isinstance(data, dict):
-        raise RecipeError(str(path), [Problem("", "", f"{path}: a recipe is a mapping of sections, got a"
-                                                      f" {type(data).__name__}")])
+        raise RecipeError(
+            str(path), [Problem("", "", f"{path}: a recipe is a mapping of sections, got a {type(data).__name__}")]
+        )
     origins: dict[str, str] = {}
     _walk(node, "", path, origins, problems)
     return data, origins
@@ -164,8 +179,11 @@ def merge(base: dict, base_origins: dict, top: dict, top_origins: dict) -> tuple
         for key, value in src.items():
             path = _join(prefix, str(key))
             old = dst.get(key)
-            if isinstance(old, dict) and isinstance(value, dict) and old.get("name", value.get("name")) == \
-                    value.get("name", old.get("name")):
+            if (
+                isinstance(old, dict)
+                and isinstance(value, dict)
+                and old.get("name", value.get("name")) == value.get("name", old.get("name"))
+            ):
                 go(old, value, path)
             else:
                 drop(path)
@@ -189,7 +207,7 @@ def apply_override(recipe: Recipe, text: str, origin: str) -> Problem | None:
     parts = key.split(".")
     node: Any = recipe.data
     for depth, part in enumerate(parts[:-1]):
-        here = ".".join(parts[:depth + 1])
+        here = ".".join(parts[: depth + 1])
         nxt = _child(node, part)
         if isinstance(nxt, Problem):
             return Problem(here, origin, nxt.message)
@@ -204,8 +222,12 @@ def apply_override(recipe: Recipe, text: str, origin: str) -> Problem | None:
     last = parts[-1]
     if isinstance(node, list):
         if not last.isdigit() or int(last) >= len(node):
-            return Problem(key, origin, f"'{last}' is not an index of the {len(node)}-item list at"
-                                        f" '{'.'.join(parts[:-1])}' (0..{len(node) - 1})")
+            return Problem(
+                key,
+                origin,
+                f"'{last}' is not an index of the {len(node)}-item list at"
+                f" '{'.'.join(parts[:-1])}' (0..{len(node) - 1})",
+            )
     _set(node, last, value)
     for stale in [k for k in recipe.origins if k == key or k.startswith(key + ".")]:
         del recipe.origins[stale]
@@ -326,14 +348,21 @@ def _defaults(params: list[Param]) -> dict[str, Any]:
 
 def _provenance(ep: metadata.EntryPoint) -> dict[str, str]:
     dist, version = registry.distribution(ep)
-    return {"entry_point": f"{ep.group}: {ep.name} = {ep.value}", "distribution": f"{dist}=={version}" if version
-            else dist}
+    return {
+        "entry_point": f"{ep.group}: {ep.name} = {ep.value}",
+        "distribution": f"{dist}=={version}" if version else dist,
+    }
 
 
 def _representable(value: Any) -> bool:
-    return value is None or isinstance(value, (bool, int, float, str)) or (
-        isinstance(value, (list, tuple, dict)) and all(_representable(v) for v in
-                                                       (value.values() if isinstance(value, dict) else value)))
+    return (
+        value is None
+        or isinstance(value, (bool, int, float, str))
+        or (
+            isinstance(value, (list, tuple, dict))
+            and all(_representable(v) for v in (value.values() if isinstance(value, dict) else value))
+        )
+    )
 
 
 def plain(value: Any) -> Any:
@@ -373,8 +402,11 @@ def resolve(recipe: Recipe, *, references: bool = True) -> Resolved:
     if isinstance(stage_names, str):
         stage_names = [stage_names]
     if not isinstance(stage_names, list) or not stage_names:
-        report("stages", "expected a non-empty list of stages to run, e.g. stages: [train, eval]"
-                         " (`vvframe plugins stages` lists them)")
+        report(
+            "stages",
+            "expected a non-empty list of stages to run, e.g. stages: [train, eval]"
+            " (`vvframe plugins stages` lists them)",
+        )
         stage_names = []
     stages, readers = [], {}
     stage_failed = False
@@ -430,8 +462,11 @@ def resolve(recipe: Recipe, *, references: bool = True) -> Resolved:
                 known = [*KERNEL_KEYS, *COMPONENT_SECTIONS, *readers, *_all_settings_names()]
                 report(key, f"unknown section '{key}'{did_you_mean(key, known)}; no installed stage reads it")
     elif unknown:
-        report("", f"section(s) {', '.join(unknown)} not checked: a stage above could not be resolved, and"
-                   " stages define the settings sections they read")
+        report(
+            "",
+            f"section(s) {', '.join(unknown)} not checked: a stage above could not be resolved, and"
+            " stages define the settings sections they read",
+        )
 
     for key, readers_of in readers.items():
         value = data.get(key)
@@ -448,12 +483,18 @@ def resolve(recipe: Recipe, *, references: bool = True) -> Resolved:
         kind_name = COMPONENT_SECTIONS[section]
         by_stages = f"stage{'s' if len(by) > 1 else ''} {', '.join(by)}"
         if section in data:
-            report(section, f"section '{section}' is null, but {by_stages} require{'' if len(by) > 1 else 's'} it:"
-                            f" name a component there, e.g. {section}: {{name: ...}} (`vvframe plugins {kind_name}`"
-                            " lists choices)")
+            report(
+                section,
+                f"section '{section}' is null, but {by_stages} require{'' if len(by) > 1 else 's'} it:"
+                f" name a component there, e.g. {section}: {{name: ...}} (`vvframe plugins {kind_name}`"
+                " lists choices)",
+            )
         else:
-            report(section, f"missing section '{section}' ({kind_name}), required by {by_stages}"
-                            f" (`vvframe plugins {kind_name}` lists choices)")
+            report(
+                section,
+                f"missing section '{section}' ({kind_name}), required by {by_stages}"
+                f" (`vvframe plugins {kind_name}` lists choices)",
+            )
     if problems:
         raise RecipeError(recipe.source, sorted(problems, key=_reading_order))
     return Resolved(recipe, name, seed, stages, components, settings, warnings)
@@ -473,9 +514,14 @@ def _disagreements(components: dict[str, Any]) -> list[tuple[str, str]]:
         defaults = {p.name: p.default for p in parameters(sampler.factory) if not p.required}
         have = defaults.get("per_speaker", getattr(sampler.factory, "per_speaker", 1))
     if isinstance(need, int) and isinstance(have, int) and have < need:
-        return [("sampler", f"losses '{loss.name}' needs at least {need} utterances of a speaker in a batch"
-                            f" (its min_per_speaker), and samplers '{sampler.name}' gives {have}"
-                            f" (per_speaker); give the sampler per_speaker: {need} or more")]
+        return [
+            (
+                "sampler",
+                f"losses '{loss.name}' needs at least {need} utterances of a speaker in a batch"
+                f" (its min_per_speaker), and samplers '{sampler.name}' gives {have}"
+                f" (per_speaker); give the sampler per_speaker: {need} or more",
+            )
+        ]
     return []
 
 
@@ -511,8 +557,10 @@ def stage_contract(params: list[Param]) -> list[str]:
         if p.name in KERNEL_KEYS:
             problems.append(f"parameter '{p.name}' is a kernel key, not a section a stage can read")
         elif not _is_schema(p.annotation):
-            problems.append(f"parameter '{p.name}' names a settings section, so it needs a schema annotation"
-                            " (a dataclass or a class with explicit keyword parameters)")
+            problems.append(
+                f"parameter '{p.name}' names a settings section, so it needs a schema annotation"
+                " (a dataclass or a class with explicit keyword parameters)"
+            )
     return problems
 
 
@@ -543,7 +591,9 @@ def _all_settings_names() -> list[str]:
     names = []
     for ep in registry.entry_points("stages"):
         try:
-            names += [p.name for p in parameters(registry.load(ep)) if p.name != "ctx" and p.name not in COMPONENT_SECTIONS]
+            names += [
+                p.name for p in parameters(registry.load(ep)) if p.name != "ctx" and p.name not in COMPONENT_SECTIONS
+            ]
         except (PluginImportError, ContractError):
             continue
     return names
@@ -568,8 +618,10 @@ def _settings(key: str, value: Any, readers: list[tuple[Stage, Param]], out: dic
         coerced, problems = bind(params, mine, owner=owner)
         for path, message in problems:
             if message.startswith("missing required") and value is None:
-                message = (f"missing section '{key}', required by stage {', '.join(repr(s) for s in stage_names)}"
-                           f" (it needs {path})")
+                message = (
+                    f"missing section '{key}', required by stage {', '.join(repr(s) for s in stage_names)}"
+                    f" (it needs {path})"
+                )
                 path = ""
             report(_join(key, path), message)
         if problems:
@@ -583,9 +635,12 @@ def _settings(key: str, value: Any, readers: list[tuple[Stage, Param]], out: dic
     if len(schemas) > 1:
         for k in given:
             if k not in accepted_by_any:
-                report(_join(key, str(k)), f"unknown key '{k}' in section '{key}'"
-                                           f"{did_you_mean(str(k), sorted(accepted_by_any))}; it accepts: "
-                                           + ", ".join(sorted(accepted_by_any)))
+                report(
+                    _join(key, str(k)),
+                    f"unknown key '{k}' in section '{key}'"
+                    f"{did_you_mean(str(k), sorted(accepted_by_any))}; it accepts: "
+                    + ", ".join(sorted(accepted_by_any)),
+                )
 
 
 def _compare_plugins(recorded: dict, source: str) -> list[str]:
@@ -619,5 +674,18 @@ def dump(data: Mapping[str, Any]) -> str:
     return yaml.safe_dump(plain(dict(data)), sort_keys=False, default_flow_style=None, width=100)
 
 
-__all__ = ["Recipe", "Resolved", "Stage", "COMPONENT_SECTIONS", "KERNEL_KEYS", "load", "resolve", "check", "dump",
-           "apply_override", "merge", "plain", "stage_contract"]
+__all__ = [
+    "Recipe",
+    "Resolved",
+    "Stage",
+    "COMPONENT_SECTIONS",
+    "KERNEL_KEYS",
+    "load",
+    "resolve",
+    "check",
+    "dump",
+    "apply_override",
+    "merge",
+    "plain",
+    "stage_contract",
+]

@@ -16,6 +16,7 @@ applied as per-frame complex frequency responses of the resonators in the short-
 signal is rebuilt by overlap-add. A speaker's files depend only on ``(seed, speaker, index)``, never on the
 other speakers generated in the same call or on their order.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,39 +29,48 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from vvframe.atomic import atomic_path
+from vvframe.core.atomic import atomic_path
 
 __all__ = ["synthesize", "Voice", "make_voice", "synthesize_utterance"]
 
 log = logging.getLogger(__name__)
 
 # A shared vowel and glide inventory: (F1, F2, F3) in Hz for an average adult vocal tract (factor 1.0).
-_VOWELS = np.array([
-    [270, 2290, 3010],   # i
-    [390, 1990, 2550],   # I
-    [530, 1840, 2480],   # E
-    [660, 1720, 2410],   # ae
-    [730, 1090, 2440],   # A
-    [570, 840, 2410],    # O
-    [440, 1020, 2240],   # U
-    [300, 870, 2240],    # u
-    [640, 1190, 2390],   # V
-    [490, 1350, 1690],   # 3r
-    [500, 1500, 2500],   # schwa
-    [400, 2100, 2700],   # e
-], dtype=np.float64)
-_GLIDES = np.array([
-    [300, 700, 2200],    # w
-    [280, 2200, 3000],   # j
-    [360, 1100, 2700],   # l
-    [350, 1100, 1600],   # r
-], dtype=np.float64)
+_VOWELS = np.array(
+    [
+        [270, 2290, 3010],  # i
+        [390, 1990, 2550],  # I
+        [530, 1840, 2480],  # E
+        [660, 1720, 2410],  # ae
+        [730, 1090, 2440],  # A
+        [570, 840, 2410],  # O
+        [440, 1020, 2240],  # U
+        [300, 870, 2240],  # u
+        [640, 1190, 2390],  # V
+        [490, 1350, 1690],  # 3r
+        [500, 1500, 2500],  # schwa
+        [400, 2100, 2700],  # e
+    ],
+    dtype=np.float64,
+)
+_GLIDES = np.array(
+    [
+        [300, 700, 2200],  # w
+        [280, 2200, 3000],  # j
+        [360, 1100, 2700],  # l
+        [350, 1100, 1600],  # r
+    ],
+    dtype=np.float64,
+)
 # Nasal consonants: (F1, F2, F3, nasal anti-resonance) for m, n, ng.
-_NASALS = np.array([
-    [260, 1100, 2300, 1000],
-    [260, 1600, 2600, 1700],
-    [260, 2000, 2700, 2900],
-], dtype=np.float64)
+_NASALS = np.array(
+    [
+        [260, 1100, 2300, 1000],
+        [260, 1600, 2600, 1700],
+        [260, 2000, 2700, 2900],
+    ],
+    dtype=np.float64,
+)
 # Noise sources: (centre Hz, bandwidth Hz, high-pass Hz, flat level, level re vowels, speaker-sibilant?)
 _FRICATIVES = {
     "s": (5200.0, 1600.0, 3000.0, 0.05, 0.45, True),
@@ -95,24 +105,24 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float, size: int | Non
 class Voice:
     """One speaker's fixed voice parameters (see the module docstring)."""
 
-    f0: float                 # mean F0 in Hz
-    f0_range: float           # intonation spread in semitones
-    vtl: float                # vocal-tract-length factor; formant frequencies scale by 1/vtl
-    formant_dev: np.ndarray   # (3,) speaker factors on F1-F3
-    vowel_dev: np.ndarray     # (n_vowels + n_glides, 3) per-vowel idiolect factors
-    upper: np.ndarray         # (3,) F4-F6 in Hz
-    bandwidths: np.ndarray    # (6,) B1-B6 in Hz
-    glottal_ratio: float      # glottal formant / F0 (open quotient: lower ratio = more open, softer voice)
-    tilt_hz: float            # corner of the extra first-order spectral tilt of the source
-    jitter: float             # period perturbation, fraction of the period
-    shimmer: float            # amplitude perturbation, log-std
-    breath_db: float          # aspiration noise re voiced level
-    nasal_zero: float         # nasal anti-resonance of the speaker's nasal coupling, Hz
-    nasality: float           # nasal coupling in vowels, 0..1
-    sinus_zero: float         # hypopharyngeal anti-resonance, Hz
-    sinus_depth: float        # its depth, 0..1
-    sibilant: float           # factor on sibilant noise centres
-    rate: float               # speaking-rate factor (>1: faster)
+    f0: float  # mean F0 in Hz
+    f0_range: float  # intonation spread in semitones
+    vtl: float  # vocal-tract-length factor; formant frequencies scale by 1/vtl
+    formant_dev: np.ndarray  # (3,) speaker factors on F1-F3
+    vowel_dev: np.ndarray  # (n_vowels + n_glides, 3) per-vowel idiolect factors
+    upper: np.ndarray  # (3,) F4-F6 in Hz
+    bandwidths: np.ndarray  # (6,) B1-B6 in Hz
+    glottal_ratio: float  # glottal formant / F0 (open quotient: lower ratio = more open, softer voice)
+    tilt_hz: float  # corner of the extra first-order spectral tilt of the source
+    jitter: float  # period perturbation, fraction of the period
+    shimmer: float  # amplitude perturbation, log-std
+    breath_db: float  # aspiration noise re voiced level
+    nasal_zero: float  # nasal anti-resonance of the speaker's nasal coupling, Hz
+    nasality: float  # nasal coupling in vowels, 0..1
+    sinus_zero: float  # hypopharyngeal anti-resonance, Hz
+    sinus_depth: float  # its depth, 0..1
+    sibilant: float  # factor on sibilant noise centres
+    rate: float  # speaking-rate factor (>1: faster)
 
 
 def make_voice(speaker: str, seed: int = 0) -> Voice:
@@ -170,7 +180,7 @@ def _content(rng: np.random.Generator, voice: Voice, n_frames: int, hop_s: float
     tr = _Track(n_frames)
     rate = voice.rate * float(rng.normal(1.0, 0.07))
     scale = 1.0 / voice.vtl
-    token = rng.normal(1.0, 0.025, 3)          # this utterance's slight articulation shift
+    token = rng.normal(1.0, 0.025, 3)  # this utterance's slight articulation shift
 
     def frames(lo: float, hi: float) -> int:
         return max(1, int(round(rng.uniform(lo, hi) / rate / hop_s)))
@@ -194,10 +204,10 @@ def _content(rng: np.random.Generator, voice: Voice, n_frames: int, hop_s: float
             fricative(str(rng.choice(list(_FRICATIVES))), frames(0.06, 0.14), bool(rng.random() < 0.35))
         elif kind == "stop":
             voiced = bool(rng.random() < 0.4)
-            sl = tr.take(frames(0.035, 0.09))              # closure: silence or a voice bar
+            sl = tr.take(frames(0.035, 0.09))  # closure: silence or a voice bar
             tr.voicing[sl] = 0.08 if voiced else 0.0
             fricative(str(rng.choice(list(_BURSTS))), frames(0.008, 0.02), False)
-            if not voiced:                                 # aspiration before the next vowel
+            if not voiced:  # aspiration before the next vowel
                 sl = tr.take(frames(0.02, 0.06))
                 tr.aspiration[sl] = 0.25
         elif kind == "nasal":
@@ -215,8 +225,8 @@ def _content(rng: np.random.Generator, voice: Voice, n_frames: int, hop_s: float
             tr.aspiration[sl] = 0.3
 
     lead, trail = rng.uniform(0.08, 0.35) / hop_s, rng.uniform(0.08, 0.3) / hop_s
-    tr.take(int(min(lead, 0.15 * n_frames)))               # leading silence
-    end = max(tr.pos + 1, n_frames - int(min(trail, 0.15 * n_frames)))   # trailing silence stays empty
+    tr.take(int(min(lead, 0.15 * n_frames)))  # leading silence
+    end = max(tr.pos + 1, n_frames - int(min(trail, 0.15 * n_frames)))  # trailing silence stays empty
     while tr.pos < end:
         for _ in range(int(rng.choice([1, 1, 2, 2, 3]))):  # one word
             for _ in range(int(rng.choice([0, 1, 1, 2], p=[0.25, 0.45, 0.2, 0.1]))):
@@ -224,12 +234,17 @@ def _content(rng: np.random.Generator, voice: Voice, n_frames: int, hop_s: float
             stressed = bool(rng.random() < 0.4)
             j = int(rng.integers(len(_VOWELS)))
             dur = frames(0.11, 0.22) if stressed else frames(0.06, 0.13)
-            vocalic(_VOWELS[j], j, dur, float(10 ** (rng.normal(0.0 if stressed else -3.0, 1.5) / 20)),
-                    float(rng.uniform(0.5, 1.5)) if stressed else 0.0)
+            vocalic(
+                _VOWELS[j],
+                j,
+                dur,
+                float(10 ** (rng.normal(0.0 if stressed else -3.0, 1.5) / 20)),
+                float(rng.uniform(0.5, 1.5)) if stressed else 0.0,
+            )
             if rng.random() < 0.4:
                 consonant()
         if rng.random() < 0.15:
-            tr.take(frames(0.1, 0.35))                      # a pause between words
+            tr.take(frames(0.1, 0.35))  # a pause between words
     # Trailing silence: anything written past `end` is cut to keep the silence.
     for arr in (tr.voicing, tr.aspiration, tr.frication):
         arr[end:] = 0.0
@@ -262,7 +277,7 @@ def _f0_contour(rng: np.random.Generator, voice: Voice, tr: _Track, hop_s: float
     n = tr.n
     t = np.arange(n) * hop_s
     st = rng.normal(0.0, 1.0) - rng.uniform(1.0, 4.0) * t / max(t[-1], 1e-9)
-    wander = _smooth(rng.normal(size=n + 80), int(0.3 / hop_s))[40:40 + n]
+    wander = _smooth(rng.normal(size=n + 80), int(0.3 / hop_s))[40 : 40 + n]
     st = st + voice.f0_range * 0.5 * wander / max(float(wander.std()), 1e-9)
     st = st + voice.f0_range * _smooth(tr.accent, int(0.12 / hop_s))
     last = int(np.flatnonzero(tr.voicing > 0)[-1]) if (tr.voicing > 0).any() else n - 1
@@ -284,7 +299,7 @@ def _stft(x: np.ndarray, n_fft: int, hop: int, win: np.ndarray) -> np.ndarray:
     """Centred STFT, (frames, bins)."""
     t, length = _frames(len(x), n_fft, hop)
     xp = np.zeros(length)
-    xp[n_fft // 2:n_fft // 2 + len(x)] = x
+    xp[n_fft // 2 : n_fft // 2 + len(x)] = x
     frames = np.lib.stride_tricks.sliding_window_view(xp, n_fft)[::hop][:t]
     return np.fft.rfft(frames * win, axis=1)
 
@@ -296,17 +311,18 @@ def _istft(spec: np.ndarray, n_fft: int, hop: int, win: np.ndarray, n: int) -> n
     out = np.zeros((t + k - 1, hop))
     norm = np.zeros((t + k - 1, hop))
     parts = frames.reshape(t, k, hop)
-    w2 = (win ** 2).reshape(k, hop)
+    w2 = (win**2).reshape(k, hop)
     for j in range(k):
-        out[j:j + t] += parts[:, j]
-        norm[j:j + t] += w2[j]
+        out[j : j + t] += parts[:, j]
+        norm[j : j + t] += w2[j]
     out, norm = out.ravel(), norm.ravel()
     out = out / np.maximum(norm, 1e-3 * norm.max())
-    return out[n_fft // 2:n_fft // 2 + n]
+    return out[n_fft // 2 : n_fft // 2 + n]
 
 
-def _resonators(freq: np.ndarray, bw: np.ndarray, z1: np.ndarray, sr: int, zero: bool = False,
-                depth: np.ndarray | float = 1.0) -> np.ndarray:
+def _resonators(
+    freq: np.ndarray, bw: np.ndarray, z1: np.ndarray, sr: int, zero: bool = False, depth: np.ndarray | float = 1.0
+) -> np.ndarray:
     """Complex response of second-order resonators (anti-resonators if ``zero``), unity gain at DC.
 
     ``freq``/``bw``/``depth``: (frames, k) or broadcastable; ``z1``: e^{-jw} per bin; ``depth`` scales the pole
@@ -322,7 +338,7 @@ def _resonators(freq: np.ndarray, bw: np.ndarray, z1: np.ndarray, sr: int, zero:
     z2 = z1 * z1
     poly = np.ones((freq.shape[0], len(z1)), dtype=np.complex64)
     for k in range(freq.shape[1]):
-        poly *= 1.0 - c[:, k:k + 1].astype(np.float32) * z1 + (r[:, k:k + 1] ** 2).astype(np.float32) * z2
+        poly *= 1.0 - c[:, k : k + 1].astype(np.float32) * z1 + (r[:, k : k + 1] ** 2).astype(np.float32) * z2
     return poly / dc if zero else dc / poly
 
 
@@ -354,14 +370,12 @@ def synthesize_utterance(voice: Voice, rng: np.random.Generator, n: int, sample_
     t_k = np.interp(k, phase, np.arange(n, dtype=np.float64))
     period = sr / np.interp(t_k, np.arange(n), f0_s)
     t_k = t_k + rng.normal(0.0, voice.jitter, len(t_k)) * period
-    amp = (np.interp(t_k, np.arange(n), voicing_s) * np.sqrt(period)
-           * np.exp(rng.normal(0.0, voice.shimmer, len(t_k))))
+    amp = np.interp(t_k, np.arange(n), voicing_s) * np.sqrt(period) * np.exp(rng.normal(0.0, voice.shimmer, len(t_k)))
     keep = (amp > 0) & (t_k >= 0) & (t_k < n - 1)
     t_k, amp = t_k[keep], amp[keep]
     i0 = np.floor(t_k).astype(np.int64)
     frac = t_k - i0
-    pulses = (np.bincount(i0, amp * (1 - frac), minlength=n + 1)
-              + np.bincount(i0 + 1, amp * frac, minlength=n + 1))[:n]
+    pulses = (np.bincount(i0, amp * (1 - frac), minlength=n + 1) + np.bincount(i0 + 1, amp * frac, minlength=n + 1))[:n]
 
     # Per-frame filters: glottal spectrum (two-pole at the glottal formant plus an extra tilt), the
     # vocal-tract cascade, nasal coupling, the hypopharyngeal anti-resonance and lip radiation.
@@ -372,15 +386,17 @@ def synthesize_utterance(voice: Voice, rng: np.random.Generator, n: int, sample_
     tract = _resonators(all_f, voice.bandwidths, z1, sr)
     tract *= _resonators(nasal_zero[:, None], 100.0, z1, sr, zero=True, depth=nasal[:, None])
     tract *= _resonators(np.array([[voice.sinus_zero]]), 200.0, z1, sr, zero=True, depth=voice.sinus_depth)
-    tract *= (1.0 - 0.95 * z1).astype(np.complex64)     # lip radiation: a first difference
+    tract *= (1.0 - 0.95 * z1).astype(np.complex64)  # lip radiation: a first difference
     spec = _stft(pulses, n_fft, hop, win).astype(np.complex64) * glottal * tract
 
     def power(x: np.ndarray) -> float:
-        return float((x.real ** 2 + x.imag ** 2).sum(axis=1).mean()) if len(x) else 0.0
+        return float((x.real**2 + x.imag**2).sum(axis=1).mean()) if len(x) else 0.0
 
     def white(rows: int) -> np.ndarray:
-        return (rng.standard_normal((rows, len(freqs)), dtype=np.float32)
-                + 1j * rng.standard_normal((rows, len(freqs)), dtype=np.float32)).astype(np.complex64)
+        return (
+            rng.standard_normal((rows, len(freqs)), dtype=np.float32)
+            + 1j * rng.standard_normal((rows, len(freqs)), dtype=np.float32)
+        ).astype(np.complex64)
 
     voiced_frames = voicing > 0.3
     if not voiced_frames.any():
@@ -400,10 +416,10 @@ def synthesize_utterance(voice: Voice, rng: np.random.Generator, n: int, sample_
     kind = _FRIC_TABLE[tr.fric_kind[rows]]
     centre = (kind[:, 0] * np.where(kind[:, 5] > 0, voice.sibilant, 1.0 / voice.vtl)).astype(np.float32)
     bw, hp = kind[:, 1:2].astype(np.float32), kind[:, 2:3].astype(np.float32)
-    bandpass = 1.0 / np.sqrt(1.0 + ((f32 ** 2 - centre[:, None] ** 2) / (f32 * bw + 1e-3)) ** 2)
+    bandpass = 1.0 / np.sqrt(1.0 + ((f32**2 - centre[:, None] ** 2) / (f32 * bw + 1e-3)) ** 2)
     highpass = np.sqrt((f32 / hp) ** 4 / (1.0 + (f32 / hp) ** 4))
     env = (bandpass + kind[:, 3:4].astype(np.float32)) * highpass
-    env /= np.sqrt((env ** 2).mean(axis=1, keepdims=True)) + 1e-12
+    env /= np.sqrt((env**2).mean(axis=1, keepdims=True)) + 1e-12
     fric = white(len(rows)) * env
     gain = ref / (np.sqrt(power(fric)) + 1e-12)
     spec[rows] += fric * (gain * fric_amp[rows]).astype(np.float32)[:, None]
@@ -430,7 +446,7 @@ def _fast_size(n: int) -> int:
 def _nuisance(rng: np.random.Generator, speech: np.ndarray, sr: int) -> np.ndarray:
     """Background noise at a random SNR, a random mild channel EQ and a random loudness; peak below 1."""
     n = len(speech)
-    m = _fast_size(n)                                  # FFT length with small factors (pocketfft is slow on primes)
+    m = _fast_size(n)  # FFT length with small factors (pocketfft is slow on primes)
     freqs = np.fft.rfftfreq(m, 1.0 / sr)
     f = np.maximum(freqs, 20.0)
     # Coloured noise (white to brown), slowly modulated, sometimes with mains hum.
@@ -444,14 +460,15 @@ def _nuisance(rng: np.random.Generator, speech: np.ndarray, sr: int) -> np.ndarr
         hum = sum(np.sin(2 * np.pi * mains * h * t + rng.uniform(0, 2 * np.pi)) / h for h in (1, 2, 3, 5))
         noise = noise / noise.std() + rng.uniform(0.3, 1.0) * hum
     snr = rng.uniform(5.0, 30.0)
-    p_speech = float(np.mean(speech ** 2)) or 1e-6    # (an utterance too short to hold a phone)
-    noise *= np.sqrt(p_speech / (float(np.mean(noise ** 2)) + 1e-20) / 10 ** (snr / 10))
+    p_speech = float(np.mean(speech**2)) or 1e-6  # (an utterance too short to hold a phone)
+    noise *= np.sqrt(p_speech / (float(np.mean(noise**2)) + 1e-20) / 10 ** (snr / 10))
     # Channel: high-pass, sometimes low-pass, overall tilt and two peaking bumps (zero phase).
     octave = np.log2(f / 1000.0)
     gain_db = rng.uniform(-1.0, 1.0) * octave
     for _ in range(2):
         gain_db += np.clip(rng.normal(0.0, 2.5), -5, 5) * np.exp(
-            -0.5 * ((octave - rng.uniform(np.log2(0.2), np.log2(6.0))) / rng.uniform(0.3, 1.0)) ** 2)
+            -0.5 * ((octave - rng.uniform(np.log2(0.2), np.log2(6.0))) / rng.uniform(0.3, 1.0)) ** 2
+        )
     eq = 10 ** (gain_db / 20)
     hp = _log_uniform(rng, 50.0, 250.0)
     eq *= np.sqrt((freqs / hp) ** 4 / (1.0 + (freqs / hp) ** 4))
@@ -460,15 +477,16 @@ def _nuisance(rng: np.random.Generator, speech: np.ndarray, sr: int) -> np.ndarr
         eq /= np.sqrt(1.0 + (freqs / lp) ** 8)
     y = np.fft.irfft(np.fft.rfft(speech + noise, n=m) * eq, n=m)[:n]
     # Loudness: RMS uniformly in [-40, -20] dBFS, pulled down if the peak would pass 0.95.
-    y *= 10 ** (rng.uniform(-40.0, -20.0) / 20) / (np.sqrt(np.mean(y ** 2)) + 1e-20)
+    y *= 10 ** (rng.uniform(-40.0, -20.0) / 20) / (np.sqrt(np.mean(y**2)) + 1e-20)
     peak = float(np.abs(y).max())
     if peak > 0.95:
         y *= 0.95 / peak
     return y
 
 
-def _utterance(speaker: str, voice: Voice, seed: int, index: int, seconds: tuple[float, float],
-               sample_rate: int) -> np.ndarray:
+def _utterance(
+    speaker: str, voice: Voice, seed: int, index: int, seconds: tuple[float, float], sample_rate: int
+) -> np.ndarray:
     """Utterance ``index`` of ``speaker`` as 16-bit samples: a pure function of its arguments."""
     rng = _rng("utterance", seed, speaker, index)
     lo, hi = int(np.ceil(seconds[0] * sample_rate)), int(np.floor(seconds[1] * sample_rate))
@@ -478,9 +496,16 @@ def _utterance(speaker: str, voice: Voice, seed: int, index: int, seconds: tuple
     return np.clip(np.round(y * 32767.0), -32767, 32767).astype(np.int16)
 
 
-def synthesize(out: Path, speakers: Sequence[str], utterances: int, seconds: tuple[float, float] = (2.0, 4.0),
-               seed: int = 0, sample_rate: int = 16000,
-               progress: Callable[[int], None] | None = None, jobs: int | None = None) -> dict[str, list[str]]:
+def synthesize(
+    out: Path,
+    speakers: Sequence[str],
+    utterances: int,
+    seconds: tuple[float, float] = (2.0, 4.0),
+    seed: int = 0,
+    sample_rate: int = 16000,
+    progress: Callable[[int], None] | None = None,
+    jobs: int | None = None,
+) -> dict[str, list[str]]:
     """Write `utterances` 16-bit mono wav files per speaker under out/<speaker>/<nnnn>.wav; return their paths.
 
     Returns speaker -> paths relative to ``out``, posix style (e.g. 'id0001/0003.wav'), speakers in the order
@@ -514,6 +539,7 @@ def synthesize(out: Path, speakers: Sequence[str], utterances: int, seconds: tup
                 progress(len(paths))
         return result
     from concurrent.futures import ProcessPoolExecutor, as_completed
+
     with ProcessPoolExecutor(max_workers=min(jobs, len(speakers))) as pool:
         futures = {pool.submit(_speaker_files, *args): args[1] for args in work}
         found = {}
@@ -524,8 +550,9 @@ def synthesize(out: Path, speakers: Sequence[str], utterances: int, seconds: tup
     return {speaker: found[speaker] for speaker in speakers}
 
 
-def _speaker_files(out: Path, speaker: str, utterances: int, seconds: tuple[float, float], seed: int,
-                   sample_rate: int) -> list[str]:
+def _speaker_files(
+    out: Path, speaker: str, utterances: int, seconds: tuple[float, float], seed: int, sample_rate: int
+) -> list[str]:
     """Write one speaker's files; their paths relative to ``out``."""
     voice = make_voice(speaker, seed)
     log.debug("speaker %s: f0 %.0f Hz, vtl %.2f", speaker, voice.f0, voice.vtl)

@@ -8,6 +8,7 @@ module-level function and ``args`` picklable; rank 0's return value comes back t
 file in a temporary directory (keep it small: metrics, paths, not models). A rank that raises brings the others
 down and the caller gets a :class:`LaunchError` carrying that rank's exception and traceback.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -28,10 +29,10 @@ from typing import Any
 import torch
 import torch.distributed as tdist
 import torch.multiprocessing as mp
-from torch.multiprocessing.spawn import ProcessException
 from torch import nn
+from torch.multiprocessing.spawn import ProcessException
 
-from .errors import BadValue, VvframeError
+from vvframe.core.errors import BadValue, VvframeError
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,15 @@ def under_torchrun() -> bool:
     return all(os.environ.get(name) for name in _TORCHRUN_ENV)
 
 
-def launch(fn: Callable[..., Any], args: tuple = (), launcher: str = "single", device: str = "auto", nproc: int = 2,
-           *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
+def launch(
+    fn: Callable[..., Any],
+    args: tuple = (),
+    launcher: str = "single",
+    device: str = "auto",
+    nproc: int = 2,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> Any:
     """Run ``fn(dist, *args)`` under ``launcher`` ('single', 'dp' or 'ddp') and return rank 0's return value.
 
     - ``single``: in this process on ``device`` ('auto' = cuda:0 if available else cpu, or 'cpu', 'cuda', 'cuda:1').
@@ -133,8 +141,13 @@ def launch(fn: Callable[..., Any], args: tuple = (), launcher: str = "single", d
         raise BadValue(f"launcher '{launcher}' is not one of {', '.join(repr(n) for n in LAUNCHERS)}")
     if launcher != "ddp":
         if under_torchrun() and os.environ["WORLD_SIZE"] != "1":
-            log.warning("started by torchrun (rank %s of %s) with launcher '%s': every process runs the whole job;"
-                        " use launcher ddp", os.environ["RANK"], os.environ["WORLD_SIZE"], launcher)
+            log.warning(
+                "started by torchrun (rank %s of %s) with launcher '%s': every process runs the whole job;"
+                " use launcher ddp",
+                os.environ["RANK"],
+                os.environ["WORLD_SIZE"],
+                launcher,
+            )
         dist = Dist(0, 1, 0, _device(device))
         log.debug("launcher %s on %s", launcher, dist.device)
         return fn(dist, *args)
@@ -146,7 +159,8 @@ def launch(fn: Callable[..., Any], args: tuple = (), launcher: str = "single", d
 
 def setup_rank_logging(dist: Dist, log_file: Path | None = None, *, verbose: bool = False) -> None:
     """Rank 0 logs INFO to the console and to ``log_file`` (when given); other ranks log WARNING and up, prefixed [rank N]."""
-    from .run import LOG_FILE, setup_logging  # vvframe.run imports the recipe machinery: only when asked
+    from vvframe.core.run import LOG_FILE, setup_logging
+
     log_file = Path(log_file) if log_file is not None else None
     if log_file is not None and log_file.name == LOG_FILE:
         setup_logging(log_file.parent, rank=dist.rank, verbose=verbose)
@@ -169,8 +183,9 @@ def wrap_model(module: nn.Module, launcher: str, dist: Dist) -> nn.Module:
         if not (tdist.is_available() and tdist.is_initialized()):
             raise LaunchError("wrap_model(..., 'ddp') needs a process group: call it inside launch(fn, args, 'ddp')")
         if dist.device.type == "cuda":
-            return nn.parallel.DistributedDataParallel(module, device_ids=[dist.device.index],
-                                                       output_device=dist.device.index)
+            return nn.parallel.DistributedDataParallel(
+                module, device_ids=[dist.device.index], output_device=dist.device.index
+            )
         return nn.parallel.DistributedDataParallel(module)
     if launcher == "dp":
         count = torch.cuda.device_count()
@@ -204,8 +219,10 @@ def native_bf16_cpu() -> str | None:
     has them, else the flags of /proc/cpuinfo (Linux). AVX-512 without its BF16 extension does not count: there
     bf16 autocast is emulated and runs several times slower than fp32.
     """
-    probes = [(flag, getattr(torch.cpu, name, None)) for flag, name in
-              (("avx512_bf16", "_is_avx512_bf16_supported"), ("amx_bf16", "_is_amx_tile_supported"))]
+    probes = [
+        (flag, getattr(torch.cpu, name, None))
+        for flag, name in (("avx512_bf16", "_is_avx512_bf16_supported"), ("amx_bf16", "_is_amx_tile_supported"))
+    ]
     if all(callable(probe) for _, probe in probes):
         return next((flag for flag, probe in probes if probe()), None)
     try:
@@ -298,8 +315,13 @@ def _init_group(dist: Dist, backend: str, timeout_s: float) -> bool:
         return False
     if dist.device.type == "cuda":
         torch.cuda.set_device(dist.device)
-    tdist.init_process_group(backend=backend, init_method="env://", rank=dist.rank, world_size=dist.world_size,
-                             timeout=_dt.timedelta(seconds=timeout_s))
+    tdist.init_process_group(
+        backend=backend,
+        init_method="env://",
+        rank=dist.rank,
+        world_size=dist.world_size,
+        timeout=_dt.timedelta(seconds=timeout_s),
+    )
     return True
 
 
@@ -318,8 +340,9 @@ def _spawn(fn: Callable[..., Any], args: tuple, use_cuda: bool, nproc: int, time
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise BadValue(f"nproc must be a whole number >= 1, not {nproc!r}")
     if use_cuda and nproc > torch.cuda.device_count():
-        raise BadValue(f"ddp with {nproc} ranks needs {nproc} GPUs; {torch.cuda.device_count()} visible"
-                       " (set nproc, or device=cpu)")
+        raise BadValue(
+            f"ddp with {nproc} ranks needs {nproc} GPUs; {torch.cuda.device_count()} visible (set nproc, or device=cpu)"
+        )
     backend = "nccl" if use_cuda else "gloo"
     verbose = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
     with tempfile.TemporaryDirectory(prefix="vvframe-launch-") as tmp:
@@ -328,9 +351,13 @@ def _spawn(fn: Callable[..., Any], args: tuple, use_cuda: bool, nproc: int, time
             folder.mkdir()
             port = _free_port()
             log.info("ddp: spawning %d %s ranks (127.0.0.1:%d)", nproc, backend, port)
-            context = mp.start_processes(_rank_main, nprocs=nproc, join=False, start_method="spawn",
-                                         args=(nproc, port, backend, use_cuda, timeout_s, str(folder), fn, args,
-                                               verbose))
+            context = mp.start_processes(
+                _rank_main,
+                nprocs=nproc,
+                join=False,
+                start_method="spawn",
+                args=(nproc, port, backend, use_cuda, timeout_s, str(folder), fn, args, verbose),
+            )
             try:
                 while not context.join(grace_period=_GRACE_S):
                     pass
@@ -347,11 +374,27 @@ def _spawn(fn: Callable[..., Any], args: tuple, use_cuda: bool, nproc: int, time
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _rank_main(index: int, nproc: int, port: int, backend: str, use_cuda: bool, timeout_s: float, folder: str,
-               fn: Callable[..., Any], args: tuple, verbose: bool) -> None:
+def _rank_main(
+    index: int,
+    nproc: int,
+    port: int,
+    backend: str,
+    use_cuda: bool,
+    timeout_s: float,
+    folder: str,
+    fn: Callable[..., Any],
+    args: tuple,
+    verbose: bool,
+) -> None:
     """One spawned rank: join the group, run ``fn``, hand rank 0's result back; on failure record it and exit 1."""
-    os.environ.update(RANK=str(index), WORLD_SIZE=str(nproc), LOCAL_RANK=str(index), LOCAL_WORLD_SIZE=str(nproc),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(index),
+        WORLD_SIZE=str(nproc),
+        LOCAL_RANK=str(index),
+        LOCAL_WORLD_SIZE=str(nproc),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     dist = Dist(index, nproc, index, torch.device("cuda", index) if use_cuda else torch.device("cpu"))
     setup_rank_logging(dist, None, verbose=verbose)
     stage = "init"
@@ -370,9 +413,15 @@ def _rank_main(index: int, nproc: int, port: int, backend: str, use_cuda: bool, 
             os.replace(tmp, Path(folder, _RESULT))
         stage = "finish"
         tdist.destroy_process_group()
-    except BaseException as exc:
-        record = {"rank": index, "stage": stage, "time": time.time(), "type": type(exc).__name__,
-                  "message": str(exc), "traceback": "".join(traceback.format_exception(exc))}
+    except BaseException as exc:  # noqa: BLE001 - a rank reports whatever ended it
+        record = {
+            "rank": index,
+            "stage": stage,
+            "time": time.time(),
+            "type": type(exc).__name__,
+            "message": str(exc),
+            "traceback": "".join(traceback.format_exception(exc)),
+        }
         with open(Path(folder, f"error{index}.pkl"), "wb") as f:
             pickle.dump(record, f)
         logging.shutdown()
@@ -393,7 +442,7 @@ def _errors(folder: Path) -> list[dict]:
         try:
             with open(path, "rb") as f:
                 records.append(pickle.load(f))
-        except Exception:  # a rank killed while writing: its record is lost, the others still say what happened
+        except Exception:  # noqa: BLE001 - a rank killed while writing: its record is lost, the others still say what happened
             continue
     return sorted(records, key=lambda r: r["time"])
 
@@ -402,14 +451,19 @@ def _failure(folder: Path, nproc: int, exc: ProcessException) -> LaunchError:
     """The error of the rank that failed first (others often fail after it, e.g. 'connection closed by peer')."""
     records = _errors(folder)
     if not records:
-        return LaunchError(f"ddp rank {exc.error_index} of {nproc} died without a Python exception: {exc}",
-                           rank=exc.error_index)
+        return LaunchError(
+            f"ddp rank {exc.error_index} of {nproc} died without a Python exception: {exc}", rank=exc.error_index
+        )
     first = records[0]
     doing = {"init": "joining the process group", "return": "handing back its result"}.get(first["stage"])
-    lines = [f"ddp rank {first['rank']} of {nproc} failed{' while ' + doing if doing else ''}:"
-             f" {first['type']}: {first['message']}"]
-    lines += [f"(then rank {r['rank']} failed too: {r['type']}: {r['message'].splitlines()[0] if r['message'] else ''})"
-              for r in records[1:]]
+    lines = [
+        f"ddp rank {first['rank']} of {nproc} failed{' while ' + doing if doing else ''}:"
+        f" {first['type']}: {first['message']}"
+    ]
+    lines += [
+        f"(then rank {r['rank']} failed too: {r['type']}: {r['message'].splitlines()[0] if r['message'] else ''})"
+        for r in records[1:]
+    ]
     lines += [f"traceback of rank {first['rank']}:", first["traceback"].rstrip()]
     return LaunchError("\n".join(lines), rank=first["rank"], remote_traceback=first["traceback"])
 
@@ -428,8 +482,11 @@ def _result(folder: Path, nproc: int) -> Any:
         records = _errors(folder)
         if records:
             first = records[0]
-            raise LaunchError(f"ddp rank {first['rank']} of {nproc} was interrupted: {first['type']}",
-                              rank=first["rank"], remote_traceback=first["traceback"])
+            raise LaunchError(
+                f"ddp rank {first['rank']} of {nproc} was interrupted: {first['type']}",
+                rank=first["rank"],
+                remote_traceback=first["traceback"],
+            )
         raise LaunchError(f"ddp rank 0 of {nproc} ended without handing back a result", rank=0)
     with open(path, "rb") as f:
         return pickle.load(f)

@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .errors import VvframeError
+from vvframe.core.errors import VvframeError
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def utterance_info(path: str | Path) -> AudioInfo:
         shown = math.floor(meta.seconds * 1000) / 1000  # rounded down: 1599 samples at 16 kHz is no "0.100 s"
         raise AudioError(path, f"too short: {shown:.3f} s ({meta.frames} sample{'s' if meta.frames != 1 else ''} at"
                                f" {meta.sample_rate} Hz); an utterance needs at least {MIN_SECONDS:g} s"
-                               " (vvframe.audio.MIN_SECONDS)")
+                               " (vvframe.data.audio.MIN_SECONDS)")
     return meta
 
 

@@ -3,6 +3,7 @@
 Exit codes: 0 success; 2 a mistake in the recipe or the arguments (a message, no traceback unless
 ``--traceback``); 1 a failure during a run (traceback in the run's log.txt, one line on the console).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,8 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .errors import VvframeError
+from vvframe import __version__
+from vvframe.core.errors import VvframeError
 
 COMMANDS = {
     "run": "validate a recipe, then run its stages in a new run directory",
@@ -32,10 +33,14 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    top = argparse.ArgumentParser(prog="vvframe", description="speaker-verification experiments from recipes",
-                                  epilog="commands:\n" + "\n".join(f"  {c:<8} {h}" for c, h in COMMANDS.items())
-                                  + "\n\n`vvframe COMMAND -h` shows a command's options.",
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    top = argparse.ArgumentParser(
+        prog="vvframe",
+        description="speaker-verification experiments from recipes",
+        epilog="commands:\n"
+        + "\n".join(f"  {c:<8} {h}" for c, h in COMMANDS.items())
+        + "\n\n`vvframe COMMAND -h` shows a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     top.add_argument("--version", action="version", version=f"vvframe {__version__}")
     top.add_argument("--traceback", action="store_true", help="show Python tracebacks for recipe mistakes too")
     top.add_argument("command", choices=list(COMMANDS), metavar="COMMAND")
@@ -56,24 +61,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _recipe_parser(command: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"vvframe {command}", description=COMMANDS[command])
-    parser.add_argument("args", nargs="*", metavar="RECIPE [KEY=VALUE ...]",
-                        help="a recipe file, then overrides such as trainer.epochs=2 (YAML values)")
+    parser.add_argument(
+        "args",
+        nargs="*",
+        metavar="RECIPE [KEY=VALUE ...]",
+        help="a recipe file, then overrides such as trainer.epochs=2 (YAML values)",
+    )
     return parser
 
 
-def _split(parser: argparse.ArgumentParser, args: list[str], *, recipe_optional: bool = False) -> tuple[str | None, list[str]]:
+def _split(
+    parser: argparse.ArgumentParser, args: list[str], *, recipe_optional: bool = False
+) -> tuple[str | None, list[str]]:
     if args and not ("=" in args[0] and not args[0].endswith((".yaml", ".yml"))):
         return args[0], args[1:]
     if recipe_optional:
         return None, args
-    parser.error("the recipe file is missing (vvframe %s RECIPE [KEY=VALUE ...])" % parser.prog.split()[-1])
+    parser.error(f"the recipe file is missing (vvframe {parser.prog.split()[-1]} RECIPE [KEY=VALUE ...])")
     raise AssertionError  # unreachable: parser.error exits
 
 
 def _run(rest: list[str]) -> int:
     parser = _recipe_parser("run")
-    parser.add_argument("--stage", action="append", default=[], metavar="NAME",
-                        help="run only this stage (repeatable); on --resume it runs again even if finished")
+    parser.add_argument(
+        "--stage",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run only this stage (repeatable); on --resume it runs again even if finished",
+    )
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run in its own directory")
     parser.add_argument("--run-dir", metavar="DIR", help="a new, empty directory for this run (default runs/NAME/TIME)")
     parser.add_argument("--runs", default="runs", metavar="ROOT", help="where new run directories go (default: runs)")
@@ -82,8 +98,9 @@ def _run(rest: list[str]) -> int:
     if opts.resume and opts.run_dir:
         parser.error("--resume and --run-dir exclude each other: --resume continues RUN_DIR itself")
 
-    from . import recipe as recipes
-    from . import run as runs
+    from vvframe.core import recipe as recipes
+    from vvframe.core import run as runs
+
     # under torchrun every process runs this command; they share one run directory, which rank 0 owns
     rank = int(os.environ.get("RANK", "0")) if "LOCAL_RANK" in os.environ else 0
     if "LOCAL_RANK" in os.environ and not (opts.resume or opts.run_dir):
@@ -146,7 +163,8 @@ def _resolve(command: str, rest: list[str]):
     """Parse ``RECIPE [overrides]``, load and validate; warnings go to stderr."""
     parser = _recipe_parser(command)
     path, overrides = _split(parser, parser.parse_intermixed_args(rest).args)
-    from . import recipe as recipes
+    from vvframe.core import recipe as recipes
+
     resolved = recipes.check(path, overrides)
     for warning in resolved.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -156,14 +174,17 @@ def _resolve(command: str, rest: list[str]):
 def _check(rest: list[str]) -> int:
     path, resolved = _resolve("check", rest)
     comps = [c for v in resolved.components.values() for c in (v if isinstance(v, list) else [v]) if c is not None]
-    print(f"ok: {path}: stages {', '.join(s.name for s in resolved.stages)};"
-          f" {len(comps)} component{'s' if len(comps) != 1 else ''}, {len(resolved.settings)} settings"
-          f" section{'s' if len(resolved.settings) != 1 else ''}")
+    print(
+        f"ok: {path}: stages {', '.join(s.name for s in resolved.stages)};"
+        f" {len(comps)} component{'s' if len(comps) != 1 else ''}, {len(resolved.settings)} settings"
+        f" section{'s' if len(resolved.settings) != 1 else ''}"
+    )
     return 0
 
 
 def _show(rest: list[str]) -> int:
-    from .recipe import dump
+    from vvframe.core.recipe import dump
+
     print(dump(_resolve("show", rest)[1].to_dict()), end="")
     return 0
 
@@ -174,7 +195,8 @@ def _plugins(rest: list[str]) -> int:
     parser.add_argument("name", nargs="?", metavar="NAME", help="describe this component")
     parser.add_argument("--check", action="store_true", help="import and validate every entry point (for CI)")
     opts = parser.parse_args(rest)
-    from . import registry
+    from vvframe.core import registry
+
     if opts.check:
         return _check_plugins()
     if opts.name:
@@ -196,34 +218,40 @@ def _plugins(rest: list[str]) -> int:
 
 
 def _data(rest: list[str]) -> int:
-    from .data_commands import main as data_main
+    from vvframe.cli.data import main as data_main
+
     return data_main(rest)
 
 
 def _embed(rest: list[str]) -> int:
-    from .infer_commands import embed
+    from vvframe.cli.infer import embed
+
     return embed(rest, COMMANDS["embed"])
 
 
 def _verify(rest: list[str]) -> int:
-    from .infer_commands import verify
+    from vvframe.cli.infer import verify
+
     return verify(rest, COMMANDS["verify"])
 
 
 def _export(rest: list[str]) -> int:
-    from .export import main as export_main
+    from vvframe.inference.export import main as export_main
+
     return export_main(rest)
 
 
 def _serve(rest: list[str]) -> int:
-    from .serve import main as serve_main
+    from vvframe.inference.serve import main as serve_main
+
     return serve_main(rest)
 
 
 def _check_plugins() -> int:
-    from . import recipe as recipes
-    from . import registry
-    from .schema import parameters
+    from vvframe.core import recipe as recipes
+    from vvframe.core import registry
+    from vvframe.core.schema import parameters
+
     problems = registry.check_all()
     for ep in registry.entry_points("stages"):
         try:

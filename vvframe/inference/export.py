@@ -3,7 +3,7 @@
 The file holds one graph: frontend, network, mean subtraction and L2 normalisation. Its input is ``waves``,
 ``(batch, samples)`` float32 at the run's sample rate; its output ``embeddings``, ``(batch, embed_dim)``,
 mean-subtracted and unit length. Both axes are dynamic. Beside the graph it carries the metadata of
-:meth:`vvframe.api.SpeakerModel.metadata` (sample rate, tuned thresholds, the score normalizer's recipe entry, ...)
+:meth:`vvframe.inference.api.SpeakerModel.metadata` (sample rate, tuned thresholds, the score normalizer's recipe entry, ...)
 and the cohort embeddings as ``.npy`` bytes, so AS-norm scores and tuned thresholds work as with the run:
 
 * TorchScript (``torch.jit.trace``): a zip archive with the extra files ``vvframe.json`` and ``cohort.npy``.
@@ -18,6 +18,7 @@ and the cohort embeddings as ``.npy`` bytes, so AS-norm scores and tuned thresho
 and protobuf fields are read as data, the cohort with ``np.load(allow_pickle=False)``, TorchScript code with
 ``torch.jit.load``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,21 +41,21 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import registry
-from .api import FORMAT, FORMAT_VERSION, ModelError, SpeakerModel, load, refuse_references
-from .atomic import atomic_path
-from .embed import Embedder
-from .errors import VvframeError, refuse_existing
+from vvframe.core import registry
+from vvframe.core.atomic import atomic_path
+from vvframe.core.errors import VvframeError, refuse_existing
+from vvframe.inference.api import FORMAT, FORMAT_VERSION, ModelError, SpeakerModel, load, refuse_references
+from vvframe.scoring.embed import Embedder
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript")
-META_FILE = "vvframe.json"      # TorchScript extra files
+META_FILE = "vvframe.json"  # TorchScript extra files
 COHORT_FILE = "cohort.npy"
-ONNX_META = "vvframe"           # ONNX metadata_props keys
+ONNX_META = "vvframe"  # ONNX metadata_props keys
 ONNX_COHORT = "vvframe.cohort"
 INPUT, OUTPUT = "waves", "embeddings"
-TOLERANCE = 1e-4                # the largest difference from the PyTorch model an export may show
+TOLERANCE = 1e-4  # the largest difference from the PyTorch model an export may show
 INSTALL_HINT = "pip install 'vvframe[onnx]'"
 
 
@@ -68,19 +69,25 @@ class MissingPackage(VvframeError, ImportError):
 
 # ---- exporting ---------------------------------------------------------------------------------------------
 def _embedder(model: SpeakerModel) -> Embedder:
-    """A CPU, eval-mode copy of the :class:`~vvframe.embed.Embedder` inside a model loaded from a run directory."""
+    """A CPU, eval-mode copy of the :class:`~vvframe.scoring.embed.Embedder` inside a model loaded from a run directory."""
     inner = getattr(model.net, "embedder", None)
     if not isinstance(inner, Embedder):
-        raise ModelError(f"{model.source or 'this model'}: only a model loaded from a run directory can be exported"
-                         " (its network is not a vvframe Embedder; an exported file is already exported)")
+        raise ModelError(
+            f"{model.source or 'this model'}: only a model loaded from a run directory can be exported"
+            " (its network is not a vvframe Embedder; an exported file is already exported)"
+        )
     return copy.deepcopy(inner).cpu().eval()
 
 
 def exported_metadata(model: SpeakerModel, fmt: str, **extra: Any) -> dict[str, Any]:
     """What an exported file says about ``model``: :meth:`SpeakerModel.metadata` with ``crops`` 0 (an export
     embeds whole utterances) and ``embeddings: normalized`` (the graph subtracts the mean and normalises)."""
-    return dict(model.metadata(), crops=0, embeddings="normalized",
-                exported={"format": fmt, "torch": torch.__version__, **extra})
+    return dict(
+        model.metadata(),
+        crops=0,
+        embeddings="normalized",
+        exported={"format": fmt, "torch": torch.__version__, **extra},
+    )
 
 
 def _cohort_bytes(cohort: Tensor | None) -> bytes | None:
@@ -104,8 +111,18 @@ def _example(sample_rate: int) -> Tensor:
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence the tracer's and exporters' warnings and chatter (the verification is what tells)."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx",
-                                                    "torch.utils._sympy", "torch._subclasses", "onnxscript")]
+    loggers = [
+        logging.getLogger(name)
+        for name in (
+            "torch.onnx",
+            "torch.export",
+            "torch._dynamo",
+            "torch.fx",
+            "torch.utils._sympy",
+            "torch._subclasses",
+            "onnxscript",
+        )
+    ]
     levels = [lg.level for lg in loggers]
     try:
         for lg in loggers:
@@ -119,7 +136,7 @@ def _quiet() -> Iterator[None]:
 
 
 def export(model: SpeakerModel, fmt: str, out: str | Path, *, opset: int | None = None) -> Path:
-    """Write ``model`` (a :class:`~vvframe.api.SpeakerModel` loaded from a run directory) to ``out`` as ``fmt``
+    """Write ``model`` (a :class:`~vvframe.inference.api.SpeakerModel` loaded from a run directory) to ``out`` as ``fmt``
     (``onnx`` or ``torchscript``), atomically; returns ``out``. ``opset``: the ONNX opset (default: the
     exporter's). The file is not verified here; :func:`compare` does that (``vvframe export`` always does)."""
     if fmt not in FORMATS:
@@ -143,8 +160,11 @@ def _torchscript(model: SpeakerModel, embedder: Embedder, path: Path) -> None:
         raise ExportError(f"TorchScript export of {model.source} failed: torch.jit.trace: {exc}") from exc
     pinned = _pins_cpu(traced)
     if pinned:
-        log.warning("%s: the traced graph creates tensors on the CPU explicitly (a device read from the input"
-                    " while tracing); the TorchScript file will run on the CPU only", model.source)
+        log.warning(
+            "%s: the traced graph creates tensors on the CPU explicitly (a device read from the input"
+            " while tracing); the TorchScript file will run on the CPU only",
+            model.source,
+        )
     extra = {META_FILE: json.dumps(exported_metadata(model, "torchscript", cpu_only=pinned), indent=1)}
     cohort = _cohort_bytes(model.cohort)
     if cohort is not None:
@@ -162,18 +182,29 @@ def _pins_cpu(traced: torch.jit.ScriptModule) -> bool:
 def _onnx(model: SpeakerModel, embedder: Embedder, path: Path, opset: int | None) -> None:
     try:
         import onnx
+
         importlib.import_module("onnxscript")  # torch.onnx.export(dynamo=True) needs it: say so before trying
     except ImportError as exc:
-        raise MissingPackage(f"ONNX export needs the onnx and onnxscript packages ({exc.name} is missing):"
-                             f" {INSTALL_HINT}") from None
+        raise MissingPackage(
+            f"ONNX export needs the onnx and onnxscript packages ({exc.name} is missing): {INSTALL_HINT}"
+        ) from None
     example = _example(model.sample_rate)
     dims = ({0: torch.export.Dim("batch"), 1: torch.export.Dim("samples")},)
     try:
         with _quiet(), torch.no_grad():
-            program = torch.onnx.export(embedder, (example,), dynamo=True, input_names=[INPUT],
-                                        output_names=[OUTPUT], dynamic_shapes=dims, opset_version=opset,
-                                        custom_translation_table=_translations(), external_data=False,
-                                        verbose=False, report=False)
+            program = torch.onnx.export(
+                embedder,
+                (example,),
+                dynamo=True,
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_shapes=dims,
+                opset_version=opset,
+                custom_translation_table=_translations(),
+                external_data=False,
+                verbose=False,
+                report=False,
+            )
         proto = program.model_proto
     except Exception as exc:
         raise ExportError(f"ONNX export of {model.source} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
@@ -218,7 +249,7 @@ def _first_line(exc: BaseException) -> str:
 
 # ---- loading -------------------------------------------------------------------------------------------------
 def load_exported(path: str | Path, device: str | torch.device = "cpu", *, trust_recipe: bool = False) -> SpeakerModel:
-    """A :class:`~vvframe.api.SpeakerModel` from a file written by ``vvframe export``, told apart by content:
+    """A :class:`~vvframe.inference.api.SpeakerModel` from a file written by ``vvframe export``, told apart by content:
     TorchScript (a zip archive with ``extra/vvframe.json``) or ONNX (a ModelProto with ``vvframe`` metadata).
     Anything else, a training checkpoint included, is a ModelError naming the file. The one component built
     from the metadata, the score normalizer, must be an installed entry point unless ``trust_recipe``."""
@@ -252,15 +283,21 @@ def _contents(path: Path) -> tuple[str, dict[str, Any], bytes | None]:
         meta_text, cohort_bytes = _zip_contents(path)
         return "torchscript", _parse_meta(path, meta_text), cohort_bytes
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        raise ModelError(f"{path}: a pickled PyTorch file (a checkpoint?), which holds weights only: pass the run"
-                         " directory instead, or export it with `vvframe export RUN --format onnx|torchscript`")
+        raise ModelError(
+            f"{path}: a pickled PyTorch file (a checkpoint?), which holds weights only: pass the run"
+            " directory instead, or export it with `vvframe export RUN --format onnx|torchscript`"
+        )
     fields = _onnx_fields(path)
     if fields is None:
-        raise ModelError(f"{path}: not a vvframe model file: expected a TorchScript or ONNX file from"
-                         " `vvframe export` (or give a run directory)")
+        raise ModelError(
+            f"{path}: not a vvframe model file: expected a TorchScript or ONNX file from"
+            " `vvframe export` (or give a run directory)"
+        )
     if ONNX_META not in fields:
-        raise ModelError(f"{path}: an ONNX model without vvframe metadata (no '{ONNX_META}' in its metadata_props):"
-                         " not a model from `vvframe export`")
+        raise ModelError(
+            f"{path}: an ONNX model without vvframe metadata (no '{ONNX_META}' in its metadata_props):"
+            " not a model from `vvframe export`"
+        )
     meta = _parse_meta(path, fields[ONNX_META].encode("utf-8"))
     cohort_bytes = None
     if ONNX_COHORT in fields:
@@ -289,9 +326,11 @@ def _not_exported(path: Path, names: list[str]) -> ModelError:
     """What a zip archive without vvframe metadata is: a checkpoint, a foreign TorchScript file or another zip."""
     scripted = _member(names, "constants.pkl") is not None
     if not scripted and _member(names, "data.pkl") is not None and not any("/code/" in n for n in names):
-        return ModelError(f"{path}: a PyTorch checkpoint, which holds weights only: pass the run directory instead"
-                          " (vvframe.load(RUN_DIR, checkpoint=FILE) for other weights), or export the run with"
-                          " `vvframe export RUN --format onnx|torchscript`")
+        return ModelError(
+            f"{path}: a PyTorch checkpoint, which holds weights only: pass the run directory instead"
+            " (vvframe.load(RUN_DIR, checkpoint=FILE) for other weights), or export the run with"
+            " `vvframe export RUN --format onnx|torchscript`"
+        )
     what = "a TorchScript file without vvframe metadata" if scripted else "a zip archive"
     return ModelError(f"{path}: {what}, not a model from `vvframe export` (expected extra/{META_FILE} in it)")
 
@@ -307,8 +346,12 @@ def _member(names: list[str], suffix: str) -> str | None:
 
 def _torchscript_net(path: Path, meta: dict[str, Any], device: torch.device) -> tuple[nn.Module, torch.device]:
     if device.type != "cpu" and (meta.get("exported") or {}).get("cpu_only"):
-        log.warning("%s: this TorchScript graph runs on the CPU only (it was traced with CPU constants in it);"
-                    " loading it on the CPU instead of %s (export as ONNX to run elsewhere)", path, device)
+        log.warning(
+            "%s: this TorchScript graph runs on the CPU only (it was traced with CPU constants in it);"
+            " loading it on the CPU instead of %s (export as ONNX to run elsewhere)",
+            path,
+            device,
+        )
         device = torch.device("cpu")
     try:
         with warnings.catch_warnings():
@@ -337,25 +380,35 @@ def _parse_meta(path: Path, text: bytes) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelError(f"{path}: its metadata is not vvframe's (format {FORMAT!r} expected)")
     if int(meta.get("version") or 0) > FORMAT_VERSION:
-        raise ModelError(f"{path}: written by a newer vvframe ({meta.get('vvframe')}, format version"
-                         f" {meta.get('version')}); this one reads version {FORMAT_VERSION}")
+        raise ModelError(
+            f"{path}: written by a newer vvframe ({meta.get('vvframe')}, format version"
+            f" {meta.get('version')}); this one reads version {FORMAT_VERSION}"
+        )
     for key in ("sample_rate", "embed_dim"):
         if not isinstance(meta.get(key), int) or meta[key] <= 0:
             raise ModelError(f"{path}: its metadata lacks a positive integer {key!r}")
     return meta
 
 
-def _speaker_model(path: Path, net: nn.Module, meta: dict[str, Any], cohort_bytes: bytes | None,
-                   device: torch.device, trust_recipe: bool = False) -> SpeakerModel:
+def _speaker_model(
+    path: Path,
+    net: nn.Module,
+    meta: dict[str, Any],
+    cohort_bytes: bytes | None,
+    device: torch.device,
+    trust_recipe: bool = False,
+) -> SpeakerModel:
     cohort = None
     if cohort_bytes is not None:
         try:
             array = np.load(io.BytesIO(cohort_bytes), allow_pickle=False)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - numpy raises many kinds on a damaged array
             raise ModelError(f"{path}: its cohort is not a readable .npy array ({_first_line(exc)})") from None
         if array.ndim != 2 or array.shape[1] != meta["embed_dim"] or array.dtype.kind != "f":
-            raise ModelError(f"{path}: its cohort is a {array.dtype} array shaped {array.shape}; expected"
-                             f" (C, {meta['embed_dim']}) floats")
+            raise ModelError(
+                f"{path}: its cohort is a {array.dtype} array shaped {array.shape}; expected"
+                f" (C, {meta['embed_dim']}) floats"
+            )
         cohort = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     normalizer = None
     if meta.get("normalizer") and cohort is not None:
@@ -377,8 +430,11 @@ class OnnxNet(nn.Module):
             if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
                 providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
             else:
-                log.warning("%s: this onnxruntime has no CUDA provider; running the ONNX model on the CPU"
-                            " (pip install onnxruntime-gpu for CUDA)", path)
+                log.warning(
+                    "%s: this onnxruntime has no CUDA provider; running the ONNX model on the CPU"
+                    " (pip install onnxruntime-gpu for CUDA)",
+                    path,
+                )
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
         try:
@@ -482,12 +538,15 @@ def compare(model: SpeakerModel, path: str | Path, seed: int = 0) -> tuple[float
     embedder = _embedder(model)
     loaded = load_exported(path, "cpu")
     if (loaded.sample_rate, loaded.embed_dim) != (model.sample_rate, model.embed_dim):
-        raise ExportError(f"{path}: its metadata says {loaded.sample_rate} Hz, {loaded.embed_dim} dimensions; the"
-                          f" model has {model.sample_rate} Hz, {model.embed_dim}")
+        raise ExportError(
+            f"{path}: its metadata says {loaded.sample_rate} Hz, {loaded.embed_dim} dimensions; the"
+            f" model has {model.sample_rate} Hz, {model.embed_dim}"
+        )
     if loaded.thresholds != model.thresholds:
         raise ExportError(f"{path}: its thresholds {loaded.thresholds} are not the model's {model.thresholds}")
     if (loaded.cohort is None) != (model.cohort is None) or (
-            model.cohort is not None and not torch.equal(loaded.cohort, model.cohort)):
+        model.cohort is not None and not torch.equal(loaded.cohort, model.cohort)
+    ):
         raise ExportError(f"{path}: its cohort is not the model's")
     rate = model.sample_rate
     shapes = [(1, int(0.83 * rate) + 1), (3, int(1.71 * rate) + 7), (2, int(4.3 * rate) + 3)]
@@ -500,11 +559,15 @@ def compare(model: SpeakerModel, path: str | Path, seed: int = 0) -> tuple[float
             try:
                 got = loaded.net(waves).float().cpu()
             except Exception as exc:
-                raise ExportError(f"{path}: the exported model fails on a ({batch}, {samples}) batch, which the"
-                                  f" PyTorch model embeds: {_first_line(exc)}") from exc
+                raise ExportError(
+                    f"{path}: the exported model fails on a ({batch}, {samples}) batch, which the"
+                    f" PyTorch model embeds: {_first_line(exc)}"
+                ) from exc
         if got.shape != want.shape:
-            raise ExportError(f"{path}: a ({batch}, {samples}) batch gave embeddings shaped {tuple(got.shape)};"
-                              f" the model gives {tuple(want.shape)} (a length or batch size fixed at export?)")
+            raise ExportError(
+                f"{path}: a ({batch}, {samples}) batch gave embeddings shaped {tuple(got.shape)};"
+                f" the model gives {tuple(want.shape)} (a length or batch size fixed at export?)"
+            )
         worst = max(worst, float((got - want).abs().max()))
     return worst, shapes
 
@@ -515,19 +578,28 @@ def main(rest: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="vvframe export",
         description="a trained run as one TorchScript or ONNX file: frontend, network, mean subtraction and L2"
-                    " normalisation in one graph (input waves (batch, samples) float32 at the run's sample rate,"
-                    " output embeddings (batch, dim)), with the tuned thresholds, the score normalizer and its"
-                    " cohort stored in the file. `vvframe.load(FILE)` reads it back. The export is checked against"
-                    " the PyTorch model before it is kept.")
+        " normalisation in one graph (input waves (batch, samples) float32 at the run's sample rate,"
+        " output embeddings (batch, dim)), with the tuned thresholds, the score normalizer and its"
+        " cohort stored in the file. `vvframe.load(FILE)` reads it back. The export is checked against"
+        " the PyTorch model before it is kept.",
+    )
     parser.add_argument("run", metavar="RUN", help="a run directory")
-    parser.add_argument("--format", required=True, choices=FORMATS, help="onnx (needs onnx and onnxscript to export,"
-                        " onnxruntime to load: pip install 'vvframe[onnx]') or torchscript")
+    parser.add_argument(
+        "--format",
+        required=True,
+        choices=FORMATS,
+        help="onnx (needs onnx and onnxscript to export,"
+        " onnxruntime to load: pip install 'vvframe[onnx]') or torchscript",
+    )
     parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="the file to write")
     parser.add_argument("--checkpoint", metavar="FILE", help="other weights for the run (a checkpoint file)")
     parser.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: the exporter's choice)")
     parser.add_argument("--force", action="store_true", help="replace FILE if it exists")
-    parser.add_argument("--trust-recipe", action="store_true",
-                        help="allow the run's recipe to name Python objects (module:attr): only for runs you trust")
+    parser.add_argument(
+        "--trust-recipe",
+        action="store_true",
+        help="allow the run's recipe to name Python objects (module:attr): only for runs you trust",
+    )
     opts = parser.parse_args(rest)
     if opts.opset is not None and opts.format != "onnx":
         parser.error("--opset applies to --format onnx only")
@@ -537,21 +609,28 @@ def main(rest: list[str]) -> int:
     refuse_existing(out, opts.force)
     run = Path(opts.run)
     if not run.is_dir():
-        raise ModelError(f"{run}: no such run directory (export takes a run directory)" if not run.exists() else
-                         f"{run}: a file; export takes a run directory")
+        raise ModelError(
+            f"{run}: no such run directory (export takes a run directory)"
+            if not run.exists()
+            else f"{run}: a file; export takes a run directory"
+        )
 
     model = load(run, device="cpu", checkpoint=opts.checkpoint, trust_recipe=opts.trust_recipe)
     if int(model.meta.get("crops") or 0):
-        print(f"warning: the run embeds {model.meta['crops']} crops of {model.meta.get('crop_seconds')} s per"
-              " utterance; the exported model embeds whole utterances (its thresholds were tuned with crops)",
-              file=sys.stderr)
+        print(
+            f"warning: the run embeds {model.meta['crops']} crops of {model.meta.get('crop_seconds')} s per"
+            " utterance; the exported model embeds whole utterances (its thresholds were tuned with crops)",
+            file=sys.stderr,
+        )
     try:
         with atomic_path(out) as tmp:
             export(model, opts.format, tmp, opset=opts.opset)
             worst, shapes = compare(model, tmp)
             if not worst <= TOLERANCE:  # NaN fails too
-                raise ExportError(f"verification failed: the {opts.format} export differs from the PyTorch model by"
-                                  f" up to {worst:.3g} (more than {TOLERANCE:g}); {out} not written")
+                raise ExportError(
+                    f"verification failed: the {opts.format} export differs from the PyTorch model by"
+                    f" up to {worst:.3g} (more than {TOLERANCE:g}); {out} not written"
+                )
             size = tmp.stat().st_size
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -569,14 +648,20 @@ def _report(model: SpeakerModel, out: Path, fmt: str, size: int, worst: float, s
     if exported.get("cpu_only"):
         name += ", runs on the CPU only"
     parts = [(meta.get(k) or {}).get("name") for k in ("frontend", "model")]
-    print(f"wrote {out} ({size / 1e6:.1f} MB): {name}, {' + '.join(p for p in parts if p) or 'model'}"
-          f" from {model.source}")
+    print(
+        f"wrote {out} ({size / 1e6:.1f} MB): {name}, {' + '.join(p for p in parts if p) or 'model'} from {model.source}"
+    )
     print(f"  input  {INPUT} (batch, samples) float32 at {model.sample_rate} Hz")
-    print(f"  output {OUTPUT} (batch, {model.embed_dim}), {'mean-subtracted, ' if meta.get('mean_subtracted') else ''}"
-          "unit length")
+    print(
+        f"  output {OUTPUT} (batch, {model.embed_dim}), {'mean-subtracted, ' if meta.get('mean_subtracted') else ''}"
+        "unit length"
+    )
     if model.thresholds:
-        print("  thresholds: " + ", ".join(f"{k} {v:.4f}" for k, v in model.thresholds.items())
-              + (f" (tuned on {meta['tuned_on']})" if meta.get("tuned_on") else ""))
+        print(
+            "  thresholds: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in model.thresholds.items())
+            + (f" (tuned on {meta['tuned_on']})" if meta.get("tuned_on") else "")
+        )
     else:
         print("  thresholds: none (the run's eval stage has not run)")
     if model.cohort is not None:

@@ -3,6 +3,7 @@
 A signature can also say which numbers its code accepts: ``prob: Annotated[float, Range(0, 1)]``. Whatever it
 says, a float must be finite and an integer must fit in 64 bits unless a ``Range`` allows otherwise.
 """
+
 from __future__ import annotations
 
 import collections.abc as cabc
@@ -12,14 +13,15 @@ import inspect
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .errors import BadValue, ContractError, did_you_mean
+from vvframe.core.errors import BadValue, ContractError, did_you_mean
 
 EMPTY = inspect.Parameter.empty
-INT64 = (-2 ** 63, 2 ** 63 - 1)
+INT64 = (-(2**63), 2**63 - 1)
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,12 @@ class Range:
             return not self.finite and self.low is None and self.high is None
         if self.finite and math.isinf(value):
             return False
-        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
-                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+        return (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
 
     def __str__(self) -> str:
         """``in [0, 1]``, ``in (0, 1]``, ``in (0, inf)`` (empty when only finiteness is asked for)."""
@@ -110,12 +116,16 @@ def parameters(factory: Callable) -> list[Param]:
     try:
         sig = inspect.signature(factory)
     except (TypeError, ValueError) as exc:
-        raise ContractError(f"{what} has no readable signature ({exc}); a component needs explicit keyword parameters") from exc
+        raise ContractError(
+            f"{what} has no readable signature ({exc}); a component needs explicit keyword parameters"
+        ) from exc
     hints = _hints(factory)
     params = []
     for p in sig.parameters.values():
         if p.kind is p.VAR_KEYWORD:
-            raise ContractError(f"{what} takes **{p.name}; a component lists its parameters explicitly so recipes can be checked")
+            raise ContractError(
+                f"{what} takes **{p.name}; a component lists its parameters explicitly so recipes can be checked"
+            )
         if p.kind is p.VAR_POSITIONAL:
             raise ContractError(f"{what} takes *{p.name}; a component lists its parameters explicitly")
         if p.kind is p.POSITIONAL_ONLY:
@@ -162,8 +172,9 @@ def type_name(annotation: Any) -> str:
     return str(annotation).replace("typing.", "").replace("collections.abc.", "")
 
 
-def bind(params: list[Param], args: dict[str, Any], *, engine: cabc.Collection[str] = (), owner: str = "") \
-        -> tuple[dict[str, Any], list[tuple[str, str]]]:
+def bind(
+    params: list[Param], args: dict[str, Any], *, engine: cabc.Collection[str] = (), owner: str = ""
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Check ``args`` against ``params`` and coerce each value.
 
     Returns the coerced arguments and a list of problems ``(relative path, message)``: unknown keys (with
@@ -183,8 +194,13 @@ def bind(params: list[Param], args: dict[str, Any], *, engine: cabc.Collection[s
         param = by_name.get(key)
         if param is None:
             listing = ", ".join(p.name + ("" if p.required else f"={p.default!r}") for p in accepted) or "nothing"
-            problems.append((key, f"unknown argument '{key}' for {owner}{did_you_mean(key, [p.name for p in accepted])};"
-                                  f" it accepts: {listing}"))
+            problems.append(
+                (
+                    key,
+                    f"unknown argument '{key}' for {owner}{did_you_mean(key, [p.name for p in accepted])};"
+                    f" it accepts: {listing}",
+                )
+            )
             continue
         try:
             out[key] = coerce(value, param.annotation, param.default)
@@ -192,8 +208,13 @@ def bind(params: list[Param], args: dict[str, Any], *, engine: cabc.Collection[s
             problems.append((".".join([key, *exc.path]), str(exc)))
     for p in accepted:
         if p.required and p.name not in args:
-            problems.append((p.name, f"missing required argument '{p.name}' for {owner}"
-                                     + (f" ({type_name(p.annotation)})" if p.annotation is not EMPTY else "")))
+            problems.append(
+                (
+                    p.name,
+                    f"missing required argument '{p.name}' for {owner}"
+                    + (f" ({type_name(p.annotation)})" if p.annotation is not EMPTY else ""),
+                )
+            )
     return out, problems
 
 
@@ -240,8 +261,9 @@ def _coerce(value: Any, annotation: Any, default: Any, ranges: tuple[Range, ...]
         if value in args:
             return value
         choices = ", ".join(repr(a) for a in args)
-        raise CoercionError(f"expected one of {choices}, got {value!r}"
-                            + did_you_mean(str(value), [str(a) for a in args]))
+        raise CoercionError(
+            f"expected one of {choices}, got {value!r}" + did_you_mean(str(value), [str(a) for a in args])
+        )
     if origin in (list, cabc.Sequence, cabc.Iterable, cabc.MutableSequence, set, frozenset, cabc.Collection):
         items = value if isinstance(value, (list, tuple)) else [value]
         item_type = args[0] if args else EMPTY
@@ -283,16 +305,18 @@ def _limit(result: Any, value: Any, ranges: tuple[Range, ...]) -> Any:
             raise CoercionError(f"expected {what} {r}".rstrip() + f", got {value!r}", out_of_range=True)
     said = "".join(f" {r}" for r in ranges if str(r))
     if isinstance(result, int) and not INT64[0] <= result <= INT64[1]:
-        raise CoercionError(f"expected an integer{said} that fits in 64 bits (below 2**63 in size), got {value!r}",
-                            out_of_range=True)
+        raise CoercionError(
+            f"expected an integer{said} that fits in 64 bits (below 2**63 in size), got {value!r}", out_of_range=True
+        )
     if isinstance(result, float) and not math.isfinite(result) and all(r.finite for r in ranges):
         raise CoercionError(f"expected a finite number{said}, got {value!r}", out_of_range=True)
     return result
 
 
 def _allows_none(annotation: Any) -> bool:
-    return annotation is type(None) or (typing.get_origin(annotation) in (typing.Union, types.UnionType)
-                                        and type(None) in typing.get_args(annotation))
+    return annotation is type(None) or (
+        typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation)
+    )
 
 
 def _coerce_union(value: Any, arms: tuple, ranges: tuple[Range, ...]) -> Any:

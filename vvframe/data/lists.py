@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import VvframeError
+from vvframe.core.errors import VvframeError
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 LABELS = {"1": 1, "0": 0, "target": 1, "nontarget": 0}
@@ -145,7 +145,7 @@ def written_together() -> Iterator[None]:
         yield
     finally:
         _together.held = outer
-    from .atomic import atomic_write
+    from vvframe.core.atomic import atomic_write
     for path, text in held:
         if outer is not None:
             outer.append((path, text))
@@ -159,7 +159,7 @@ def _write(path: str | Path, lines: Iterable[str]) -> None:
     if held is not None:
         held.append((path, text))
         return
-    from .atomic import atomic_write
+    from vvframe.core.atomic import atomic_write
     atomic_write(path, text)
 
 

@@ -23,6 +23,7 @@ ones wait in the listen backlog (``--backlog``) until one closes. At most ``--wo
 once and ``--queue`` more wait for a worker; a request beyond those gets 503 with ``Retry-After`` at once. A
 connection silent for ``--timeout`` seconds (an idle keep-alive, a stalled upload) is closed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,13 +48,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import soundfile as sf
 
-from .errors import BadValue, VvframeError, did_you_mean
+from vvframe.core.errors import BadValue, VvframeError, did_you_mean
 
-log = logging.getLogger("vvframe.serve")
+log = logging.getLogger("vvframe.inference.serve")
 
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_MAX_SECONDS = 600.0
-DEFAULT_MIN_SECONDS = 0.0  # no floor of its own: SpeakerModel.samples refuses audio under vvframe.audio.MIN_SECONDS
+DEFAULT_MIN_SECONDS = (
+    0.0  # no floor of its own: SpeakerModel.samples refuses audio under vvframe.data.audio.MIN_SECONDS
+)
 DEFAULT_WORKERS = 8  # requests worked on at once (body read, decoded, run): bounds the memory in use
 DEFAULT_QUEUE = 32  # requests waiting for a worker; one more gets 503 at once
 DEFAULT_MAX_CONNECTIONS = 128  # connections served at once, one thread each
@@ -144,13 +147,15 @@ def parse_multipart(body: bytes, boundary: str) -> list[Part]:
             return parts
         eol = body.find(b"\r\n", pos)
         if eol < 0 or body[pos:eol].strip(b" \t"):
-            raise RequestError(400, "malformed multipart body: a boundary line is followed by other text"
-                                    " or the body ends after it")
+            raise RequestError(
+                400, "malformed multipart body: a boundary line is followed by other text or the body ends after it"
+            )
         start = eol + 2
         end = body.find(b"\r\n" + delim, start)
         if end < 0:
-            raise RequestError(400, f"malformed multipart body: part {len(parts) + 1} has no closing boundary"
-                                    " (a truncated upload?)")
+            raise RequestError(
+                400, f"malformed multipart body: part {len(parts) + 1} has no closing boundary (a truncated upload?)"
+            )
         if len(parts) >= MAX_PARTS:
             raise RequestError(400, f"too many parts: at most {MAX_PARTS}")
         parts.append(_part(body, start, end, len(parts)))
@@ -170,8 +175,9 @@ def _part(body: bytes, start: int, end: int, index: int) -> Part:
     return Part(None if name is None else str(name), headers.get_filename(), body[data_start:end])
 
 
-def select(parts: list[Part], names: tuple[str, ...], options: tuple[str, ...],
-           endpoint: str) -> list[tuple[str, Part]]:
+def select(
+    parts: list[Part], names: tuple[str, ...], options: tuple[str, ...], endpoint: str
+) -> list[tuple[str, Part]]:
     """The audio parts an endpoint takes, with their labels: the parts named ``names`` when all are there and
     nothing else is, else the parts (other than ``options``) in order, when there are exactly as many."""
     audio = [(i, p) for i, p in enumerate(parts) if p.name not in options]
@@ -182,8 +188,10 @@ def select(parts: list[Part], names: tuple[str, ...], options: tuple[str, ...],
     plural = "s" if len(names) > 1 else ""
     fields = " and ".join(f"'{n}'" for n in names)
     example = " ".join(f"-F {n}=@{n}.wav" for n in names)
-    wanted = (f"{endpoint} takes {len(names)} audio file{plural} as multipart/form-data (field{plural} {fields},"
-              f" e.g. curl {example}); got {', '.join(p.label(i) for i, p in audio) or 'no parts'}")
+    wanted = (
+        f"{endpoint} takes {len(names)} audio file{plural} as multipart/form-data (field{plural} {fields},"
+        f" e.g. curl {example}); got {', '.join(p.label(i) for i, p in audio) or 'no parts'}"
+    )
     if len(audio) > len(names):
         raise RequestError(400, f"{len(audio)} audio parts, expected {len(names)}: {wanted}")
     # parts without a wanted name fill the first missing fields; name the first one still missing
@@ -195,12 +203,20 @@ def select(parts: list[Part], names: tuple[str, ...], options: tuple[str, ...],
 class Service:
     """The model and the request limits, shared by the handler threads; inference runs under ``lock``.
 
-    ``min_seconds`` only raises the floor: the model itself refuses audio under ``vvframe.audio.MIN_SECONDS``. A request is
+    ``min_seconds`` only raises the floor: the model itself refuses audio under ``vvframe.data.audio.MIN_SECONDS``. A request is
     worked on by one of ``workers`` at a time, after waiting (``queue`` at most) for one: :meth:`admit`."""
 
-    def __init__(self, model, threshold: str = "eer", max_bytes: int = DEFAULT_MAX_BYTES,
-                 max_seconds: float = DEFAULT_MAX_SECONDS, min_seconds: float = DEFAULT_MIN_SECONDS,
-                 workers: int = DEFAULT_WORKERS, queue: int = DEFAULT_QUEUE, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        model,
+        threshold: str = "eer",
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_seconds: float = DEFAULT_MAX_SECONDS,
+        min_seconds: float = DEFAULT_MIN_SECONDS,
+        workers: int = DEFAULT_WORKERS,
+        queue: int = DEFAULT_QUEUE,
+        timeout: float = DEFAULT_TIMEOUT,
+    ):
         if max_bytes <= 0:
             raise BadValue(f"max_bytes={max_bytes}: must be > 0")
         if not max_seconds > 0:
@@ -226,9 +242,12 @@ class Service:
         :meth:`done`."""
         if not self.admitted.take():
             workers = self.working.size
-            raise RequestError(503, f"the service is busy: {workers} request(s) being worked on (--workers) and"
-                                    f" {self.admitted.size - workers} waiting (--queue); retry after {RETRY_AFTER} s",
-                               {"Retry-After": str(RETRY_AFTER)})
+            raise RequestError(
+                503,
+                f"the service is busy: {workers} request(s) being worked on (--workers) and"
+                f" {self.admitted.size - workers} waiting (--queue); retry after {RETRY_AFTER} s",
+                {"Retry-After": str(RETRY_AFTER)},
+            )
         self.working.take(None)
 
     def done(self) -> None:
@@ -237,9 +256,15 @@ class Service:
 
     def health(self) -> dict[str, Any]:
         m = self.model
-        return {"status": "ok", "model": m.source, "sample_rate": m.sample_rate, "embed_dim": m.embed_dim,
-                "thresholds": dict(m.thresholds), "threshold": self.threshold,
-                "normalized": m.normalizer is not None}
+        return {
+            "status": "ok",
+            "model": m.source,
+            "sample_rate": m.sample_rate,
+            "embed_dim": m.embed_dim,
+            "thresholds": dict(m.thresholds),
+            "threshold": self.threshold,
+            "normalized": m.normalizer is not None,
+        }
 
     def resolve_threshold(self, raw: str) -> tuple[str, float]:
         try:
@@ -247,8 +272,11 @@ class Service:
         except BadValue as exc:
             raise RequestError(400, f"{exc}{did_you_mean(raw, self.model.thresholds)}") from None
         if not math.isfinite(value):
-            raise RequestError(400, f"threshold {raw!r}: must be a finite number or one of"
-                                    f" {', '.join(sorted(self.model.thresholds)) or '(none tuned)'}")
+            raise RequestError(
+                400,
+                f"threshold {raw!r}: must be a finite number or one of"
+                f" {', '.join(sorted(self.model.thresholds)) or '(none tuned)'}",
+            )
         return name, value
 
     def decode(self, label: str, data: bytes):
@@ -260,20 +288,22 @@ class Service:
             raise RequestError(400, f"{label}: the upload is empty (0 bytes)")
         try:
             upload = sf.SoundFile(io.BytesIO(data))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any decoding failure of an upload is the client's 400
             raise RequestError(400, f"{label}: not audio that soundfile can decode ({_sf_reason(exc)})") from None
         with upload:
             rate = upload.samplerate
             self._check_length(label, upload.frames / rate)  # what the header says: refused before decoding
             try:
                 wave = upload.read(dtype="float32", always_2d=True)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - as above
                 raise RequestError(400, f"{label}: the audio cannot be decoded ({_sf_reason(exc)})") from None
         seconds = len(wave) / rate
         self._check_length(label, seconds)  # what was decoded (a header can understate it)
         if seconds < self.min_seconds:
-            raise RequestError(400, f"{label}: {seconds:.3f} s of audio, less than the minimum of"
-                                    f" {self.min_seconds:g} s (--min-seconds)")
+            raise RequestError(
+                400,
+                f"{label}: {seconds:.3f} s of audio, less than the minimum of {self.min_seconds:g} s (--min-seconds)",
+            )
         try:
             return self.model.samples(wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0], rate)
         except BadValue as exc:
@@ -281,16 +311,22 @@ class Service:
 
     def _check_length(self, label: str, seconds: float) -> None:
         if seconds > self.max_seconds:
-            raise RequestError(400, f"{label}: {seconds:.1f} s of audio, more than the limit of"
-                                    f" {self.max_seconds:g} s (--max-seconds)")
+            raise RequestError(
+                400, f"{label}: {seconds:.1f} s of audio, more than the limit of {self.max_seconds:g} s (--max-seconds)"
+            )
 
     def verify(self, a, b, threshold: str) -> dict[str, Any]:
         with self.lock:
             result = self.model.verify(a, b, threshold=threshold)
         if not math.isfinite(result.score):
             raise RuntimeError(f"the model gave a non-finite score ({result.score})")
-        return {"score": float(result.score), "accepted": bool(result.accepted), "threshold": result.threshold,
-                "threshold_value": float(result.threshold_value), "normalized": bool(result.normalized)}
+        return {
+            "score": float(result.score),
+            "accepted": bool(result.accepted),
+            "threshold": result.threshold,
+            "threshold_value": float(result.threshold_value),
+            "normalized": bool(result.normalized),
+        }
 
     def embed(self, x) -> dict[str, Any]:
         with self.lock:
@@ -309,7 +345,7 @@ def _sf_reason(exc: BaseException) -> str:
 
 def _short(exc: BaseException | str, limit: int = 200) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ---- HTTP ---------------------------------------------------------------------------------------------------
@@ -323,7 +359,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     default_request_version = "HTTP/1.0"  # an unparsable request line still gets a status line and headers
     server_version = "vvframe-serve"
-    server: "Server"
+    server: Server
 
     # -- plumbing --
     def setup(self) -> None:
@@ -387,8 +423,9 @@ class Handler(BaseHTTPRequestHandler):
         self._body_state = "done"  # a request the base class could not parse: answer and close, read nothing
         self._send(code, {"error": message or HTTPStatus(code).phrase}, close=True)
 
-    def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None,
-              close: bool = False) -> None:
+    def _send(
+        self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None, close: bool = False
+    ) -> None:
         body = json.dumps(payload).encode("utf-8") + b"\n"
         state = self._body_state
         if state in ("reading", "unframed") or (state == "unread" and not self._drain()):
@@ -405,8 +442,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.close_connection = True
         ms = (time.perf_counter() - getattr(self, "_t0", time.perf_counter())) * 1000
-        log.info("%s %s %d %.1f ms", getattr(self, "command", None) or "-", getattr(self, "path", None) or "-",
-                 status, ms)  # before the answer goes out, so whoever reads the answer finds the line logged
+        log.info(
+            "%s %s %d %.1f ms", getattr(self, "command", None) or "-", getattr(self, "path", None) or "-", status, ms
+        )  # before the answer goes out, so whoever reads the answer finds the line logged
         self.end_headers()
         if getattr(self, "command", None) != "HEAD":
             self.wfile.write(body)
@@ -418,20 +456,29 @@ class Handler(BaseHTTPRequestHandler):
         coding = self.headers.get("Transfer-Encoding")
         if coding is not None:
             self._body_state = "unframed"
-            raise RequestError(411, f"Transfer-Encoding {coding[:40]!r} is not supported (no chunked"
-                                    " uploads): send the body with a Content-Length header")
+            raise RequestError(
+                411,
+                f"Transfer-Encoding {coding[:40]!r} is not supported (no chunked"
+                " uploads): send the body with a Content-Length header",
+            )
         values = self.headers.get_all("Content-Length") or []
         if len(values) > 1 or any("," in v for v in values):
-            raise RequestError(400, f"several Content-Length values ({', '.join(values)[:80]}): send one"
-                                    " Content-Length header, the body's size in bytes")
+            raise RequestError(
+                400,
+                f"several Content-Length values ({', '.join(values)[:80]}): send one"
+                " Content-Length header, the body's size in bytes",
+            )
         if not values:
             return 0
         raw = values[0].strip()
         if not (raw.isascii() and raw.isdigit()):
-            raise RequestError(400, f"Content-Length {values[0][:40]!r} is not valid: it must be the body's"
-                                    " size in bytes, a whole number >= 0 (e.g. Content-Length: 1024)")
+            raise RequestError(
+                400,
+                f"Content-Length {values[0][:40]!r} is not valid: it must be the body's"
+                " size in bytes, a whole number >= 0 (e.g. Content-Length: 1024)",
+            )
         digits = raw.lstrip("0") or "0"
-        return int(digits) if len(digits) <= 30 else 10 ** 30  # past any limit, and int() of 4300+ digits fails
+        return int(digits) if len(digits) <= 30 else 10**30  # past any limit, and int() of 4300+ digits fails
 
     def _content_length(self) -> int:
         """The body's size; 411/400/413 when it is missing on a POST, malformed or too large."""
@@ -441,9 +488,8 @@ class Handler(BaseHTTPRequestHandler):
             raise RequestError(411, f"{self.command} needs a Content-Length header (the body's size in bytes)")
         limit = self.server.service.max_bytes
         if length > limit:
-            size = f"{length} bytes" if length < 10 ** 30 else "over 10**30 bytes"
-            raise RequestError(413, f"the request body is {size}, more than the limit of {limit} bytes"
-                                    " (--max-bytes)")
+            size = f"{length} bytes" if length < 10**30 else "over 10**30 bytes"
+            raise RequestError(413, f"the request body is {size}, more than the limit of {limit} bytes (--max-bytes)")
         return length
 
     def _drain(self) -> bool:
@@ -465,20 +511,25 @@ class Handler(BaseHTTPRequestHandler):
             while got < length:
                 chunk = self.rfile.read1(min(length - got, 1 << 20))
                 if not chunk:
-                    raise RequestError(400, f"the request body ended after {got} of {length} bytes"
-                                            " (Content-Length)")
+                    raise RequestError(400, f"the request body ended after {got} of {length} bytes (Content-Length)")
                 chunks.append(chunk)
                 got += len(chunk)
         except TimeoutError:
-            raise RequestError(408, f"the request body stalled: {got} of {length} bytes (Content-Length) came,"
-                                    f" then nothing for {self.timeout:g} s (--timeout)") from None
+            raise RequestError(
+                408,
+                f"the request body stalled: {got} of {length} bytes (Content-Length) came,"
+                f" then nothing for {self.timeout:g} s (--timeout)",
+            ) from None
         self._body_state = "done"
         return b"".join(chunks)
 
     def _form(self) -> list[Part]:
         if self.headers.get_content_type() != "multipart/form-data":
-            raise RequestError(400, f"Content-Type {self.headers.get('Content-Type') or '(none)'}: uploads must be"
-                                    " multipart/form-data (curl -F a=@x.wav ...)")
+            raise RequestError(
+                400,
+                f"Content-Type {self.headers.get('Content-Type') or '(none)'}: uploads must be"
+                " multipart/form-data (curl -F a=@x.wav ...)",
+            )
         boundary = self.headers.get_param("boundary")
         return parse_multipart(self._body(), boundary if isinstance(boundary, str) else "")
 
@@ -495,8 +546,11 @@ class Handler(BaseHTTPRequestHandler):
             if methods is None:
                 raise RequestError(404, f"no endpoint {path}; this service has {ENDPOINTS}")
             if self.command not in methods:
-                raise RequestError(405, f"{path} takes {' or '.join(m for m in methods if m != 'HEAD')},"
-                                        f" not {self.command}", {"Allow": ", ".join(methods)})
+                raise RequestError(
+                    405,
+                    f"{path} takes {' or '.join(m for m in methods if m != 'HEAD')}, not {self.command}",
+                    {"Allow": ", ".join(methods)},
+                )
             self._admit()
             payload = getattr(self, "_" + path.strip("/"))(parse_qs(target.query, keep_blank_values=True))
         except RequestError as exc:
@@ -538,7 +592,7 @@ class Handler(BaseHTTPRequestHandler):
         service = self.server.service
         parts = self._form()
         _only(query, (), "/embed")
-        (label, part), = select(parts, ("audio",), (), "POST /embed")
+        ((label, part),) = select(parts, ("audio",), (), "POST /embed")
         return service.embed(service.decode(label, part.data))
 
 
@@ -560,8 +614,9 @@ class Server(ThreadingHTTPServer):
     daemon_threads = False
     service: Service
 
-    def __init__(self, address, handler, max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 backlog: int = DEFAULT_BACKLOG):
+    def __init__(
+        self, address, handler, max_connections: int = DEFAULT_MAX_CONNECTIONS, backlog: int = DEFAULT_BACKLOG
+    ):
         if max_connections < 1 or backlog < 1:
             raise BadValue(f"max_connections={max_connections}, backlog={backlog}: both must be >= 1")
         self.request_queue_size = int(backlog)  # what server_activate passes to listen()
@@ -630,12 +685,22 @@ class Server6(Server):
     address_family = socket.AF_INET6
 
 
-def make_server(model, host: str = "127.0.0.1", port: int = 8000, *, threshold: str = "eer",
-                max_bytes: int = DEFAULT_MAX_BYTES, max_seconds: float = DEFAULT_MAX_SECONDS,
-                min_seconds: float = DEFAULT_MIN_SECONDS, workers: int = DEFAULT_WORKERS,
-                queue: int = DEFAULT_QUEUE, max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                backlog: int = DEFAULT_BACKLOG, timeout: float = DEFAULT_TIMEOUT) -> Server:
-    """A bound, not yet serving HTTP server for ``model`` (a :class:`vvframe.api.SpeakerModel`); run it with
+def make_server(
+    model,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    threshold: str = "eer",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    min_seconds: float = DEFAULT_MIN_SECONDS,
+    workers: int = DEFAULT_WORKERS,
+    queue: int = DEFAULT_QUEUE,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    backlog: int = DEFAULT_BACKLOG,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Server:
+    """A bound, not yet serving HTTP server for ``model`` (a :class:`vvframe.inference.api.SpeakerModel`); run it with
     ``serve_forever()`` (in a thread if need be) and stop it with ``shutdown()`` and ``server_close()``.
     ``port`` 0 picks a free port: ``server.server_address[1]`` says which. The limits are ``vvframe serve``'s
     options of the same names."""
@@ -677,6 +742,7 @@ def _seconds(text: str) -> float:
 
 def _count(least: int):
     """An argparse type: a whole number >= ``least``."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -685,6 +751,7 @@ def _count(least: int):
         if value < least:
             raise argparse.ArgumentTypeError(f"{value}: must be at least {least}")
         return value
+
     return parse
 
 
@@ -701,58 +768,122 @@ def _port(text: str) -> int:
 def main(rest: list[str]) -> int:
     """``vvframe serve RUN [--host H] [--port N] ...``: serve until Ctrl-C (exit 0)."""
     parser = argparse.ArgumentParser(
-        prog="vvframe serve", description="an HTTP verification service for a trained run or an exported model",
+        prog="vvframe serve",
+        description="an HTTP verification service for a trained run or an exported model",
         epilog="endpoints: POST /verify (multipart fields a, b; ?threshold=NAME|NUMBER), POST /embed (field audio),"
-               " GET /health.  Example: curl -F a=@x.wav -F b=@y.wav http://127.0.0.1:8000/verify")
+        " GET /health.  Example: curl -F a=@x.wav -F b=@y.wav http://127.0.0.1:8000/verify",
+    )
     parser.add_argument("model", metavar="RUN", help="a run directory or an exported model file")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine"
-                                                             " only; 0.0.0.0 for every interface)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)",
+    )
     parser.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0: any free port)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda, cuda:N")
     parser.add_argument("--checkpoint", metavar="FILE", help="other weights for a run directory")
-    parser.add_argument("--trust-recipe", action="store_true",
-                        help="allow the run's recipe to name Python objects (module:attr): only for runs you trust")
-    parser.add_argument("--threshold", default="eer",
-                        help="the default threshold: a tuned one's name (eer, mindcf@0.01, far@0.001) or a number")
-    parser.add_argument("--max-bytes", type=parse_size, default=DEFAULT_MAX_BYTES, metavar="SIZE",
-                        help="largest request body (default 50M); larger uploads get 413")
-    parser.add_argument("--max-seconds", type=_seconds, default=DEFAULT_MAX_SECONDS, metavar="S",
-                        help="longest audio per file in seconds (default 600)")
-    parser.add_argument("--min-seconds", type=_seconds, default=DEFAULT_MIN_SECONDS, metavar="S",
-                        help="shortest audio per file in seconds (default: only the model's own minimum, 0.1 s)")
+    parser.add_argument(
+        "--trust-recipe",
+        action="store_true",
+        help="allow the run's recipe to name Python objects (module:attr): only for runs you trust",
+    )
+    parser.add_argument(
+        "--threshold",
+        default="eer",
+        help="the default threshold: a tuned one's name (eer, mindcf@0.01, far@0.001) or a number",
+    )
+    parser.add_argument(
+        "--max-bytes",
+        type=parse_size,
+        default=DEFAULT_MAX_BYTES,
+        metavar="SIZE",
+        help="largest request body (default 50M); larger uploads get 413",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=_seconds,
+        default=DEFAULT_MAX_SECONDS,
+        metavar="S",
+        help="longest audio per file in seconds (default 600)",
+    )
+    parser.add_argument(
+        "--min-seconds",
+        type=_seconds,
+        default=DEFAULT_MIN_SECONDS,
+        metavar="S",
+        help="shortest audio per file in seconds (default: only the model's own minimum, 0.1 s)",
+    )
     limits = parser.add_argument_group("limits under load")
-    limits.add_argument("--workers", type=_count(1), default=DEFAULT_WORKERS, metavar="N",
-                      help=f"requests worked on at once (default {DEFAULT_WORKERS}); each holds up to --max-bytes")
-    limits.add_argument("--queue", type=_count(0), default=DEFAULT_QUEUE, metavar="N",
-                      help=f"requests that may wait for a worker (default {DEFAULT_QUEUE}); a request beyond"
-                           f" --workers + --queue gets 503 with Retry-After: {RETRY_AFTER} at once")
-    limits.add_argument("--max-connections", type=_count(1), default=DEFAULT_MAX_CONNECTIONS, metavar="N",
-                      help=f"connections served at once, one thread each (default {DEFAULT_MAX_CONNECTIONS});"
-                           " further ones wait in the listen backlog")
-    limits.add_argument("--backlog", type=_count(1), default=DEFAULT_BACKLOG, metavar="N",
-                      help=f"connections the system holds while all are busy (default {DEFAULT_BACKLOG}; capped"
-                           " by net.core.somaxconn)")
-    limits.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="S",
-                      help=f"seconds a connection may stay silent (an idle keep-alive, a stalled upload: 408)"
-                           f" before it is closed (default {DEFAULT_TIMEOUT:g})")
+    limits.add_argument(
+        "--workers",
+        type=_count(1),
+        default=DEFAULT_WORKERS,
+        metavar="N",
+        help=f"requests worked on at once (default {DEFAULT_WORKERS}); each holds up to --max-bytes",
+    )
+    limits.add_argument(
+        "--queue",
+        type=_count(0),
+        default=DEFAULT_QUEUE,
+        metavar="N",
+        help=f"requests that may wait for a worker (default {DEFAULT_QUEUE}); a request beyond"
+        f" --workers + --queue gets 503 with Retry-After: {RETRY_AFTER} at once",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=_count(1),
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help=f"connections served at once, one thread each (default {DEFAULT_MAX_CONNECTIONS});"
+        " further ones wait in the listen backlog",
+    )
+    limits.add_argument(
+        "--backlog",
+        type=_count(1),
+        default=DEFAULT_BACKLOG,
+        metavar="N",
+        help=f"connections the system holds while all are busy (default {DEFAULT_BACKLOG}; capped"
+        " by net.core.somaxconn)",
+    )
+    limits.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help=f"seconds a connection may stay silent (an idle keep-alive, a stalled upload: 408)"
+        f" before it is closed (default {DEFAULT_TIMEOUT:g})",
+    )
     opts = parser.parse_args(rest)
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
-    from .api import load
+    from vvframe.inference.api import load
+
     model = load(opts.model, device=opts.device, checkpoint=opts.checkpoint, trust_recipe=opts.trust_recipe)
     try:
         model.threshold(opts.threshold)
     except BadValue as exc:
         if model.thresholds:
             raise BadValue(f"--threshold: {exc}{did_you_mean(opts.threshold, model.thresholds)}") from None
-        log.warning("%s has no tuned thresholds: POST /verify needs ?threshold=NUMBER (or start with"
-                    " --threshold NUMBER)", model.source)
+        log.warning(
+            "%s has no tuned thresholds: POST /verify needs ?threshold=NUMBER (or start with --threshold NUMBER)",
+            model.source,
+        )
     try:
-        server = make_server(model, opts.host, opts.port, threshold=opts.threshold, max_bytes=opts.max_bytes,
-                             max_seconds=opts.max_seconds, min_seconds=opts.min_seconds, workers=opts.workers,
-                             queue=opts.queue, max_connections=opts.max_connections, backlog=opts.backlog,
-                             timeout=opts.timeout)
+        server = make_server(
+            model,
+            opts.host,
+            opts.port,
+            threshold=opts.threshold,
+            max_bytes=opts.max_bytes,
+            max_seconds=opts.max_seconds,
+            min_seconds=opts.min_seconds,
+            workers=opts.workers,
+            queue=opts.queue,
+            max_connections=opts.max_connections,
+            backlog=opts.backlog,
+            timeout=opts.timeout,
+        )
     except OSError as exc:
         print(f"error: cannot listen on {opts.host}:{opts.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1

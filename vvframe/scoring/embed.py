@@ -10,6 +10,7 @@ Embeddings are returned as ``(D,)`` float32 CPU tensors, not normalised (see :fu
 ``cache_dir/<model_id>/<sha1 of the path>.pt`` so that prepare, eval and test stages never embed a file twice;
 ``model_id`` must identify the weights *and* the extraction settings (``max_seconds``, ``crops``, ...).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,10 +24,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from . import audio, checkpoint
-from .atomic import atomic_path
-from .launch import Dist
-from .run import RUN_LAYOUT
+from vvframe.core.atomic import atomic_path
+from vvframe.core.run import RUN_LAYOUT
+from vvframe.data import audio
+from vvframe.training import checkpoint
+from vvframe.training.launch import Dist
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +45,23 @@ class Extractor:
     returns the full dict. The cache is looked up by rank 0 only, so it need not be shared between nodes.
     """
 
-    def __init__(self, frontend: nn.Module, model: nn.Module, root: str | Path, sample_rate: int, *,
-                 device: torch.device | str = "cpu", max_seconds: float | None = None, crops: int = 0,
-                 crop_seconds: float = 3.0, batch_seconds: float = 120.0, cache_dir: str | Path | None = None,
-                 model_id: str = "", dist: Dist | None = None, progress: bool = True):
+    def __init__(
+        self,
+        frontend: nn.Module,
+        model: nn.Module,
+        root: str | Path,
+        sample_rate: int,
+        *,
+        device: torch.device | str = "cpu",
+        max_seconds: float | None = None,
+        crops: int = 0,
+        crop_seconds: float = 3.0,
+        batch_seconds: float = 120.0,
+        cache_dir: str | Path | None = None,
+        model_id: str = "",
+        dist: Dist | None = None,
+        progress: bool = True,
+    ):
         if crops < 0:
             raise ValueError(f"crops={crops}: must be 0 (whole utterances) or a positive number of crops")
         if crops and crop_seconds <= 0:
@@ -56,8 +71,9 @@ class Extractor:
         if batch_seconds <= 0:
             raise ValueError(f"batch_seconds={batch_seconds}: must be > 0")
         if cache_dir is not None and (not model_id or "/" in model_id or "\\" in model_id or model_id in (".", "..")):
-            raise ValueError(f"model_id={model_id!r}: a cache needs a model_id naming the weights and settings"
-                             " (a plain folder name)")
+            raise ValueError(
+                f"model_id={model_id!r}: a cache needs a model_id naming the weights and settings (a plain folder name)"
+            )
         self.device = torch.device(device)
         self.frontend = frontend.to(self.device)
         self.model = model.to(self.device)
@@ -90,7 +106,7 @@ class Extractor:
             pending = dist.broadcast_object(pending)
         lengths = {path: self._length(path) for path in pending}
         order = sorted(pending, key=lambda p: (lengths[p], p))
-        mine = order[dist.rank::dist.world_size]
+        mine = order[dist.rank :: dist.world_size]
         computed = self._embed(mine, lengths)
         if self.cache is not None:
             for path, emb in computed.items():
@@ -107,8 +123,13 @@ class Extractor:
         self.memory.update(found)
         if pending and dist.is_main:
             elapsed = max(time.monotonic() - start, 1e-9)
-            log.info("embedded %d files (%d cached) in %.1f s: %.1f files/s", len(pending),
-                     len(wanted) - len(pending), elapsed, len(pending) / elapsed)
+            log.info(
+                "embedded %d files (%d cached) in %.1f s: %.1f files/s",
+                len(pending),
+                len(wanted) - len(pending),
+                elapsed,
+                len(pending) / elapsed,
+            )
         return {path: found[path] for path in wanted}
 
     # ---- cache -------------------------------------------------------------------------------------------
@@ -126,7 +147,7 @@ class Extractor:
             return None
         try:
             emb = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a damaged cache entry is recomputed, not fatal
+        except Exception as exc:  # noqa: BLE001 - a damaged cache entry is recomputed, not fatal
             log.warning("cached embedding %s of %s is unreadable (%s): computing it again", file, path, exc)
             return None
         self.memory[path] = emb
@@ -169,11 +190,11 @@ class Extractor:
         """One utterance's ``(T,)`` samples as the rows the network embeds: ``(1, T)`` for a whole utterance (cut to
         ``max_seconds``), ``(crops, crop_frames)`` evenly spaced crops in crops mode (a short one repeated)."""
         if not self.crops:
-            return (wave if self.max_frames is None else wave[:self.max_frames]).unsqueeze(0)
+            return (wave if self.max_frames is None else wave[: self.max_frames]).unsqueeze(0)
         if len(wave) < self.crop_frames:  # voxceleb_trainer pads short files by wrapping them
-            wave = wave.repeat(math.ceil(self.crop_frames / len(wave)))[:self.crop_frames]
+            wave = wave.repeat(math.ceil(self.crop_frames / len(wave)))[: self.crop_frames]
         starts = torch.linspace(0, len(wave) - self.crop_frames, self.crops).long().tolist()
-        return torch.stack([wave[s:s + self.crop_frames] for s in starts])
+        return torch.stack([wave[s : s + self.crop_frames] for s in starts])
 
     def embed_waves(self, waves: Sequence[Tensor]) -> Tensor:
         """``(N, D)`` embeddings of in-memory utterances (``(T,)`` float tensors at ``sample_rate``), batched and
@@ -191,11 +212,17 @@ class Extractor:
             return out
         load = load or self._waves
         from tqdm import tqdm
+
         modes = (self.frontend.training, self.model.training)
         self.frontend.eval()
         self.model.eval()
-        bar = tqdm(total=len(order), desc="embed", unit="file", leave=False,
-                   disable=not (self.progress and self.dist.is_main and sys.stderr.isatty()))
+        bar = tqdm(
+            total=len(order),
+            desc="embed",
+            unit="file",
+            leave=False,
+            disable=not (self.progress and self.dist.is_main and sys.stderr.isatty()),
+        )
         try:
             with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
                 for batch in self._batches(order, lengths):
@@ -230,8 +257,9 @@ def finish(raw: dict[str, Tensor], mean: Tensor | None) -> dict[str, Tensor]:
 _PAIR_CHUNK = 65536
 
 
-def score_pairs(pairs: Sequence[tuple[str, str]], emb: dict[str, Tensor], cohort: Tensor | None = None,
-                normalizer=None) -> tuple[Tensor, Tensor | None]:
+def score_pairs(
+    pairs: Sequence[tuple[str, str]], emb: dict[str, Tensor], cohort: Tensor | None = None, normalizer=None
+) -> tuple[Tensor, Tensor | None]:
     """Cosine scores of ``(enroll, test)`` key pairs over finished embeddings, and the normalized scores.
 
     Each distinct enrollment and test embedding is stacked once; ``normalizer`` (a built score normalizer, see
@@ -246,8 +274,16 @@ def score_pairs(pairs: Sequence[tuple[str, str]], emb: dict[str, Tensor], cohort
     ei = torch.tensor([e_index[e] for e, _ in pairs], dtype=torch.long)
     ti = torch.tensor([t_index[t] for _, t in pairs], dtype=torch.long)
     # dot products of each pair's two rows, a chunk at a time: 1M pairs of 256-d would take 1 GB a side at once
-    raw = torch.cat([(enroll[ei[i:i + _PAIR_CHUNK]] * test[ti[i:i + _PAIR_CHUNK]]).sum(-1)
-                     for i in range(0, len(ei), _PAIR_CHUNK)]) if len(ei) else torch.zeros(0)
+    raw = (
+        torch.cat(
+            [
+                (enroll[ei[i : i + _PAIR_CHUNK]] * test[ti[i : i + _PAIR_CHUNK]]).sum(-1)
+                for i in range(0, len(ei), _PAIR_CHUNK)
+            ]
+        )
+        if len(ei)
+        else torch.zeros(0)
+    )
     if normalizer is None:
         return raw, None
     return raw, normalizer(raw, (enroll, ei), (test, ti), cohort)
@@ -265,7 +301,7 @@ class Embedder(nn.Module):
         super().__init__()
         self.frontend = frontend
         self.model = model
-        dim = int(getattr(model, "embed_dim"))
+        dim = int(model.embed_dim)
         self.register_buffer("mean", torch.zeros(dim) if mean is None else mean.detach().float().reshape(dim).clone())
 
     def centered(self, waves: Tensor) -> Tensor:
@@ -290,8 +326,10 @@ def save_cohort(run_dir: str | Path, speakers: list[str], embeddings: Tensor, me
 
 def load_cohort(run_dir: str | Path) -> tuple[Tensor | None, Tensor | None]:
     """``(cohort embeddings, mean)`` saved by :func:`save_cohort`; None for what the run does not have."""
-    found = [checkpoint.load(path)[key] if path.is_file() else None
-             for path, key in zip(_cohort_files(run_dir), ("embeddings", "mean"))]
+    found = [
+        checkpoint.load(path)[key] if path.is_file() else None
+        for path, key in zip(_cohort_files(run_dir), ("embeddings", "mean"))
+    ]
     return found[0], found[1]
 
 

@@ -1,7 +1,7 @@
 """Training data: random fixed-length crops of a list's utterances, with labels; broken files skipped and counted.
 
 A file that cannot be used (missing, corrupt, empty, silent or NaN/inf in the crop read, shorter than
-``audio.MIN_SECONDS``: see :mod:`vvframe.audio`) is logged with the count so far and replaced by another utterance of
+``audio.MIN_SECONDS``: see :mod:`vvframe.data.audio`) is logged with the count so far and replaced by another utterance of
 the same speaker, so one bad file does not end a week-long run; more than ``max_skipped`` of them stops it
 with the list, since then something is wrong with the data rather than with a file.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .audio import AudioError, read, utterance_info
-from .errors import VvframeError
-from .lists import Utterance, speaker_labels
+from vvframe.data.audio import AudioError, read, utterance_info
+from vvframe.core.errors import VvframeError
+from vvframe.data.lists import Utterance, speaker_labels
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ same things in its metadata and loads the same way.
 Embeddings are scoring-ready: the mean vector subtracted (when the run uses one) and L2-normalised, so the
 score of two of them is their dot product before normalization.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,11 +31,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import __version__, audio
-from .audio import MIN_SECONDS
-from . import checkpoint as ckpt
-from .embed import Embedder, Extractor, l2_normalize, load_cohort, score_pairs, thresholds_file
-from .errors import BadValue, VvframeError
+from vvframe import __version__
+from vvframe.core.errors import BadValue, VvframeError
+from vvframe.data import audio
+from vvframe.data.audio import MIN_SECONDS
+from vvframe.scoring.embed import Embedder, Extractor, l2_normalize, load_cohort, score_pairs, thresholds_file
+from vvframe.training import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,9 @@ class Verification:
 
     score: float
     accepted: bool
-    threshold: str        # the threshold's name (eer, mindcf@0.01, far@0.001, ...) or the number as given
+    threshold: str  # the threshold's name (eer, mindcf@0.01, far@0.001, ...) or the number as given
     threshold_value: float
-    normalized: bool      # whether the score went through the run's score normalizer
+    normalized: bool  # whether the score went through the run's score normalizer
 
 
 @dataclass
@@ -78,8 +80,16 @@ class SpeakerModel:
     normalizer; ``normalizer``: the built normalizer or None.
     """
 
-    def __init__(self, net: nn.Module, meta: dict[str, Any], *, cohort: Tensor | None = None, normalizer=None,
-                 device: torch.device | str = "cpu", source: str = ""):
+    def __init__(
+        self,
+        net: nn.Module,
+        meta: dict[str, Any],
+        *,
+        cohort: Tensor | None = None,
+        normalizer=None,
+        device: torch.device | str = "cpu",
+        source: str = "",
+    ):
         self.net = net.eval()
         self.meta = dict(meta)
         self.sample_rate = int(meta["sample_rate"])
@@ -93,15 +103,25 @@ class SpeakerModel:
 
     def __repr__(self) -> str:
         norm = (self.meta.get("normalizer") or {}).get("name") if self.normalizer else None
-        return (f"SpeakerModel({self.source!r}, sample_rate={self.sample_rate}, embed_dim={self.embed_dim},"
-                f" normalizer={norm}, thresholds={sorted(self.thresholds)})")
+        return (
+            f"SpeakerModel({self.source!r}, sample_rate={self.sample_rate}, embed_dim={self.embed_dim},"
+            f" normalizer={norm}, thresholds={sorted(self.thresholds)})"
+        )
 
     # ---- embeddings ----------------------------------------------------------------------------------------
     def _extractor(self, progress: bool = False) -> Extractor:
         m = self.meta
-        return Extractor(nn.Identity(), self.net, ".", self.sample_rate, device=self.device,
-                         max_seconds=m.get("max_seconds"), crops=int(m.get("crops") or 0),
-                         crop_seconds=float(m.get("crop_seconds") or 3.0), progress=progress)
+        return Extractor(
+            nn.Identity(),
+            self.net,
+            ".",
+            self.sample_rate,
+            device=self.device,
+            max_seconds=m.get("max_seconds"),
+            crops=int(m.get("crops") or 0),
+            crop_seconds=float(m.get("crop_seconds") or 3.0),
+            progress=progress,
+        )
 
     def samples(self, x: Audio, sample_rate: int | None = None) -> Tensor:
         """``x`` as ``(T,)`` float32 mono samples at the model's rate.
@@ -127,10 +147,13 @@ class SpeakerModel:
             raise BadValue("the samples are empty, silent or not finite: nothing to embed")
         rate = int(sample_rate or self.sample_rate)
         if x.numel() < MIN_SECONDS * rate:
-            raise BadValue(f"the samples are too short: {x.numel()} at {rate} Hz; an utterance needs at least"
-                           f" {MIN_SECONDS:g} s (vvframe.audio.MIN_SECONDS)")
+            raise BadValue(
+                f"the samples are too short: {x.numel()} at {rate} Hz; an utterance needs at least"
+                f" {MIN_SECONDS:g} s (vvframe.data.audio.MIN_SECONDS)"
+            )
         if rate != self.sample_rate:
             import torchaudio
+
             x = torchaudio.functional.resample(x, rate, self.sample_rate)
         return x
 
@@ -180,17 +203,22 @@ class SpeakerModel:
             pass
         else:
             if not math.isfinite(value):
-                raise BadValue(f"threshold {name!r}: a threshold must be a finite number or one of"
-                               f" {', '.join(sorted(self.thresholds)) or 'the tuned names (eer, mindcf@P, far@F)'}")
+                raise BadValue(
+                    f"threshold {name!r}: a threshold must be a finite number or one of"
+                    f" {', '.join(sorted(self.thresholds)) or 'the tuned names (eer, mindcf@P, far@F)'}"
+                )
             return str(name), value
         if name in self.thresholds:
             return name, self.thresholds[name]
         if not self.thresholds:
-            raise BadValue(f"threshold {name!r}: {self.source} has no tuned thresholds (its eval stage has not run);"
-                           " give a number")
+            raise BadValue(
+                f"threshold {name!r}: {self.source} has no tuned thresholds (its eval stage has not run); give a number"
+            )
         raise BadValue(f"threshold {name!r} is not one of {', '.join(sorted(self.thresholds))} or a number")
 
-    def verify(self, a: Audio, b: Audio, threshold: str | float = "eer", sample_rate: int | None = None) -> Verification:
+    def verify(
+        self, a: Audio, b: Audio, threshold: str | float = "eer", sample_rate: int | None = None
+    ) -> Verification:
         """Same speaker? The score and the decision at ``threshold`` (a tuned threshold's name or a number)."""
         name, value = self.threshold(threshold)
         e = self.embed_many([a, b], sample_rate)
@@ -207,15 +235,18 @@ class SpeakerModel:
         self.speakers[speaker] = l2_normalize(self.embed_many(items, sample_rate).mean(0))
         return self.speakers[speaker]
 
-    def identify(self, x: Audio, threshold: str | float | None = "eer", sample_rate: int | None = None) -> Identification:
+    def identify(
+        self, x: Audio, threshold: str | float | None = "eer", sample_rate: int | None = None
+    ) -> Identification:
         """The enrolled speaker who best matches ``x``, with every enrolled speaker's score (best first).
         ``speaker`` is None when the best score is below ``threshold`` (None: always name the best)."""
         if not self.speakers:
             raise BadValue("identify: no speakers enrolled; call enroll(speaker, files) first")
         names = list(self.speakers)
         test = self.embed_many([x], sample_rate)
-        scores, _ = self.pair_scores(torch.stack([self.speakers[n] for n in names]), test,
-                                 [(i, 0) for i in range(len(names))])
+        scores, _ = self.pair_scores(
+            torch.stack([self.speakers[n] for n in names]), test, [(i, 0) for i in range(len(names))]
+        )
         ranking = sorted(zip(names, scores.tolist()), key=lambda item: -item[1])
         best, best_score = ranking[0]
         if threshold is not None and best_score < self.threshold(threshold)[1]:
@@ -224,7 +255,9 @@ class SpeakerModel:
 
     def metadata(self) -> dict[str, Any]:
         """What an exported file stores about this model (JSON-able)."""
-        return dict(self.meta, format=FORMAT, version=FORMAT_VERSION, vvframe=__version__, cohort=self.cohort is not None)
+        return dict(
+            self.meta, format=FORMAT, version=FORMAT_VERSION, vvframe=__version__, cohort=self.cohort is not None
+        )
 
 
 # ---- loading ---------------------------------------------------------------------------------------------
@@ -234,8 +267,13 @@ def _device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def load(source: str | Path, device: str | torch.device = "auto", checkpoint: str | Path | None = None, *,
-         trust_recipe: bool = False) -> SpeakerModel:
+def load(
+    source: str | Path,
+    device: str | torch.device = "auto",
+    checkpoint: str | Path | None = None,
+    *,
+    trust_recipe: bool = False,
+) -> SpeakerModel:
     """A run directory (its snapshot, weights, cohort and thresholds) or an exported model file, ready to use.
     A recipe's folder of runs (``runs/quickstart``) means its newest usable run (one with weights).
 
@@ -248,12 +286,14 @@ def load(source: str | Path, device: str | torch.device = "auto", checkpoint: st
     path = Path(source)
     dev = _device(device)
     if path.is_dir():
-        from .run import latest_run
+        from vvframe.core.run import latest_run
+
         run_dir = latest_run(path) or latest_run(path, "recipe.yaml") or path
         return _from_run(run_dir, dev, checkpoint, trust_recipe)
     if not path.exists():
         raise ModelError(f"{path}: no such run directory or model file")
-    from . import export
+    from vvframe.inference import export
+
     return export.load_exported(path, dev, trust_recipe=trust_recipe)
 
 
@@ -281,15 +321,20 @@ def refuse_references(node: Any, source: str | Path, trust_recipe: bool) -> None
     """Raise ``ModelError`` when a run or model file names Python objects directly and is not trusted."""
     found = [] if trust_recipe else references(node)
     if found:
-        listed = ", ".join(f"{p} = {v!r}" for p, v in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
-        raise ModelError(f"{source}: names Python objects directly ({listed}); a run directory or model file you load is"
-                         " data, so vvframe builds only installed components (entry points) from it. If you trust its"
-                         " author as you trust a recipe you run, load it with trust_recipe=True (command line:"
-                         " --trust-recipe)")
+        listed = ", ".join(f"{p} = {v!r}" for p, v in found[:5]) + (
+            f" and {len(found) - 5} more" if len(found) > 5 else ""
+        )
+        raise ModelError(
+            f"{source}: names Python objects directly ({listed}); a run directory or model file you load is"
+            " data, so vvframe builds only installed components (entry points) from it. If you trust its"
+            " author as you trust a recipe you run, load it with trust_recipe=True (command line:"
+            " --trust-recipe)"
+        )
 
 
 def _from_run(run_dir: Path, device: torch.device, checkpoint: str | Path | None, trust_recipe: bool) -> SpeakerModel:
-    from . import recipe as recipes
+    from vvframe.core import recipe as recipes
+
     snapshot = run_dir / "recipe.yaml"
     if not snapshot.is_file():
         raise ModelError(f"{run_dir}: not a vvframe run directory (it has no recipe.yaml)")
@@ -327,17 +372,32 @@ def _from_run(run_dir: Path, device: torch.device, checkpoint: str | Path | None
         thresholds = {k: float(v) for k, v in tuned.items() if isinstance(v, (int, float)) and math.isfinite(v)}
     norm_entry = resolved.components.get("normalizer")
     normalizer = norm_entry.build() if norm_entry is not None and cohort is not None else None
-    meta = {"sample_rate": rate, "embed_dim": int(net.embed_dim), "thresholds": thresholds, "tuned_on": tuned_on,
-            "crops": int(embed.get("crops") or 0), "crop_seconds": float(embed.get("crop_seconds") or 3.0),
-            "max_seconds": embed.get("max_seconds"), "mean_subtracted": mean is not None,
-            "normalizer": spec.get("normalizer") if normalizer is not None else None,
-            "recipe": resolved.name, "weights": str(weights), "frontend": spec.get("frontend"),
-            "model": spec.get("model")}
+    meta = {
+        "sample_rate": rate,
+        "embed_dim": int(net.embed_dim),
+        "thresholds": thresholds,
+        "tuned_on": tuned_on,
+        "crops": int(embed.get("crops") or 0),
+        "crop_seconds": float(embed.get("crop_seconds") or 3.0),
+        "max_seconds": embed.get("max_seconds"),
+        "mean_subtracted": mean is not None,
+        "normalizer": spec.get("normalizer") if normalizer is not None else None,
+        "recipe": resolved.name,
+        "weights": str(weights),
+        "frontend": spec.get("frontend"),
+        "model": spec.get("model"),
+    }
     embedder = Embedder(front, net, mean).to(device).eval()
-    log.info("loaded %s: weights %s, %s%s", run_dir, weights, "cohort of %d, " % len(cohort) if cohort is not None
-             else "", f"thresholds {', '.join(thresholds)}" if thresholds else "no tuned thresholds")
-    return SpeakerModel(_Centered(embedder), meta, cohort=cohort, normalizer=normalizer, device=device,
-                        source=str(run_dir))
+    log.info(
+        "loaded %s: weights %s, %s%s",
+        run_dir,
+        weights,
+        f"cohort of {len(cohort)}, " if cohort is not None else "",
+        f"thresholds {', '.join(thresholds)}" if thresholds else "no tuned thresholds",
+    )
+    return SpeakerModel(
+        _Centered(embedder), meta, cohort=cohort, normalizer=normalizer, device=device, source=str(run_dir)
+    )
 
 
 class _Centered(nn.Module):

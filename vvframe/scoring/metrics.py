@@ -12,16 +12,18 @@ Conventions:
 
 Imports numpy only (never torch); ``det_plot`` imports matplotlib (Agg canvas, no pyplot) when called.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from .errors import BadValue
+from vvframe.core.errors import BadValue
 
 
 def _as_array(values: Any, what: str) -> np.ndarray:
@@ -58,8 +60,10 @@ def _check(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     n_tgt = int(target.sum())
     if n_tgt == 0 or n_tgt == s.size:
         which = "target" if n_tgt == 0 else "non-target"
-        raise BadValue(f"the {s.size} trials have no {which} trial: the error rates need both targets (label 1) "
-                       f"and non-targets (label 0)")
+        raise BadValue(
+            f"the {s.size} trials have no {which} trial: the error rates need both targets (label 1) "
+            f"and non-targets (label 0)"
+        )
     return s, target
 
 
@@ -116,8 +120,9 @@ def _eer_from_rates(p_miss: np.ndarray, p_fa: np.ndarray, thresholds: np.ndarray
     return value, threshold
 
 
-def min_dcf(scores: Any, labels: Any, p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0) \
-        -> tuple[float, float]:
+def min_dcf(
+    scores: Any, labels: Any, p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0
+) -> tuple[float, float]:
     """``(normalised minDCF, threshold)``: the lowest detection cost over all operating points, from one sort.
 
     ``DCF(θ) = c_miss * p_target * p_miss(θ) + c_fa * (1 - p_target) * p_fa(θ)``, divided by the cost of the
@@ -132,8 +137,11 @@ def min_dcf(scores: Any, labels: Any, p_target: float = 0.01, c_miss: float = 1.
 
 
 def _check_costs(p_target: float, c_miss: float, c_fa: float) -> None:
-    for name, value, low, high in (("p_target", p_target, 0.0, 1.0), ("c_miss", c_miss, 0.0, np.inf),
-                                   ("c_fa", c_fa, 0.0, np.inf)):
+    for name, value, low, high in (
+        ("p_target", p_target, 0.0, 1.0),
+        ("c_miss", c_miss, 0.0, np.inf),
+        ("c_fa", c_fa, 0.0, np.inf),
+    ):
         try:
             ok = low < float(value) < high
         except (TypeError, ValueError):
@@ -142,8 +150,9 @@ def _check_costs(p_target: float, c_miss: float, c_fa: float) -> None:
             raise BadValue(f"{name} must be in ({low:g}, {high:g}), got {value!r}")
 
 
-def _min_dcf_from_rates(p_miss: np.ndarray, p_fa: np.ndarray, p_target: float, c_miss: float, c_fa: float) \
-        -> tuple[float, int]:
+def _min_dcf_from_rates(
+    p_miss: np.ndarray, p_fa: np.ndarray, p_target: float, c_miss: float, c_fa: float
+) -> tuple[float, int]:
     """``(normalised minDCF, index of the minimising operating point)``; the first one on a tie."""
     cost = c_miss * p_target * p_miss + c_fa * (1.0 - p_target) * p_fa
     best = int(np.argmin(cost))
@@ -151,8 +160,9 @@ def _min_dcf_from_rates(p_miss: np.ndarray, p_fa: np.ndarray, p_target: float, c
     return float(cost[best] / norm), best
 
 
-def actual_dcf(scores: Any, labels: Any, threshold: float, p_target: float = 0.01, c_miss: float = 1.0,
-               c_fa: float = 1.0) -> float:
+def actual_dcf(
+    scores: Any, labels: Any, threshold: float, p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0
+) -> float:
     """The normalised DCF of deciding "target" when ``score >= threshold`` (same normaliser as ``min_dcf``).
 
     ``threshold`` may be ``±inf`` (accept everything / nothing). At the threshold ``min_dcf`` returns this equals
@@ -229,8 +239,9 @@ def _det_subsample(p_miss: np.ndarray, p_fa: np.ndarray) -> np.ndarray:
     return np.unique(np.clip(idx, 0, n - 1))
 
 
-def det_plot(scores: Any, labels: Any, path: str | Path | None = None, title: str = "",
-             p_targets: Sequence[float] = (0.01, 0.05)) -> np.ndarray:
+def det_plot(
+    scores: Any, labels: Any, path: str | Path | None = None, title: str = "", p_targets: Sequence[float] = (0.01, 0.05)
+) -> np.ndarray:
     """The DET curve on probit (normal deviate) axes, miss rate against false-alarm rate in %, ticks at 0.1, 0.2,
     0.5, 1, 2, 5, 10, 20, 40 %, the EER point and each minDCF point marked and labelled; saved as a PNG at `path`
     when given; returns the image as a (H, W, 3) uint8 array (for TensorBoard's add_image with dataformats='HWC').
@@ -258,8 +269,9 @@ def det_plot(scores: Any, labels: Any, path: str | Path | None = None, title: st
     eer_value, _ = _eer_from_rates(p_miss, p_fa, thresholds)
     z_eer = float(_probit(eer_value))
     ax.plot([z_eer], [z_eer], "o", color="C3", markersize=6, label=f"EER {100 * eer_value:.2f}%")
-    ax.annotate(f"EER {100 * eer_value:.2f}%", (z_eer, z_eer), textcoords="offset points", xytext=(6, 6),
-                fontsize=8, color="C3")
+    ax.annotate(
+        f"EER {100 * eer_value:.2f}%", (z_eer, z_eer), textcoords="offset points", xytext=(6, 6), fontsize=8, color="C3"
+    )
     for k, p in enumerate(p_targets):
         value, best = _min_dcf_from_rates(p_miss, p_fa, float(p), 1.0, 1.0)
         zx, zy = float(_probit(p_fa[best])), float(_probit(p_miss[best]))

@@ -1,0 +1,1 @@
+"""The kernel: kinds, discovery, schema, recipes and running stages; it imports nothing else of vvframe."""

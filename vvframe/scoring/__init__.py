@@ -1,0 +1,1 @@
+"""Embedding extraction, scoring trial pairs, and the metrics."""

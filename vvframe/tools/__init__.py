@@ -1,0 +1,1 @@
+"""Data preparation: synthetic corpora, audio conversion, VoxCeleb lists."""

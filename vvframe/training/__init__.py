@@ -1,0 +1,1 @@
+"""Launching (single device, DataParallel, DDP, torchrun) and checkpoints."""
