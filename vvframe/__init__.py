@@ -18,8 +18,9 @@ from vvframe.core.errors import (
     RecipeError,
     VvframeError,
 )
-from vvframe.core.registry import KINDS, Component, build, describe, find, listing
+from vvframe.core.registry import KINDS, Component, build, describe, find, kind, listing
 from vvframe.core.run import RunContext
+from vvframe.core.schema import Range
 
 
 def load(source, device="auto", checkpoint=None, *, trust_recipe=False):
@@ -42,6 +43,8 @@ __all__ = [
     "Problem",
     "KINDS",
     "Component",
+    "kind",
+    "Range",
     "RunContext",
     "build",
     "describe",

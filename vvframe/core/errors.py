@@ -99,6 +99,12 @@ def _swapped(a: str, b: str) -> bool:
     return len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
 
 
+def short(exc: BaseException | str, limit: int = 200) -> str:
+    """The first line of an exception's message (or of a text), cut to ``limit`` characters: for one-line reports."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def add_note(exc: BaseException, note: str) -> None:
     """``exc.add_note(note)`` (Python 3.11+); on 3.10 the note is kept in ``__notes__`` all the same."""
     if hasattr(exc, "add_note"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import logging
@@ -100,6 +101,16 @@ class RunContext:
         kwargs.setdefault("disable", not (self.is_main and sys.stderr.isatty()))
         kwargs.setdefault("dynamic_ncols", True)
         return tqdm(iterable, **kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable for spawned ranks: the TensorBoard writer stays behind (each process opens its own)."""
+        return {**self.__dict__, "_writer": None}
+
+    def for_rank(self, rank: int, world_size: int) -> RunContext:
+        """This context as seen by one rank of a distributed run (only rank 0 writes files and logs progress)."""
+        other = copy.copy(self)
+        other.rank, other.world_size, other._writer = rank, world_size, None
+        return other
 
     def close(self) -> None:
         if self._writer is not None:

@@ -148,7 +148,7 @@ def launch(
                 os.environ["WORLD_SIZE"],
                 launcher,
             )
-        dist = Dist(0, 1, 0, _device(device))
+        dist = Dist(0, 1, 0, pick_device(device))
         log.debug("launcher %s on %s", launcher, dist.device)
         return fn(dist, *args)
     use_cuda = _ddp_uses_cuda(device)
@@ -274,7 +274,7 @@ def keep_freed_memory() -> bool:
 
 
 # ----------------------------------------------------------------------------------------------------------
-def _device(device: str | torch.device) -> torch.device:
+def pick_device(device: str | torch.device) -> torch.device:
     """'auto' → cuda:0 if available else cpu; 'cuda' → cuda:0; otherwise the named device, which must exist."""
     name = str(device)
     if name == "auto":
@@ -294,7 +294,7 @@ def _device(device: str | torch.device) -> torch.device:
 
 def _ddp_uses_cuda(device: str | torch.device) -> bool:
     """Whether DDP ranks run on GPUs (one each, cuda:LOCAL_RANK) rather than on the cpu."""
-    dev = _device(device)
+    dev = pick_device(device)
     if dev.type == "cuda" and dev.index not in (None, 0):
         log.info("ddp puts each rank on cuda:LOCAL_RANK; device '%s' only says to use GPUs", device)
     if dev.type not in ("cpu", "cuda"):
