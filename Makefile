@@ -26,7 +26,12 @@ data/quickstart/val_trials.txt: | $(VENV)/.installed
 	$(VENV)/bin/vvframe data synth data/quickstart --speakers 100 --utterances 12 --eval-speakers 40 \
 		--cohort-speakers 40 --val-speakers 10 --seconds 2-4 --seed 0
 
+# lint and format check, import direction (pyproject.toml's contracts), then the suite (the kernel's line budget is
+# tests/test_layout.py)
 test: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest -q -n auto --dist loadfile tests
 
 bench: $(VENV)/.installed

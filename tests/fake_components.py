@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from vvframe import Component, RunContext
+from vvframe import Component, RunContext, kind
 
 
 class Frontend:
@@ -92,13 +92,22 @@ class WriteStage:
         ctx: RunContext,
         trainer: TrainerSettings,
         data: DataSettings,
-        model: Component,
-        frontend: Component | None = None,
-        loss: Component | None = None,
-        augment: list[Component] = (),
+        model: Annotated[Component, kind("models")],
+        frontend: Annotated[Component, kind("frontends")] | None = None,
+        loss: Annotated[Component, kind("losses")] | None = None,
+        augment: Annotated[list[Component], kind("augmentors")] = (),
+        sampler: Annotated[Component, kind("samplers")] | None = None,
+        optimizer: Annotated[Component, kind("optimizers")] | None = None,
     ):
         self.ctx, self.trainer, self.data = ctx, trainer, data
         self.model, self.frontend, self.loss, self.augment = model, frontend, loss, augment
+
+    @staticmethod
+    def check(loss: Component | None = None, sampler: Component | None = None) -> list[tuple[str, str]]:
+        """The loss's utterances per speaker against the sampler's, as the train stage checks them."""
+        from vvframe_plugins.stages.settings import per_speaker_problems
+
+        return per_speaker_problems(loss, sampler)
 
     def __call__(self) -> None:
         frontend = self.frontend.build(sample_rate=self.data.sample_rate) if self.frontend else None

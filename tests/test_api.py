@@ -207,3 +207,114 @@ def test_the_embed_and_verify_commands(model, trained_run, tmp_path):
     assert bogus.returncode == 2 and "'eerr' is not one of eer" in bogus.stderr
     missing = vvframe_cli("embed", str(run), str(tmp_path / "gone.wav"), "--out", str(tmp_path / "x.npz"))
     assert missing.returncode == 2 and "gone.wav" in missing.stderr and not (tmp_path / "x.npz").exists()
+
+
+# ---- the model card: a run directory describes itself ---------------------------------------------------------
+THEIR_FRONTEND = {"name": "fbank", "n_mels": 16}
+THEIR_MODEL = {"name": "xvector", "embed_dim": 8}
+
+
+def _third_party_run(folder, **card_fields):
+    """A run directory as a third party's training stage might leave it: no recipe.yaml, no vvframe train stage,
+    only weights where it likes them and a card.json written by hand. Returns (run, frontend, network)."""
+    from vvframe.core import registry
+
+    torch.manual_seed(0)
+    front = registry.build("frontends", THEIR_FRONTEND, sample_rate=16000)
+    net = registry.build("models", THEIR_MODEL, in_dim=front.out_dim, sample_rate=16000)
+    (folder / "weights").mkdir(parents=True)
+    torch.save({"model": net.state_dict()}, folder / "weights" / "final.pt")
+    card = {"frontend": THEIR_FRONTEND, "model": THEIR_MODEL, "sample_rate": 16000, "weights": "weights/final.pt"}
+    (folder / "card.json").write_text(json.dumps({**card, **card_fields}))
+    return folder, front.eval(), net.eval()
+
+
+def test_a_run_written_by_a_third_party_stage_loads_and_embeds(tmp_path):
+    run, front, net = _third_party_run(tmp_path / "theirs")
+    assert not (run / "recipe.yaml").exists()
+    model = vvframe.load(run, device="cpu")
+    assert (model.sample_rate, model.embed_dim, model.thresholds, model.normalizer) == (16000, 8, {}, None)
+    assert model.meta["crops"] == 0 and model.meta["crop_seconds"] == 3.0 and model.meta["max_seconds"] is None
+    wave = torch.from_numpy(np.random.default_rng(1).uniform(-0.3, 0.3, 12000).astype(np.float32))
+    with torch.inference_mode():
+        want = torch.nn.functional.normalize(net(front(wave[None])), dim=-1)[0]
+    assert torch.allclose(model.embed(wave), want, atol=1e-5)
+    with pytest.raises(BadValue, match=r"threshold 'eer': .*theirs has no tuned thresholds .*give a number"):
+        model.verify(wave, wave)
+    assert model.verify(wave, wave, threshold=0.5).accepted
+
+
+def test_the_embedding_settings_come_from_the_card(tmp_path):
+    run, _, _ = _third_party_run(tmp_path / "theirs", embed={"crops": 3, "crop_seconds": 0.5})
+    model = vvframe.load(run, device="cpu")
+    assert (model.meta["crops"], model.meta["crop_seconds"], model.meta["mean_subtracted"]) == (3, 0.5, False)
+    wave = torch.from_numpy(np.random.default_rng(2).uniform(-0.3, 0.3, 16000).astype(np.float32))
+    assert model.embed(wave).shape == (8,)
+
+
+def test_a_bad_card_names_its_file_and_field(tmp_path):
+    from vvframe.inference.card import CardError
+
+    run, _, _ = _third_party_run(tmp_path / "a", sample_rate="16k")
+    with pytest.raises(CardError, match=rf"{run / 'card.json'}: field 'sample_rate': expected a positive whole"):
+        vvframe.load(run, device="cpu")
+    run, _, _ = _third_party_run(tmp_path / "b", sample_rte=16000)
+    with pytest.raises(CardError, match=r"unknown field 'sample_rte' \(did you mean 'sample_rate'\?\)"):
+        vvframe.load(run, device="cpu")
+    run, _, _ = _third_party_run(tmp_path / "c", embed={"crop": 2})
+    with pytest.raises(CardError, match=r"field 'embed': unknown setting 'crop' \(did you mean 'crops'"):
+        vvframe.load(run, device="cpu")
+    run, _, _ = _third_party_run(tmp_path / "d", weights="weights/missing.pt")
+    with pytest.raises(CardError, match=r"field 'weights' names weights/missing.pt, which does not exist"):
+        vvframe.load(run, device="cpu")
+    run, _, _ = _third_party_run(tmp_path / "e", version=99, vvframe="9.0")
+    with pytest.raises(CardError, match=r"written by a newer vvframe \(9.0, card version 99\)"):
+        vvframe.load(run, device="cpu")
+    run, _, _ = _third_party_run(tmp_path / "f")
+    (run / "card.json").write_text(json.dumps({"frontend": THEIR_FRONTEND, "sample_rate": 16000}))
+    with pytest.raises(CardError, match=r"card.json: no 'model' \(the model entry"):
+        vvframe.load(run, device="cpu")
+    (run / "card.json").write_text("{not json")
+    with pytest.raises(CardError, match=r"card.json: not a JSON model card"):
+        vvframe.load(run, device="cpu")
+    (run / "card.json").unlink()
+    with pytest.raises(ModelError, match=r"not a vvframe run directory \(it has no card.json"):
+        vvframe.load(run, device="cpu")
+
+
+def test_a_card_naming_python_objects_needs_trust(tmp_path):
+    direct = {**THEIR_MODEL, "name": "vvframe_plugins.models.xvector:XVector"}
+    run, _, _ = _third_party_run(tmp_path / "theirs", model=direct)
+    with pytest.raises(ModelError, match=r"card.json: names Python objects directly \(model.name = 'vvframe_plugins"):
+        vvframe.load(run, device="cpu")
+    assert vvframe.load(run, device="cpu", trust_recipe=True).embed_dim == 8
+
+
+def test_card_update_checks_what_a_stage_writes(tmp_path):
+    from vvframe.inference import card
+
+    card.update(tmp_path, frontend=THEIR_FRONTEND, sample_rate=16000)
+    card.update(tmp_path, model=THEIR_MODEL, embed={"crops": 0})
+    written = json.loads((tmp_path / "card.json").read_text())
+    assert written["format"] == "vvframe-card" and written["version"] == 1 and written["vvframe"] == vvframe.__version__
+    assert (
+        written["frontend"] == THEIR_FRONTEND and written["model"] == THEIR_MODEL and written["embed"] == {"crops": 0}
+    )
+    with pytest.raises(card.CardError, match=r"card.json: field 'frontend': expected an entry \{name"):
+        card.update(tmp_path, frontend="fbank")
+    with pytest.raises(card.CardError, match=r"unknown field 'thresholdz'"):
+        card.update(tmp_path, thresholdz={})
+    with pytest.raises(card.CardError, match=r"field 'thresholds': eer: expected a finite number, got inf"):
+        card.update(tmp_path, thresholds={"eer": float("inf")})
+    assert json.loads((tmp_path / "card.json").read_text()) == written  # a refused update changes nothing
+
+
+def test_the_trained_runs_card(trained_run):
+    from vvframe.inference import card
+
+    read = card.read(trained_run["run"])
+    assert read.frontend["name"] == "fbank" and read.model["name"] == "ecapa_tdnn" and read.sample_rate == 16000
+    assert read.normalizer["name"] == "asnorm" and read.tuned_on == "c/trials.txt" and "eer" in read.thresholds
+    assert read.cohort == trained_run["run"] / "cohort" / "embeddings.pt" and read.weights is None
+    raw = json.loads((trained_run["run"] / "card.json").read_text())
+    assert raw["cohort"] == {"embeddings": "cohort/embeddings.pt", "mean": "cohort/mean.pt"}  # relative: a run moves

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from conftest import HANG_GUARD, vvframe_cli
 from test_cli import DEMO
 
@@ -22,17 +21,18 @@ from vvframe.inference.api import ModelError
 
 
 def _copy_run(trained_run, tmp_path: Path, edit=None) -> Path:
-    """A copy of the shared trained run (read-only) under ``tmp_path/runs/trained/<time>``, its recipe edited."""
+    """A copy of the shared trained run (read-only) under ``tmp_path/runs/trained/<time>``, its model card edited
+    (what loading reads)."""
     run = tmp_path / "runs" / "trained" / "2026-01-01_00-00-00"
     shutil.copytree(trained_run["run"], run)
     if edit:
-        recipe = yaml.safe_load((run / "recipe.yaml").read_text())
-        edit(recipe)
-        (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+        card = json.loads((run / "card.json").read_text())
+        edit(card)
+        (run / "card.json").write_text(json.dumps(card))
     return run
 
 
-def test_a_loaded_run_never_imports_or_calls_what_its_recipe_names(trained_run, tmp_path):
+def test_a_loaded_run_never_imports_or_calls_what_its_card_names(trained_run, tmp_path):
     marker = tmp_path / "marker"
 
     def evil(recipe):
@@ -42,7 +42,7 @@ def test_a_loaded_run_never_imports_or_calls_what_its_recipe_names(trained_run, 
     with pytest.raises(ModelError) as caught:
         vvframe.load(run, device="cpu")
     message = str(caught.value)
-    assert f"{run / 'recipe.yaml'}: names Python objects directly (normalizer.name = 'subprocess:getoutput')" in message
+    assert f"{run / 'card.json'}: names Python objects directly (normalizer.name = 'subprocess:getoutput')" in message
     assert "builds only installed components (entry points)" in message and "trust_recipe=True" in message
     result = vvframe_cli("verify", str(run), "a.wav", "b.wav")
     assert result.returncode == 2 and "--trust-recipe" in result.stderr and "Traceback" not in result.stderr
@@ -61,7 +61,7 @@ def test_trust_recipe_allows_a_reference_the_user_vouches_for(trained_run, tmp_p
 
 
 def test_an_exported_file_builds_only_an_installed_normalizer(monkeypatch, tmp_path):
-    from vvframe.inference import export
+    from vvframe.inference import exported
 
     meta = {
         "format": "vvframe-model",
@@ -70,11 +70,11 @@ def test_an_exported_file_builds_only_an_installed_normalizer(monkeypatch, tmp_p
         "embed_dim": 4,
         "normalizer": {"name": "os:system", "command": "touch x"},
     }
-    monkeypatch.setattr(export, "_contents", lambda path: ("onnx", meta, None))
+    monkeypatch.setattr(exported, "_contents", lambda path: ("onnx", meta, None))
     with pytest.raises(
         ModelError, match=r"model.onnx: names Python objects directly \(normalizer.name = 'os:system'\)"
     ):
-        export.load_exported(tmp_path / "model.onnx")
+        exported.load_exported(tmp_path / "model.onnx")
 
 
 def test_embed_and_verify_never_replace_an_output_without_force(trained_run, tmp_path):

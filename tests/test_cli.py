@@ -59,8 +59,8 @@ def test_plugins_kind_name_describes_every_listed_component(third_party):
     assert len(pairs) >= 10
     # every component through the API in one process (fast), one through the command (each start imports torch)
     check = (
-        "import sys\nfrom vvframe.core import registry\nfor line in sys.stdin:\n    kind, name = line.split()\n"
-        "    text = registry.describe(kind, name)\n    assert text.startswith(f\"{kind} '{name}'\"), text\n"
+        "import sys\nfrom vvframe.cli.plugins import describe\nfor line in sys.stdin:\n    kind, name = line.split()\n"
+        "    text = describe(kind, name)\n    assert text.startswith(f\"{kind} '{name}'\"), text\n"
         "    assert 'supplied by vvframe:' in text\n"
     )
     described = subprocess.run(

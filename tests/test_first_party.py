@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import configparser
-import importlib
 import importlib.metadata as md
 import types
 import typing
@@ -13,9 +12,11 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, vvframe_cli
 
+from vvframe.cli.plugins import describe
 from vvframe.core import registry
-from vvframe.core.recipe import COMPONENT_SECTIONS, check
+from vvframe.core.recipe import check, section_kind
 from vvframe.core.schema import Range, limits, parameters, type_name
+from vvframe.testing import BEHAVIOUR, check_component, check_entry_points, make_noise_folder, make_rir_folder
 
 CONFIG = configparser.ConfigParser()
 CONFIG.read(ROOT / "setup.cfg")
@@ -55,29 +56,28 @@ def test_every_plugins_package_is_packaged():
     assert on_disk <= listed, f"add to setup.cfg [options] packages: {sorted(on_disk - listed)}"
 
 
-def behaviour(kind: str):
-    """The behavioural check for a kind: ``behaves(name, factory)`` in ``tests/behaviour_<kind>.py``."""
-    try:
-        return importlib.import_module(f"behaviour_{kind}").behaves
-    except ModuleNotFoundError:
-        return None
+@pytest.fixture(scope="module")
+def augment_arguments(tmp_path_factory) -> dict[str, dict]:
+    """The arguments that build the first-party augmentors which read files: a tiny MUSAN-like folder and a
+    folder of impulse responses (the others build from their defaults)."""
+    base = tmp_path_factory.mktemp("augment")
+    musan, rirs = str(make_noise_folder(base / "musan")), str(make_rir_folder(base / "rirs"))
+    return {
+        "noise": {"root": musan},
+        "reverb": {"root": rirs},
+        "choice": {"options": [{"name": "reverb", "root": rirs}, {"name": "noise", "root": musan}]},
+    }
 
 
 @pytest.mark.parametrize("ep", declared(), ids=lambda ep: f"{ep.group}:{ep.name}")
-def test_contract_of_each_first_party_component(ep):
-    factory = registry.load(ep)
-    params = parameters(factory)  # explicit signature, or ContractError
+def test_contract_of_each_first_party_component(ep, augment_arguments):
     kind = ep.group.removeprefix("vvframe.")
-    supplied_elsewhere = {n for k in registry.KINDS.values() for n in k.supplies} - set(registry.KINDS[kind].supplies)
-    if kind != "stages":  # a stage's parameters name recipe sections (behaviour_stages checks them)
-        assert not [p.name for p in params if p.required and p.name in supplied_elsewhere]
-    behaves = behaviour(kind)
-    assert behaves is not None, f"no behavioural check for kind {kind}: write tests/behaviour_{kind}.py"
-    behaves(ep.name, factory)
+    assert kind in BEHAVIOUR, f"no behavioural check for kind {kind}: add one to vvframe/testing.py"
+    check_component(kind, ep.name, augment_arguments.get(ep.name) if kind == "augmentors" else None)
 
 
 def test_plugins_check_runs_clean_in_the_suite():
-    assert not registry.check_all()
+    assert not check_entry_points()
     result = vvframe_cli("plugins", "--check")
     assert result.returncode == 0, result.stderr
 
@@ -169,26 +169,36 @@ def test_plugins_use_only_public_vvframe_names():
 
 
 def test_component_sections_map_to_known_kinds():
-    assert set(COMPONENT_SECTIONS.values()) <= set(registry.KINDS)
+    declared_kinds = {
+        found[0]
+        for ep in declared()
+        if ep.group == "vvframe.stages"
+        for p in parameters(registry.load(ep))
+        if (found := section_kind(p.annotation))
+    }
+    assert declared_kinds and declared_kinds <= set(registry.KINDS)
 
 
 def test_every_model_combines_with_every_loss_its_sampler_satisfies():
     from vvframe.core.errors import RecipeError
-    from vvframe.core.recipe import Recipe, resolve
 
     losses = [ep.name for ep in declared() if ep.group == "vvframe.losses"]
     models = [ep.name for ep in declared() if ep.group == "vvframe.models"]
 
     def complaints(model: str, loss: str, per_speaker: int) -> list:
-        data = {
-            "stages": ["no_such_stage"],
-            "model": model,
-            "loss": loss,
-            "sampler": {"name": "speaker_balanced", "per_speaker": per_speaker},
-        }
-        with pytest.raises(RecipeError) as info:  # the missing stage is always a problem
-            resolve(Recipe(data, {}, "combo.yaml"))
-        return [p for p in info.value.problems if p.path == "sampler"]
+        """The sampler's problems in the quickstart with ``model`` and ``loss``: the train stage, which owns the
+        agreement between the loss and the sampler, checks it before anything runs."""
+        overrides = [
+            f"model={model}",
+            f"loss={loss}",
+            f"sampler={{name: speaker_balanced, per_speaker: {per_speaker}}}",
+            "trainer.margin_schedule=null",
+        ]
+        try:
+            check(ROOT / "recipes" / "quickstart.yaml", overrides)
+        except RecipeError as exc:
+            return [p for p in exc.problems if p.path == "sampler"]
+        return []
 
     for i, loss in enumerate(losses):
         need = registry.load(registry.find("losses", loss)).min_per_speaker
@@ -226,7 +236,7 @@ def test_first_party_probabilities_and_sizes_state_their_ranges():
                     unbounded.append(f"{kind} '{ep.name}': {p.describe()}")
     assert not unbounded, "\n".join(unbounded)
     assert seen > 20
-    assert "    channels: int in [1, 65536] = 512" in registry.describe("models", "ecapa_tdnn").splitlines()
+    assert "    channels: int in [1, 65536] = 512" in describe("models", "ecapa_tdnn").splitlines()
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -20,15 +24,22 @@ from vvframe.core.errors import BadValue, VvframeError
 from vvframe.training.launch import (
     Dist,
     LaunchError,
-    _free_port,
     launch,
+    setup_logging,
     setup_rank_logging,
+    torchrun_rank,
     under_torchrun,
     unwrap,
     wrap_model,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 # ---- functions the spawned ranks run: module-level, so that they pickle -----------------------------------
@@ -62,6 +73,22 @@ def _one_fails(dist: Dist, rank: int) -> None:
         raise ValueError(f"rank {rank} cannot go on")
     dist.barrier()  # the other rank waits here for a peer that never comes
     time.sleep(60)
+
+
+def _one_dies(dist: Dist, rank: int) -> None:
+    if dist.rank == rank:
+        os._exit(3)  # no Python exception: nothing recorded
+    time.sleep(60)  # not in a collective: the launcher's SIGTERM ends it
+
+
+def _rank0_waits(dist: Dist, flag: str) -> None:
+    if dist.rank == 0:
+        Path(flag).write_text("started")
+    time.sleep(60)
+
+
+class _Stopped(Exception):
+    pass
 
 
 # ---- in-process launchers ------------------------------------------------------------------------------
@@ -131,6 +158,18 @@ def test_under_torchrun_reads_the_environment(monkeypatch):
     assert not under_torchrun()
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     assert under_torchrun()
+
+
+def test_torchrun_rank_is_rank_and_world_size_or_none(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    assert torchrun_rank() is None
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert torchrun_rank() is None  # no MASTER_ADDR: not a launcher's process
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    assert torchrun_rank() == (1, 4)
 
 
 def test_native_bf16_cpu_asks_torch_and_else_reads_cpuinfo(monkeypatch, tmp_path):
@@ -208,6 +247,31 @@ def test_setup_rank_logging(tmp_path):
         root.setLevel(level)
 
 
+def test_setup_logging_writes_rank_0_to_the_file_and_replaces_itself(tmp_path):
+    root = logging.getLogger()
+    level = root.level
+    log_file = tmp_path / "run" / "log.txt"  # its folder is made
+    try:
+        setup_logging(log_file, verbose=True)
+        assert root.level == logging.DEBUG
+        logging.getLogger("vvframe.test").info("first")
+        setup_logging(log_file)  # again: the same two handlers, not four
+        ours = [h for h in root.handlers if getattr(h, "_vvframe", False)]
+        assert len(ours) == 2 and root.level == logging.INFO
+        logging.getLogger("vvframe.test").info("second")
+        lines = log_file.read_text().splitlines()
+        assert [line.split(" INFO vvframe.test: ")[1] for line in lines] == ["first", "second"]
+        assert lines[0][:4].isdigit()  # a timestamp first
+        setup_logging(log_file, rank=2)  # another rank: a console that warns, no file
+        ours = [h for h in root.handlers if getattr(h, "_vvframe", False)]
+        assert [type(h) for h in ours] == [logging.StreamHandler] and ours[0].level == logging.WARNING
+    finally:
+        for handler in [h for h in root.handlers if getattr(h, "_vvframe", False)]:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
+
+
 # ---- spawned ranks -------------------------------------------------------------------------------------
 def test_ddp_spawn_two_gloo_ranks(tmp_path):
     start = time.monotonic()
@@ -238,6 +302,48 @@ def test_ddp_rank_that_raises_ends_the_run_without_hanging():
     text = str(error)
     assert text.startswith("ddp rank 1 of 2 failed: ValueError: rank 1 cannot go on")
     assert "Traceback" in text and "_one_fails" in text and "_one_fails" in error.remote_traceback
+
+
+def test_ddp_rank_that_dies_without_an_exception_is_named_and_the_launcher_stays_quiet(capfd):
+    start = time.monotonic()
+    with pytest.raises(LaunchError) as info:
+        launch(_one_dies, (1,), "ddp", device="cpu", nproc=2, timeout_s=HANG_GUARD)
+    assert time.monotonic() - start < HANG_GUARD / 2
+    assert info.value.rank == 1
+    assert str(info.value) == "ddp rank 1 of 2 died without a Python exception (exit code 3)"
+    err = capfd.readouterr().err
+    assert "Closing process" not in err and "failed (exitcode" not in err  # the launcher's own log lines
+
+
+def test_a_signal_during_ddp_ends_the_ranks_and_reaches_this_process_handler(tmp_path):
+    flag = tmp_path / "started"
+
+    def stop(signum, frame):
+        raise _Stopped(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    int_handler = signal.getsignal(signal.SIGINT)
+    env = os.environ.get("TORCHELASTIC_SIGNALS_TO_HANDLE")
+
+    def send() -> None:
+        deadline = time.monotonic() + HANG_GUARD
+        while not flag.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    sender = threading.Thread(target=send, daemon=True)
+    try:
+        sender.start()
+        start = time.monotonic()
+        with pytest.raises(_Stopped, match="SIGTERM"):
+            launch(_rank0_waits, (str(flag),), "ddp", device="cpu", nproc=2, timeout_s=HANG_GUARD)
+        assert time.monotonic() - start < HANG_GUARD / 2
+        assert not multiprocessing.active_children()  # the ranks are gone
+        assert signal.getsignal(signal.SIGTERM) is stop and signal.getsignal(signal.SIGINT) is int_handler
+        assert os.environ.get("TORCHELASTIC_SIGNALS_TO_HANDLE") == env
+    finally:
+        sender.join(1)
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ---- torchrun -------------------------------------------------------------------------------------------

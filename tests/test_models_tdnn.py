@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from vvframe import BadValue, RecipeError
+from vvframe.cli.plugins import describe
 from vvframe.core import registry
 
 NAMES = ["ecapa_tdnn", "campplus", "xvector"]
@@ -125,6 +126,6 @@ def test_registry_builds_with_arguments_and_reports_bad_ones():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_described_with_the_paper(name):
-    text = registry.describe("models", name)
+    text = describe("models", name)
     assert {"ecapa_tdnn": "Desplanques", "campplus": "Wang", "xvector": "Snyder"}[name] in text.splitlines()[1]
     assert "supplied by vvframe: in_dim" in text

@@ -8,8 +8,10 @@ import sys
 import pytest
 from ranged_components import marked_module
 
+from vvframe.cli.plugins import describe, listing
 from vvframe.core import registry
 from vvframe.core.errors import ArgumentError, BadValue, ComponentNotFound, PluginImportError, RecipeError
+from vvframe.testing import check_entry_points
 
 
 def test_every_kind_of_the_design_is_known_with_what_the_engine_supplies():
@@ -81,7 +83,7 @@ def test_listing_imports_nothing(fake_registry, tmp_path, monkeypatch):
     (tmp_path / "lazy_probe_module.py").write_text("raise RuntimeError('imported!')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     fake_registry({"models": {"probe": "lazy_probe_module:Net"}})
-    rows = registry.listing()
+    rows = listing()
     assert rows == [("models", "probe", "lazy_probe_module:Net", "-", "")]
     assert "lazy_probe_module" not in sys.modules
 
@@ -93,7 +95,7 @@ def test_a_plugin_that_fails_to_import_is_named_with_its_cause(fake_registry):
     assert str(info.value).startswith("models 'broken' (broken_plugin:Net, from -) failed to import: ImportError:")
     assert isinstance(info.value.__cause__, ImportError)
     assert registry.load(registry.find("models", "tiny")) is not None  # the others still work
-    assert [r[1] for r in registry.listing("models")] == ["broken", "tiny"]
+    assert [r[1] for r in listing("models")] == ["broken", "tiny"]
 
 
 def test_engine_values_are_passed_by_parameter_name_only_where_asked(fake_registry):
@@ -158,7 +160,7 @@ def test_public_build_in_one_step(fake_registry):
 
 
 def test_describe_shows_parameters_supplied_values_and_docstring(fake_registry):
-    text = registry.describe("losses", "margin_loss")
+    text = describe("losses", "margin_loss")
     assert text.splitlines() == [
         "losses 'margin_loss'  ->  fake_components:Loss  (-)",
         "  A loss that only records its settings.",
@@ -181,7 +183,7 @@ def test_check_all_flags_each_broken_contract(fake_registry):
             "model": {"typo_group": "fake_components:Model"},
         }
     )
-    problems = registry.check_all()
+    problems = check_entry_points()
     text = "\n".join(problems)
     assert len(problems) == 5, text
     assert "vvframe.models 'Bad-Name'" in text and "lowercase snake_case" in text
@@ -192,7 +194,7 @@ def test_check_all_flags_each_broken_contract(fake_registry):
 
 
 def test_check_all_passes_on_good_components(fake_registry):
-    assert registry.check_all() == []
+    assert check_entry_points() == []
 
 
 # --- ranges and kind limits -------------------------------------------------------------------------------
@@ -225,17 +227,17 @@ def test_the_optimizers_kind_limits_torch_arguments_it_does_not_own(fake_registr
         ("optimizer.weight_decay", "expected a finite number in [0, inf), got nan"),
     ]
     assert registry.resolve("optimizers", {"name": "sgd", "lr": "1e-3"}, "optimizer")[0].args == {"lr": 1e-3}
-    assert "    lr: (float | Tensor) in [0, inf) = 0.001" in registry.describe("optimizers", "sgd").splitlines()
+    assert "    lr: (float | Tensor) in [0, inf) = 0.001" in describe("optimizers", "sgd").splitlines()
 
 
 def test_describe_shows_each_range(fake_registry):
     fake_registry(RANGED)
-    assert registry.describe("augmentors", "hiss").splitlines()[3:6] == [
+    assert describe("augmentors", "hiss").splitlines()[3:6] == [
         "    prob: float in [0, 1] = 0.5",
         "    snr: tuple[float, float] in [-20, 60] = (0.0, 15.0)",
         "    level: float in (0, inf) = 1.0",
     ]
-    assert "    depth: int in [1, inf) | None = None" in registry.describe("models", "wide").splitlines()
+    assert "    depth: int in [1, inf) | None = None" in describe("models", "wide").splitlines()
 
 
 def test_build_with_a_bad_value_is_a_bad_value_naming_the_component(fake_registry):
@@ -248,7 +250,7 @@ def test_build_with_a_bad_value_is_a_bad_value_naming_the_component(fake_registr
 
 def test_check_all_flags_a_default_outside_its_own_range(fake_registry):
     fake_registry({"augmentors": {"hiss": "ranged_components:hiss", "bad": "ranged_components:bad_default"}})
-    assert registry.check_all() == [
+    assert check_entry_points() == [
         "vvframe.augmentors 'bad' (ranged_components:bad_default, from -): the default prob=2.0 is outside its own"
         " annotation (float in [0, 1]): expected a number in [0, 1], got 2.0"
     ]
@@ -263,7 +265,7 @@ def test_a_reference_is_imported_and_checked_but_never_called(fake_registry, tmp
     assert problems == [] and comp.args == {"embed_dim": 12}
     _, problems = registry.resolve("models", {"name": f"{module}:Model", "embed_dims": 12}, "model")
     assert [p for p, _ in problems] == ["model.embed_dims"] and "did you mean 'embed_dim'" in problems[0][1]
-    assert "    embed_dim: int = 8" in registry.describe("models", f"{module}:Model").splitlines()
+    assert "    embed_dim: int = 8" in describe("models", f"{module}:Model").splitlines()
     assert (tmp_path / "imported").exists() and not (tmp_path / "called").exists()
 
 

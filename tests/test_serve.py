@@ -26,8 +26,9 @@ import pytest
 import soundfile as sf
 
 import vvframe
+from vvframe.cli.serve import main
 from vvframe.core.errors import BadValue
-from vvframe.inference.serve import RequestError, main, make_server, parse_multipart
+from vvframe.inference.serve import RequestError, make_server, parse_multipart
 
 MAX_BYTES = 400_000  # the test server's body limit: two of the corpus's files (<= 2.5 s at 16 kHz) fit
 MAX_SECONDS = 3.0

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, vvframe_cli
+from conftest import HANG_GUARD, ROOT, vvframe_cli
 
 EXAMPLE = ROOT / "examples" / "vvframe-example-plugin"
 
@@ -74,3 +74,17 @@ def test_a_typo_in_the_third_party_recipe_is_caught_like_any_other(installed):
         " 'tiny_tdnn' (did you mean 'channels'?)" in result.stderr
     )
     assert "count.frame (command-line override 2 (count.frame=10)): unknown argument 'frame'" in result.stderr
+
+
+def test_the_plugin_packages_own_tests_check_its_components_with_vvframe_testing(installed, tmp_path):
+    tests = shutil.copytree(EXAMPLE / "tests", tmp_path / "tests")  # pytest writes caches beside what it runs
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)],
+        capture_output=True,
+        text=True,
+        env=installed,
+        cwd=tmp_path,
+        timeout=HANG_GUARD,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout, result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -104,6 +105,12 @@ def test_training_validates_checkpoints_and_logs(corpus, tmp_path):
         "train/utterances_per_second",
         "train/data_wait_fraction",
     } <= tags
+
+    # the snapshot records the sampler the stage declares by default; the card, the entries the network was built from
+    snapshot = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    assert snapshot["sampler"]["name"] == "random" and "sampler" in snapshot["plugins"]
+    card = json.loads((run_dir / "card.json").read_text())
+    assert (card["frontend"], card["model"], card["sample_rate"]) == (snapshot["frontend"], snapshot["model"], 16000)
 
     again = vvframe_cli("run", "--resume", str(run_dir), "--stage", "train", cwd=tmp_path)
     assert again.returncode == 0 and "finished already" in again.stderr
@@ -337,44 +344,28 @@ def test_init_from_a_speed_perturbed_run_maps_the_head_back(corpus, tmp_path):
 
 
 # ---- one rank's Trainer in this process: skipped steps, automatic precision ------------------------------
-def make_trainer(corpus: Path, run_dir: Path, **trainer):
-    from vvframe import Component
+def make_trainer(corpus: Path, run_dir: Path, overrides: tuple = ("data.val_trials=null",), **trainer):
+    """One rank's Trainer in this process, from the tiny recipe resolved as a run resolves it (its ctx in run_dir)."""
+    from vvframe.core import recipe as recipes
+    from vvframe.core.run import RunContext
     from vvframe.training.launch import Dist
-    from vvframe_plugins.stages.settings import DataSettings, TrainerSettings
     from vvframe_plugins.stages.train import Job, Trainer
 
-    data = DataSettings(root=str(corpus / "audio"), train_list=str(corpus / "train.txt"), crop_seconds=0.5)
-    settings = TrainerSettings(**{"epochs": 1, "batch_size": 12, "workers": 0, **trainer})
-    job = Job(
-        run_dir,
-        {},
-        1,
-        False,
-        data,
-        settings,
-        Component("frontends", "fbank", {"n_mels": 24}),
-        Component("models", "xvector", {"channels": 32, "stats_channels": 64, "embed_dim": 16}),
-        Component("losses", "aamsoftmax", {"margin": 0.1, "scale": 16}),
-        Component("optimizers", "sgd", {"lr": 0.05, "momentum": 0.9}),
-        None,
-        None,
-    )
-    return Trainer(Dist(), job)
+    path = recipe(corpus, run_dir / "r.yaml", **{"epochs": 1, "log_every": 10, **trainer})
+    resolved = recipes.check(path, list(overrides))
+    (stage,) = resolved.stages
+    return Trainer(Dist(), Job(RunContext(resolved, run_dir), **resolved.stage_arguments(stage)))
 
 
 def first_batch(t):
-    t.sampler.set_epoch(0, start=0)
-    t.dataset.set_epoch(0)
-    t.collate.set_epoch(0)
-    loader = torch.utils.data.DataLoader(t.dataset, batch_sampler=t.sampler, num_workers=0, collate_fn=t.collate)
-    return next(iter(loader))
+    return next(iter(t.parts.loader(0, 0, workers=0, device=torch.device("cpu"))))
 
 
 def snapshot(t) -> tuple[dict, dict]:
     import copy
 
-    model = {k: v.clone() for k, v in t.inner.state_dict().items()}
-    return model, copy.deepcopy(t.optimizer.state_dict())
+    model = {k: v.clone() for k, v in t.parts.inner.state_dict().items()}
+    return model, copy.deepcopy(t.parts.optimizer.state_dict())
 
 
 def assert_same(a: tuple[dict, dict], b: tuple[dict, dict]) -> None:
@@ -502,3 +493,58 @@ def test_validation_trials_without_both_kinds_stop_before_training(corpus, tmp_p
         in result.stderr
     )
     assert not list(tmp_path.glob("runs/tiny/*/checkpoints"))
+
+
+# ---- the loss against the sampler, checked by the stage; validation through the Extractor ---------------
+ANGLEPROTO_NEEDS_TWO = (
+    "losses 'angleproto' needs at least 2 utterances of a speaker in a batch (its min_per_speaker), and samplers"
+    " '{sampler}' gives 1 (per_speaker); give the sampler per_speaker: 2 or more"
+)
+
+
+def test_the_stage_checks_that_the_sampler_gives_the_loss_enough_utterances_of_a_speaker():
+    from vvframe import Component
+    from vvframe_plugins.stages.train import check, train
+
+    assert train.check is check
+    angleproto = Component("losses", "angleproto")
+    for sampler in (Component("samplers", "random"), Component("samplers", "speaker_balanced")):
+        assert check(angleproto, sampler) == [("sampler", ANGLEPROTO_NEEDS_TWO.format(sampler=sampler.name))]
+    assert check(angleproto, Component("samplers", "speaker_balanced", {"per_speaker": 2})) == []
+    assert check(Component("losses", "aamsoftmax"), Component("samplers", "random")) == []
+    assert check(None, Component("samplers", "random")) == check(angleproto, None) == []
+
+
+def test_vvframe_check_reports_the_default_sampler_against_a_loss_needing_pairs(corpus, tmp_path):
+    path = recipe(corpus, tmp_path / "r.yaml")
+    refused = vvframe_cli("check", str(path), "loss=angleproto", cwd=tmp_path)
+    assert refused.returncode == 2 and ANGLEPROTO_NEEDS_TWO.format(sampler="random") in refused.stderr
+    paired = vvframe_cli(
+        "check", str(path), "loss=angleproto", "sampler={name: speaker_balanced, per_speaker: 2}", cwd=tmp_path
+    )
+    assert paired.returncode == 0, paired.stderr
+
+
+def test_validation_through_the_extractor_gives_the_eer_of_embedding_each_file_alone(corpus, tmp_path):
+    from vvframe.data.audio import read
+    from vvframe.data.lists import read_trials, trial_files
+    from vvframe.scoring.metrics import eer
+
+    t = make_trainer(corpus, tmp_path, overrides=())
+    t.train_batch(*first_batch(t))  # weights a step away from their initial values
+    result = t.evaluate()
+    # as validation embedded before it used the Extractor: one file at a time, cut to data.val_max_seconds
+    data, net = t.job.data, t.parts.inner
+    trials = read_trials(data.val_trials)
+    limit = int(data.val_max_seconds * data.sample_rate)
+    embeddings = {}
+    net.eval()
+    with torch.no_grad():
+        for path in trial_files(trials):
+            wave = read(Path(data.root) / path, data.sample_rate)[:limit]
+            embeddings[path] = torch.nn.functional.normalize(net.model(net.frontend(wave[None])).float(), dim=-1)[0]
+    net.train()
+    scores = torch.stack([embeddings[x.enroll] @ embeddings[x.test] for x in trials])
+    labels = torch.tensor([x.label for x in trials])
+    assert torch.allclose(result.scores, scores, atol=1e-5)
+    assert (result.labels == labels).all() and math.isclose(result.eer, eer(scores, labels)[0], abs_tol=1e-6)

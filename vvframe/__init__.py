@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from vvframe.cli.plugins import describe, listing
 from vvframe.core.errors import (
     ArgumentError,
     BadValue,
@@ -18,9 +19,32 @@ from vvframe.core.errors import (
     RecipeError,
     VvframeError,
 )
-from vvframe.core.registry import KINDS, Component, build, describe, find, kind, listing
+from vvframe.core.registry import KINDS, Component, build, find, kind
 from vvframe.core.run import RunContext
 from vvframe.core.schema import Range
+
+# The modules a plugin package (first-party or third-party) may import: this package's names above, the kernel's
+# signature and file tools, and the machinery that components share. The command line, the data tools, the
+# recipe loader and the model-loading API are not among them (tests/test_layout.py checks plugins/ and examples/).
+PUBLIC_MODULES = (
+    "vvframe",
+    "vvframe.core.atomic",
+    "vvframe.core.errors",
+    "vvframe.core.registry",
+    "vvframe.core.run",
+    "vvframe.core.schema",
+    "vvframe.data.audio",
+    "vvframe.data.dataset",
+    "vvframe.data.lists",
+    "vvframe.data.shards",
+    "vvframe.training.checkpoint",
+    "vvframe.training.launch",
+    "vvframe.scoring.embed",
+    "vvframe.scoring.metrics",
+    "vvframe.scoring.thresholds",
+    "vvframe.inference.card",
+    "vvframe.testing",
+)
 
 
 def load(source, device="auto", checkpoint=None, *, trust_recipe=False):
@@ -31,6 +55,7 @@ def load(source, device="auto", checkpoint=None, *, trust_recipe=False):
 
 
 __all__ = [
+    "PUBLIC_MODULES",
     "load",
     "__version__",
     "VvframeError",

@@ -7,7 +7,7 @@ from typing import Annotated
 import torch
 from torch import Tensor
 
-from vvframe.core.schema import Range
+from vvframe import Range
 
 # what the frontends' signatures accept: feature bins, sizes in samples, a pre-emphasis coefficient
 Bins = Annotated[int, Range(1, 1024)]
@@ -23,6 +23,19 @@ def check_waveform(wave: Tensor, owner: str, min_samples: int = 1) -> Tensor:
     if wave.shape[-1] < min_samples:
         raise ValueError(f"{owner} needs at least {min_samples} samples per utterance, got {wave.shape[-1]}")
     return wave if wave.dtype == torch.float32 else wave.float()
+
+
+def check_preemphasis(coef: float) -> float:
+    """``coef`` as a float, or a ``ValueError`` if it is outside [0, 1] (for a frontend built outside a recipe)."""
+    if not 0.0 <= coef <= 1.0:
+        raise ValueError(f"preemphasis must be in [0, 1], got {coef}")
+    return float(coef)
+
+
+def check_window(win_length: int, n_fft: int) -> None:
+    """A ``ValueError`` if a window of ``win_length`` samples does not fit the FFT size ``n_fft``."""
+    if win_length > n_fft:
+        raise ValueError(f"win_length {win_length} must not exceed n_fft {n_fft}")
 
 
 def preemphasise(wave: Tensor, coef: float) -> Tensor:

@@ -8,9 +8,9 @@ import torch
 from torch import Tensor, nn
 from torchaudio.compliance.kaldi import get_mel_banks
 
-from vvframe.core.schema import Range
+from vvframe import Range
 
-from .common import Coefficient, Hertz, check_waveform, full_precision, normalise_over_time
+from .common import Coefficient, Hertz, check_preemphasis, check_waveform, full_precision, normalise_over_time
 
 Window = Literal["hamming", "povey", "hanning", "rectangular"]
 Milliseconds = Annotated[float, Range(gt=0, le=1000)]
@@ -27,6 +27,66 @@ def kaldi_window(kind: str, length: int) -> Tensor:
     if kind == "rectangular":
         return torch.ones(length)
     raise ValueError(f"unknown window {kind!r}: choose hamming, povey, hanning or rectangular")
+
+
+def mel_weights(n_mels: int, n_fft: int, sample_rate: float, f_min: float, f_max: float) -> Tensor:
+    """Kaldi's triangular mel filters as an ``(n_fft + 2, n_mels)`` matrix for :func:`fbank`'s power spectra.
+
+    Each weight stands twice, for the squared real and imaginary parts of an FFT bin; the Nyquist bin comes last,
+    with weight 0 as in Kaldi. ``f_max`` 0 is the Nyquist frequency, a negative value an offset below it.
+    """
+    banks, _ = get_mel_banks(n_mels, n_fft, float(sample_rate), float(f_min), float(f_max), 100.0, -500.0, 1.0)
+    return nn.functional.pad(banks.float().t(), (0, 0, 0, 1)).repeat_interleave(2, dim=0).contiguous()
+
+
+def fbank(
+    wave: Tensor,
+    window: Tensor,
+    weights: Tensor,
+    hop_length: int,
+    *,
+    scale: float = 32768.0,
+    dither: float = 0.0,
+    preemphasis: float = 0.97,
+    mean_norm: bool = True,
+) -> Tensor:
+    """Kaldi-compatible log mel energies of float32 ``(B, T)`` waveforms as ``(B, n_mels, frames)``: the functional
+    twin of :class:`Fbank`.
+
+    ``window``: the ``(win_length,)`` frame window (:func:`kaldi_window`); ``weights``: :func:`mel_weights` for
+    the FFT size (the next power of two at or above ``win_length``); ``hop_length`` in samples. ``dither``: the
+    standard deviation of Gaussian noise added to each frame (in the units after ``scale``).
+    """
+    # Kaldi's steps in Kaldi's order of operations (so that float32 rounding agrees), on all frames of the batch at
+    # once: dither, remove each frame's mean, pre-emphasis x[j] -= c x[j-1] (x[-1] := x[0]), window, zero padding to
+    # the FFT size, power spectrum, mel weights, log. Without autograd each step writes over its input, the frames
+    # into one zero-padded buffer (about 1.7x faster on a CPU thread); for a waveform that requires grad
+    # (adversarial examples, say) ``out`` stays None and the same steps allocate.
+    win_length, n_fft = window.shape[-1], weights.shape[0] - 2
+    x = wave * scale if scale != 1.0 else wave
+    raw = x.unfold(-1, win_length, hop_length)  # (B, F, win): a view, nothing copied
+    in_place = not (torch.is_grad_enabled() and x.requires_grad)
+    padded = x.new_empty(*raw.shape[:-1], n_fft) if in_place else None
+    if padded is not None:
+        padded[..., win_length:].zero_()
+
+    def out(t: Tensor) -> Tensor | None:
+        return t if in_place else None
+
+    body = padded[..., :win_length] if padded is not None else None
+    if dither:
+        raw = torch.add(raw, torch.randn_like(raw), alpha=dither, out=body)
+    body = torch.sub(raw, raw.mean(dim=-1, keepdim=True), out=body)
+    if preemphasis:
+        previous = torch.cat([body[..., :1], body[..., :-1]], dim=-1).mul_(preemphasis)
+        body = torch.sub(body, previous, out=out(body))
+    body = torch.mul(body, window, out=out(body))
+    power = torch.view_as_real(torch.fft.rfft(padded if padded is not None else body, n=n_fft))
+    power = torch.square(power, out=out(power)).flatten(-2)  # (B, F, 2 * (n_fft/2 + 1))
+    feats = torch.matmul(power, weights)  # (B, F, n_mels)
+    feats = torch.clamp_min(feats, torch.finfo(torch.float32).eps, out=out(feats))
+    feats = torch.log(feats, out=out(feats))
+    return normalise_over_time(feats.transpose(1, 2), mean=mean_norm)
 
 
 class Fbank(nn.Module):
@@ -65,13 +125,11 @@ class Fbank(nn.Module):
                 f"frame_length {frame_length} ms and frame_shift {frame_shift} ms are too short at "
                 f"{sample_rate} Hz ({self.win_length} and {self.hop_length} samples)"
             )
-        if not 0.0 <= preemphasis <= 1.0:
-            raise ValueError(f"preemphasis must be in [0, 1], got {preemphasis}")
         if dither < 0:
             raise ValueError(f"dither must be >= 0, got {dither}")
         self.n_fft = 1 << (self.win_length - 1).bit_length()
         self.out_dim = int(n_mels)
-        self.dither, self.preemphasis, self.scale = float(dither), float(preemphasis), float(scale)
+        self.dither, self.preemphasis, self.scale = float(dither), check_preemphasis(preemphasis), float(scale)
         self.mean_norm = mean_norm
         nyquist = sample_rate / 2
         high = 0.0 if f_max is None else float(f_max)
@@ -82,11 +140,8 @@ class Fbank(nn.Module):
             )
         if n_mels < 4:
             raise ValueError(f"n_mels must be at least 4, got {n_mels}")
-        banks, _ = get_mel_banks(n_mels, self.n_fft, float(sample_rate), float(f_min), high, 100.0, -500.0, 1.0)
-        # (n_fft + 2, n_mels): each weight twice, for the squared real and imaginary parts of an FFT bin; the
-        # Nyquist bin last, with weight 0 as in Kaldi
-        weights = nn.functional.pad(banks.float().t(), (0, 0, 0, 1)).repeat_interleave(2, dim=0)
-        self.register_buffer("mel_t", weights.contiguous(), persistent=False)
+        weights = mel_weights(n_mels, self.n_fft, sample_rate, f_min, high)
+        self.register_buffer("mel_t", weights, persistent=False)
         self.register_buffer("window", kaldi_window(window, self.win_length).float(), persistent=False)
 
     def frames(self, num_samples: int) -> int:
@@ -97,40 +152,16 @@ class Fbank(nn.Module):
         """``(B, T)`` waveforms in [-1, 1] → ``(B, n_mels, frames)`` log mel energies (float32, autocast off)."""
         wave = check_waveform(wave, "fbank", self.win_length)
         with full_precision(wave.device):
-            return self._fbank(wave)
-
-    def _fbank(self, wave: Tensor) -> Tensor:
-        # Kaldi's steps in Kaldi's order of operations (so that float32 rounding agrees), on all frames of the batch
-        # at once: dither, remove each frame's mean, pre-emphasis x[j] -= c x[j-1] (x[-1] := x[0]), window, zero
-        # padding to the FFT size, power spectrum, mel weights, log. Without autograd the frames are written in place
-        # into one padded buffer (about 1.7x faster on a CPU thread); a waveform that requires grad (adversarial
-        # examples, say) takes the same steps out of place.
-        x = wave * self.scale if self.scale != 1.0 else wave
-        raw = x.unfold(-1, self.win_length, self.hop_length)  # (B, F, win): a view, nothing copied
-        dither = self.dither if self.training else 0.0
-        eps = torch.finfo(torch.float32).eps
-        if torch.is_grad_enabled() and wave.requires_grad:
-            body = raw + torch.randn_like(raw) * dither if dither else raw
-            body = body - body.mean(dim=-1, keepdim=True)
-            if self.preemphasis:
-                body = body - self.preemphasis * torch.cat([body[..., :1], body[..., :-1]], dim=-1)
-            power = torch.view_as_real(torch.fft.rfft(body * self.window, n=self.n_fft)).square().flatten(-2)
-            feats = torch.matmul(power, self.mel_t).clamp_min(eps).log()
-            return normalise_over_time(feats.transpose(1, 2), mean=self.mean_norm)
-        frames = x.new_empty(raw.shape[0], raw.shape[1], self.n_fft)
-        frames[..., self.win_length :].zero_()
-        body = frames[..., : self.win_length]
-        if dither:
-            torch.add(raw, torch.randn_like(raw), alpha=dither, out=body)
-            body.sub_(body.mean(dim=-1, keepdim=True))
-        else:
-            torch.sub(raw, raw.mean(dim=-1, keepdim=True), out=body)
-        if self.preemphasis:
-            body.sub_(torch.cat([body[..., :1], body[..., :-1]], dim=-1).mul_(self.preemphasis))
-        body.mul_(self.window)
-        power = torch.view_as_real(torch.fft.rfft(frames)).square_().flatten(-2)  # (B, F, 2 * (n_fft/2 + 1))
-        feats = torch.matmul(power, self.mel_t).clamp_min_(eps).log_()  # (B, F, n_mels)
-        return normalise_over_time(feats.transpose(1, 2), mean=self.mean_norm)
+            return fbank(
+                wave,
+                self.window,
+                self.mel_t,
+                self.hop_length,
+                scale=self.scale,
+                dither=self.dither if self.training else 0.0,
+                preemphasis=self.preemphasis,
+                mean_norm=self.mean_norm,
+            )
 
     def extra_repr(self) -> str:
         return (

@@ -6,7 +6,18 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
-from .common import Bins, Coefficient, Hertz, Samples, check_waveform, full_precision, normalise_over_time, preemphasise
+from .common import (
+    Bins,
+    Coefficient,
+    Hertz,
+    Samples,
+    check_preemphasis,
+    check_waveform,
+    check_window,
+    full_precision,
+    normalise_over_time,
+    preemphasise,
+)
 
 
 class MelSpectrogram(nn.Module):
@@ -33,12 +44,9 @@ class MelSpectrogram(nn.Module):
         (the default) is voxceleb_trainer's ``InstanceNorm1d``.
         """
         super().__init__()
-        if win_length > n_fft:
-            raise ValueError(f"win_length {win_length} must not exceed n_fft {n_fft}")
-        if not 0.0 <= preemphasis <= 1.0:
-            raise ValueError(f"preemphasis must be in [0, 1], got {preemphasis}")
+        check_window(win_length, n_fft)
         self.sample_rate, self.out_dim, self.hop_length = int(sample_rate), int(n_mels), int(hop_length)
-        self.preemphasis, self.mean_norm, self.var_norm = float(preemphasis), mean_norm, var_norm
+        self.preemphasis, self.mean_norm, self.var_norm = check_preemphasis(preemphasis), mean_norm, var_norm
         self.spectrogram = torchaudio.transforms.MelSpectrogram(
             sample_rate=sample_rate,
             n_fft=n_fft,

@@ -6,7 +6,18 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
-from .common import Bins, Coefficient, Hertz, Samples, check_waveform, full_precision, normalise_over_time, preemphasise
+from .common import (
+    Bins,
+    Coefficient,
+    Hertz,
+    Samples,
+    check_preemphasis,
+    check_waveform,
+    check_window,
+    full_precision,
+    normalise_over_time,
+    preemphasise,
+)
 
 
 class MFCC(nn.Module):
@@ -35,12 +46,9 @@ class MFCC(nn.Module):
         super().__init__()
         if n_mfcc > n_mels:
             raise ValueError(f"n_mfcc {n_mfcc} must not exceed n_mels {n_mels}")
-        if win_length > n_fft:
-            raise ValueError(f"win_length {win_length} must not exceed n_fft {n_fft}")
-        if not 0.0 <= preemphasis <= 1.0:
-            raise ValueError(f"preemphasis must be in [0, 1], got {preemphasis}")
+        check_window(win_length, n_fft)
         self.sample_rate, self.out_dim, self.hop_length = int(sample_rate), int(n_mfcc), int(hop_length)
-        self.preemphasis, self.mean_norm = float(preemphasis), mean_norm
+        self.preemphasis, self.mean_norm = check_preemphasis(preemphasis), mean_norm
         self.mfcc = torchaudio.transforms.MFCC(
             sample_rate=sample_rate,
             n_mfcc=n_mfcc,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .common import Coefficient, check_waveform, preemphasise
+from .common import Coefficient, check_preemphasis, check_waveform, preemphasise
 
 
 class Raw(nn.Module):
@@ -14,9 +14,7 @@ class Raw(nn.Module):
         """``preemphasis``: coefficient of ``y[t] = x[t] - c x[t-1]`` (0 is off, 0.97 the usual choice);
         ``mean_norm``: subtract each utterance's mean (its DC offset)."""
         super().__init__()
-        if not 0.0 <= preemphasis <= 1.0:
-            raise ValueError(f"preemphasis must be in [0, 1], got {preemphasis}")
-        self.sample_rate, self.preemphasis, self.mean_norm = int(sample_rate), float(preemphasis), mean_norm
+        self.sample_rate, self.preemphasis, self.mean_norm = int(sample_rate), check_preemphasis(preemphasis), mean_norm
         self.out_dim = 1
 
     def forward(self, wave: Tensor) -> Tensor:

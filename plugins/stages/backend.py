@@ -4,6 +4,10 @@
 They use this run's ``checkpoints/avg.pt`` (else ``best.pt``, else ``last.pt``) unless ``embed.checkpoint`` names
 a checkpoint file or another run directory; the log says which weights were used. Embeddings are cached under
 the run directory, keyed by file and weights, so no file is embedded twice.
+
+Each writes its part of the run's model card (:mod:`vvframe.inference.card`), which is all that loading the run
+reads: the frontend, model, sample rate, embedding settings and pinned weights it embedded with (all three),
+the cohort files (prepare), the score normalizer and the tuned thresholds (eval).
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import csv
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 
@@ -22,8 +27,11 @@ from vvframe import BadValue, Component, RunContext
 from vvframe.core.atomic import atomic_json, atomic_write
 from vvframe.core.schema import Range
 from vvframe.data.lists import Trial, check_files, read_trials, read_utterances, trial_files
+from vvframe.inference import card
 from vvframe.scoring.embed import (
+    EmbedSettings,
     Extractor,
+    cohort_files,
     finish,
     l2_normalize,
     load_cohort,
@@ -32,24 +40,12 @@ from vvframe.scoring.embed import (
     thresholds_file,
 )
 from vvframe.scoring.metrics import actual_dcf, cllr, det_plot, eer, min_dcf, threshold_at_far
+from vvframe.scoring.thresholds import pick_threshold
 from vvframe.training import checkpoint as ckpt
-from vvframe_plugins.stages.settings import DataSettings
+from vvframe.training.launch import pick_device
+from vvframe_plugins.stages.settings import DataSettings, Frontend, Model, Normalizer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EmbedSettings:
-    """``embed:``: which weights, and how utterances become embeddings (shared by prepare, eval and test)."""
-
-    checkpoint: str | None = None  # a checkpoint file or a run directory; default: this run's avg/best/last
-    crops: Annotated[int, Range(0, 1000)] = (
-        0  # > 0: average this many evenly spaced crops (voxceleb_trainer's test mode)
-    )
-    crop_seconds: Annotated[float, Range(gt=0)] = 3.0
-    max_seconds: Annotated[float, Range(gt=0)] | None = None
-    mean_subtract: bool = True  # subtract the cohort mean (from prepare) before L2 normalisation
-    device: str = "auto"
 
 
 @dataclass
@@ -82,12 +78,6 @@ class TestSettings:
     threshold: str = "eer"
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _weights(ctx: RunContext, embed: EmbedSettings) -> Path:
     try:
         return ckpt.for_inference(embed.checkpoint or ctx.run_dir)
@@ -112,14 +102,46 @@ def _extractor(
         net,
         data.root,
         data.sample_rate,
-        device=_device(embed.device),
+        device=pick_device(embed.device),
         max_seconds=embed.max_seconds,
         crops=embed.crops,
         crop_seconds=embed.crop_seconds,
         cache_dir=ctx.run_dir / "cache",
         model_id=model_id,
+        progress=ctx.progress,
     )
     return extractor, path
+
+
+def _entry(ctx: RunContext, component: Component) -> dict[str, Any]:
+    """A component's entry as the resolved recipe holds it (defaults filled in), else its own name and arguments."""
+    entry = ctx.recipe.get(component.path)
+    return entry if isinstance(entry, dict) and entry.get("name") == component.name else component.to_recipe()
+
+
+def _describe(
+    ctx: RunContext,
+    data: DataSettings,
+    embed: EmbedSettings,
+    frontend: Component,
+    model: Component,
+    weights: Path,
+    **more: Any,
+) -> None:
+    """Write what this stage embedded with into the run's card (rank 0): the frontend and model entries (as the
+    resolved recipe has them, defaults filled in), the sample rate, the embedding settings, the weights when
+    ``embed.checkpoint`` chose them, and ``more``."""
+    if not ctx.is_main:
+        return
+    card.update(
+        ctx.run_dir,
+        frontend=_entry(ctx, frontend),
+        model=_entry(ctx, model),
+        sample_rate=data.sample_rate,
+        embed={k: getattr(embed, k) for k in card.EMBED_KEYS},
+        weights=card.relative(ctx.run_dir, weights) if embed.checkpoint else None,
+        **more,
+    )
 
 
 def _finish(raw: dict[str, torch.Tensor], mean: torch.Tensor | None, embed: EmbedSettings) -> dict[str, torch.Tensor]:
@@ -137,15 +159,15 @@ def prepare(
     data: DataSettings,
     embed: EmbedSettings,
     cohort: CohortSettings,
-    frontend: Component,
-    model: Component,
+    frontend: Frontend,
+    model: Model,
 ):
     """Cohort embeddings (per speaker or per utterance) and the mean vector, saved under cohort/."""
     utterances = read_utterances(cohort.list)
     check_files([u.path for u in utterances], data.root, cohort.list)
 
     def run() -> None:
-        extractor, _ = _extractor(ctx, data, embed, frontend, model)
+        extractor, weights = _extractor(ctx, data, embed, frontend, model)
         raw = extractor([u.path for u in utterances])
         mean = torch.stack(list(raw.values())).mean(0)
         emb = _finish(raw, mean, embed)
@@ -161,6 +183,8 @@ def prepare(
             names = [u.speaker for u in utterances]
             rows = [emb[u.path] for u in utterances]
         save_cohort(ctx.run_dir, names, l2_normalize(torch.stack(rows)), mean)
+        files = dict(zip(("embeddings", "mean"), (card.relative(ctx.run_dir, f) for f in cohort_files(ctx.run_dir))))
+        _describe(ctx, data, embed, frontend, model, weights, cohort=files)
         log.info(
             "cohort: %d %s from %d utterances of %d speakers",
             len(rows),
@@ -177,9 +201,9 @@ def eval(
     data: DataSettings,
     embed: EmbedSettings,
     eval: EvalSettings,
-    frontend: Component,
-    model: Component,
-    normalizer: Component | None = None,
+    frontend: Frontend,
+    model: Model,
+    normalizer: Normalizer | None = None,
 ):  # noqa: A001 - the stage's public name
     """Score each trial list: raw and normalized scores, EER, minDCF, Cllr, DET plots, tuned thresholds."""
     lists = {path: read_trials(path, labelled=True) for path in eval.trials}
@@ -189,7 +213,7 @@ def eval(
             raise BadValue(f"{path}: needs both target and non-target trials")
 
     def run() -> None:
-        extractor, _ = _extractor(ctx, data, embed, frontend, model)
+        extractor, weights = _extractor(ctx, data, embed, frontend, model)
         cohort, mean = load_cohort(ctx.run_dir)
         norm = normalizer.build() if normalizer is not None else None
         if norm is not None and cohort is None and normalizer.name != "none":
@@ -245,6 +269,17 @@ def eval(
             table.append(row)
         atomic_json(out / "metrics.json", metrics)
         atomic_json(thresholds_file(ctx.run_dir), thresholds)
+        _describe(
+            ctx,
+            data,
+            embed,
+            frontend,
+            model,
+            weights,
+            normalizer=_entry(ctx, normalizer) if normalizer is not None else None,
+            thresholds={k: v for k, v in thresholds.items() if k != "tuned_on" and math.isfinite(v)},
+            tuned_on=thresholds["tuned_on"],
+        )
         head = ["list", "trials", "EER%"] + [f"minDCF{p}" for p in eval.p_target]
         if norm is not None:
             head += [f"{h} ({normalizer.name})" for h in head[2:]]
@@ -272,9 +307,9 @@ def test(
     data: DataSettings,
     embed: EmbedSettings,
     test: TestSettings,
-    frontend: Component,
-    model: Component,
-    normalizer: Component | None = None,
+    frontend: Frontend,
+    model: Model,
+    normalizer: Normalizer | None = None,
 ):
     """Scores and accept/reject decisions for unlabelled pairs, with a threshold from eval or a number."""
     pairs = _read_pairs(test.pairs)
@@ -282,7 +317,8 @@ def test(
 
     def run() -> None:
         threshold = _threshold(ctx, test.threshold)
-        extractor, _ = _extractor(ctx, data, embed, frontend, model)
+        extractor, weights = _extractor(ctx, data, embed, frontend, model)
+        _describe(ctx, data, embed, frontend, model, weights)
         cohort, mean = load_cohort(ctx.run_dir)
         norm = normalizer.build() if normalizer is not None else None
         emb = _finish(extractor(trial_files(pairs)), mean, embed)
@@ -306,18 +342,13 @@ def test(
 
 
 def _threshold(ctx: RunContext, name: str) -> float:
-    try:
-        return float(name)
-    except ValueError:
-        pass
+    """``test.threshold``'s value: a number, or a threshold the eval stage tuned (``eval/thresholds.json``)."""
     path = thresholds_file(ctx.run_dir)
-    if not path.is_file():
-        raise BadValue(
-            f"test.threshold {name!r} comes from the eval stage, and {path} does not exist: run eval"
-            " first or give a number"
-        )
-    tuned = json.loads(path.read_text())
-    if name not in tuned or name == "tuned_on":
-        choices = [k for k in tuned if k != "tuned_on"]
-        raise BadValue(f"test.threshold {name!r} is not one of {', '.join(choices)} (tuned by eval) or a number")
-    return float(tuned[name])
+    tuned = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    tuned = {k: v for k, v in tuned.items() if k != "tuned_on"}
+    untuned = (
+        f": {path} holds none; run eval first or give a number"
+        if path.is_file()
+        else f" comes from the eval stage, and {path} does not exist: run eval first or give a number"
+    )
+    return pick_threshold(name, tuned, setting="test.threshold", untuned=untuned)[1]

@@ -1,13 +1,25 @@
-"""The settings sections the first-party stages read: ``data:`` and ``trainer:`` (their fields are the schema)."""
+"""What the first-party stages read: the ``data:`` and ``trainer:`` settings (their fields are the schema), the
+declared component sections (``Model``, ``Loss``, ...: a kind for each), and the train stage's agreement between
+its loss and its sampler (``per_speaker_problems``)."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from vvframe import BadValue
-from vvframe.core.schema import Range
+from vvframe import BadValue, Component, Range, kind
 from vvframe_plugins.stages.margin import MarginSchedule
+
+# the component sections a stage declares in its signature: the kernel reads each one's kind from these
+Frontend = Annotated[Component, kind("frontends")]
+Model = Annotated[Component, kind("models")]
+Loss = Annotated[Component, kind("losses")]
+Optimizer = Annotated[Component, kind("optimizers")]
+Scheduler = Annotated[Component, kind("schedulers")]
+Sampler = Annotated[Component, kind("samplers")]
+Augmentors = Annotated[list[Component], kind("augmentors")]
+Normalizer = Annotated[Component, kind("normalizers")]
 
 # what `vvframe check` accepts: at least 1 (0 for workers and average_last), and nothing absurd
 Count = Annotated[int, Range(1, 1_000_000)]
@@ -63,3 +75,28 @@ class TrainerSettings:
                 raise BadValue(f"trainer.{name} {getattr(self, name)}: expected at least 1")
         if self.workers < 0 or self.average_last < 0:
             raise BadValue("trainer.workers and trainer.average_last must be >= 0")
+
+
+def per_speaker_problems(loss: Component | None, sampler: Component | None) -> list[tuple[str, str]]:
+    """The loss's ``min_per_speaker`` (an attribute of its factory) against the utterances of a speaker that the
+    sampler puts in a batch (its ``per_speaker`` argument, else that parameter's default, else its factory's
+    attribute, else 1): ``[("sampler", message)]`` when the sampler gives too few, else ``[]``."""
+    if loss is None or sampler is None:
+        return []
+    need = getattr(loss.factory, "min_per_speaker", 1)
+    if "per_speaker" in sampler.args:
+        have = sampler.args["per_speaker"]
+    else:
+        parameter = inspect.signature(sampler.factory).parameters.get("per_speaker")
+        declared = parameter is not None and parameter.default is not inspect.Parameter.empty
+        have = parameter.default if declared else getattr(sampler.factory, "per_speaker", 1)
+    if isinstance(need, int) and isinstance(have, int) and have < need:
+        return [
+            (
+                "sampler",
+                f"losses '{loss.name}' needs at least {need} utterances of a speaker in a batch"
+                f" (its min_per_speaker), and samplers '{sampler.name}' gives {have}"
+                f" (per_speaker); give the sampler per_speaker: {need} or more",
+            )
+        ]
+    return []

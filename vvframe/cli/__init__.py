@@ -7,12 +7,9 @@ Exit codes: 0 success; 2 a mistake in the recipe or the arguments (a message, no
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 
 from vvframe import __version__
 from vvframe.core.errors import VvframeError
@@ -82,91 +79,20 @@ def _split(
 
 
 def _run(rest: list[str]) -> int:
-    parser = _recipe_parser("run")
-    parser.add_argument(
-        "--stage",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="run only this stage (repeatable); on --resume it runs again even if finished",
-    )
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run in its own directory")
-    parser.add_argument("--run-dir", metavar="DIR", help="a new, empty directory for this run (default runs/NAME/TIME)")
-    parser.add_argument("--runs", default="runs", metavar="ROOT", help="where new run directories go (default: runs)")
-    opts = parser.parse_intermixed_args(rest)
-    path, overrides = _split(parser, opts.args, recipe_optional=bool(opts.resume))
-    if opts.resume and opts.run_dir:
-        parser.error("--resume and --run-dir exclude each other: --resume continues RUN_DIR itself")
+    from vvframe.cli.run import main as run_main
 
-    from vvframe.core import recipe as recipes
-    from vvframe.core import run as runs
-
-    # under torchrun every process runs this command; they share one run directory, which rank 0 owns
-    rank = int(os.environ.get("RANK", "0")) if "LOCAL_RANK" in os.environ else 0
-    if "LOCAL_RANK" in os.environ and not (opts.resume or opts.run_dir):
-        parser.error("under torchrun, give every process the same --run-dir DIR (or --resume RUN_DIR)")
-    path = path or runs.resume_recipe_path(opts.resume)
-    resolved = recipes.check(path, overrides)
-    made = None  # folders this command made (a mistake found before any work removes them): how many parents
-    if opts.resume:
-        run_dir = runs.resume_recipe_path(opts.resume).parent
-    elif opts.run_dir and rank > 0:
-        run_dir = Path(opts.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-    elif opts.run_dir:
-        made = -1 if Path(opts.run_dir).exists() else 0  # an empty folder given by the user stays
-        run_dir = runs.claim_run_dir(opts.run_dir)
-    else:
-        made = 2  # runs/<name>/<time>, and runs/<name> and runs when it made them
-        run_dir = runs.new_run_dir(resolved.name, opts.runs)
-    runs.setup_logging(run_dir, rank=rank)
-    world_size = int(os.environ.get("WORLD_SIZE", "1")) if "LOCAL_RANK" in os.environ else 1
-    ctx = runs.RunContext(resolved, run_dir, resumed=bool(opts.resume), rank=rank, world_size=world_size)
-    ctx.log.info("vvframe %s: %s %s in %s", __version__, "resuming" if opts.resume else "running", path, run_dir)
-    for warning in resolved.warnings:
-        ctx.log.warning(warning)
-    previous = signal.signal(signal.SIGTERM, _terminated)  # a SIGTERM ends the run the way Ctrl-C does
-    try:
-        if ctx.is_main:
-            runs.write_snapshot(ctx)
-        runs.execute(ctx, opts.stage)
-    except runs.StageFailed as exc:
-        print(f"error: {exc.summary()}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as exc:
-        print(f"{exc or 'interrupted'}; continue with: vvframe run --resume {run_dir}", file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
-    except VvframeError:
-        if made is not None and not ctx.started:  # found before any work: leave no run directory behind
-            ctx.close()
-            runs.setup_logging(None, rank=rank)
-            runs.discard_run_dir(run_dir, max(made, 0))
-            if made < 0:
-                run_dir.mkdir()  # the empty folder the user gave, as it was
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        ctx.close()
-    ctx.log.info("run finished: %s", run_dir)
-    return 0
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM while running: handled like Ctrl-C (status ``interrupted``, the resume hint), exit code 143."""
-
-
-def _terminated(signum, frame) -> None:
-    raise Terminated("terminated (SIGTERM)")
+    return run_main(rest, _recipe_parser("run"))
 
 
 def _resolve(command: str, rest: list[str]):
     """Parse ``RECIPE [overrides]``, load and validate; warnings go to stderr."""
     parser = _recipe_parser(command)
     path, overrides = _split(parser, parser.parse_intermixed_args(rest).args)
+    from vvframe.cli.plugins import compare_plugins
     from vvframe.core import recipe as recipes
 
     resolved = recipes.check(path, overrides)
-    for warning in resolved.warnings:
+    for warning in compare_plugins(resolved):
         print(f"warning: {warning}", file=sys.stderr)
     return path, resolved
 
@@ -190,31 +116,9 @@ def _show(rest: list[str]) -> int:
 
 
 def _plugins(rest: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="vvframe plugins", description=COMMANDS["plugins"])
-    parser.add_argument("kind", nargs="?", metavar="KIND", help="one kind (models, losses, ...)")
-    parser.add_argument("name", nargs="?", metavar="NAME", help="describe this component")
-    parser.add_argument("--check", action="store_true", help="import and validate every entry point (for CI)")
-    opts = parser.parse_args(rest)
-    from vvframe.core import registry
+    from vvframe.cli.plugins import main as plugins_main
 
-    if opts.check:
-        return _check_plugins()
-    if opts.name:
-        registry.kind(opts.kind)
-        print(registry.describe(opts.kind, opts.name))
-        return 0
-    rows = registry.listing(opts.kind)
-    kinds = [opts.kind] if opts.kind else list(registry.KINDS)
-    table = [("KIND", "NAME", "TARGET", "DISTRIBUTION")]
-    for k in kinds:
-        mine = [r for r in rows if r[0] == k]
-        table += [(r[0], r[1], r[2], f"{r[3]} {r[4]}".strip()) for r in mine] or [(k, "-", "(none installed)", "")]
-    table += [(r[0], r[1], r[2], f"{r[3]} {r[4]} (unknown kind)") for r in rows if r[0] not in registry.KINDS]
-    widths = [max(len(row[i]) for row in table) for i in range(3)]
-    for row in table:
-        print(("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3]).rstrip())
-    print("\n`vvframe plugins KIND NAME` describes one; `vvframe plugins --check` imports and checks them all.")
-    return 0
+    return plugins_main(rest, COMMANDS["plugins"])
 
 
 def _data(rest: list[str]) -> int:
@@ -236,37 +140,15 @@ def _verify(rest: list[str]) -> int:
 
 
 def _export(rest: list[str]) -> int:
-    from vvframe.inference.export import main as export_main
+    from vvframe.cli.export import main as export_main
 
     return export_main(rest)
 
 
 def _serve(rest: list[str]) -> int:
-    from vvframe.inference.serve import main as serve_main
+    from vvframe.cli.serve import main as serve_main
 
     return serve_main(rest)
-
-
-def _check_plugins() -> int:
-    from vvframe.core import recipe as recipes
-    from vvframe.core import registry
-    from vvframe.core.schema import parameters
-
-    problems = registry.check_all()
-    for ep in registry.entry_points("stages"):
-        try:
-            params = parameters(registry.load(ep))
-        except VvframeError:
-            continue  # already reported by check_all
-        problems += [f"vvframe.stages '{ep.name}' ({ep.value}): {m}" for m in recipes.stage_contract(params)]
-    count = len(registry.entry_points())
-    if problems:
-        print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {count} entry points:", file=sys.stderr)
-        for p in problems:
-            print(f"  - {p}", file=sys.stderr)
-        return 1
-    print(f"ok: {count} entry points import and have explicit signatures")
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ from pathlib import Path
 from vvframe.core.errors import BadValue, refuse_existing
 from vvframe.data import lists
 
+AUDIO = [suffix.lstrip(".") for suffix in lists.AUDIO_SUFFIXES]  # ["wav", "flac"]: what scans find, convert writes
+
 COMMANDS = {
-    "lists": "scan ROOT/<speaker>/**/*.{wav,flac} into train.txt and val.txt",
+    "lists": f"scan ROOT/<speaker>/**/*.{{{','.join(AUDIO)}}} into train.txt and val.txt",
     "trials": "balanced target / non-target trials from an utterance list",
     "convert": "every audio file under SRC to mono at one rate, mirroring the tree under DST",
     "shards": "pack an utterance list into tar shards for streaming",
@@ -65,7 +67,7 @@ def main(rest: list[str]) -> int:
     p.add_argument("src", type=Path, metavar="SRC")
     p.add_argument("dst", type=Path, metavar="DST")
     p.add_argument("--sample-rate", type=int, default=16000)
-    p.add_argument("--format", choices=["wav", "flac"], default="wav")
+    p.add_argument("--format", choices=AUDIO, default="wav")
     p.add_argument("--jobs", type=int, default=1, metavar="N")
     p.add_argument("--overwrite", action="store_true", help="convert files again even if DST has them")
     p.add_argument(
@@ -198,7 +200,7 @@ def _lists(opts: argparse.Namespace) -> int:
     with _bar(None, "scanning", "speaker") as update:
         by_speaker = lists.scan(opts.root, progress=update)
     if not by_speaker:
-        raise BadValue(f"{opts.root}: no audio files found as {opts.root}/<speaker>/**/*.wav|flac")
+        raise BadValue(f"{opts.root}: no audio files found as {opts.root}/<speaker>/**/*.{'|'.join(AUDIO)}")
     train, val = lists.split(by_speaker, opts.split_ratio, opts.min_utterances, opts.seed)
     lists.check_no_whitespace([n for u in train + val for n in (u.speaker, u.path)], opts.out)
     _refuse(opts.out, ("train.txt", "val.txt"), opts.force, "--out")

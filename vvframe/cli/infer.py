@@ -19,7 +19,8 @@ def _parser(command: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--trust-recipe",
         action="store_true",
-        help="allow the run's recipe to name Python objects (module:attr): only for runs you trust",
+        help="allow the run's model card (or the model file) to name Python objects (module:attr):"
+        " only for runs you trust",
     )
     return parser
 

@@ -29,16 +29,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def atomic_write(path: str | Path, text: str) -> None:
     """Replace ``path`` with ``text`` atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_json(path: str | Path, data: Any) -> None:
     """Replace ``path`` with ``data`` as indented JSON, atomically."""
-    atomic_write(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
 
 
 def _umask() -> int:

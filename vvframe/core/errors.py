@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class VvframeError(Exception):
@@ -27,6 +28,14 @@ class BadValue(VvframeError, ValueError):
     """A value that cannot be read as the type a signature asks for."""
 
 
+class ContractError(VvframeError, TypeError):
+    """A plugin whose callable cannot serve as a component (no readable signature, ``**kwargs``, ...)."""
+
+
+class OutputExists(VvframeError, FileExistsError):
+    """An output that is there already: no command replaces one unless given ``--force``."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """One mistake in a recipe: where it is (``loss.margin``), where the value came from, and what is wrong."""
@@ -44,47 +53,28 @@ class RecipeError(VvframeError, ValueError):
     """Everything wrong with a recipe, reported at once."""
 
     def __init__(self, source: str, problems: list[Problem]):
-        self.source = source
-        self.problems = list(problems)
-        count = len(self.problems)
-        head = f"{source}: {count} problem{'s' if count != 1 else ''}"
+        self.source, self.problems = source, list(problems)
+        head = f"{source}: {len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}"
         super().__init__("\n  ".join([head, *map(str, self.problems)]))
 
 
-class OutputExists(VvframeError, FileExistsError):
-    """An output that is there already: no command replaces one unless given ``--force``."""
-
-
-def refuse_existing(path, force: bool, flag: str = "--out") -> None:
+def refuse_existing(path: str | Path, force: bool, flag: str = "--out") -> None:
     """Raise ``OutputExists`` when ``path`` exists and ``force`` is not set, naming the path and the way out."""
-    from pathlib import Path
-
     if Path(path).exists() and not force:
         raise OutputExists(f"{path} exists; choose another {flag} or pass --force to replace it")
 
 
-class ContractError(VvframeError, TypeError):
-    """A plugin whose callable cannot serve as a component (no readable signature, ``**kwargs``, ...)."""
-
-
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    """``" (did you mean 'a' or 'b'?)"`` for up to three close candidates, or ``""``.
-
-    Case and ``-``/``_`` are ignored first, then a strict difflib cutoff keeps only near misses.
-    """
+    """``" (did you mean 'a' or 'b'?)"`` for up to three near misses (ignoring case and ``-``/``_``), or ``""``."""
     by_norm: dict[str, str] = {}
     for cand in candidates:
         by_norm.setdefault(_norm(cand), cand)
     norm = _norm(word)
-    close = [by_norm[norm]] if norm in by_norm else []
-    close += [by_norm[c] for c in by_norm if _swapped(norm, c) and by_norm[c] not in close]
-    close += [
-        by_norm[c] for c in difflib.get_close_matches(norm, list(by_norm), n=3, cutoff=0.75) if by_norm[c] not in close
-    ]
-    if not close:
-        return ""
-    quoted = [f"'{c}'" for c in close[:3]]
-    return f" (did you mean {' or '.join(quoted)}?)"
+    close = [norm] if norm in by_norm else []
+    close += [c for c in by_norm if _swapped(norm, c)]
+    close += [c for c in difflib.get_close_matches(norm, list(by_norm), n=3, cutoff=0.75) if c not in close]
+    quoted = " or ".join(f"'{by_norm[c]}'" for c in close[:3])
+    return f" (did you mean {quoted}?)" if close else ""
 
 
 def _norm(text: str) -> str:
@@ -93,10 +83,7 @@ def _norm(text: str) -> str:
 
 def _swapped(a: str, b: str) -> bool:
     """Whether ``b`` is ``a`` with two neighbouring letters exchanged (``sdg`` for ``sgd``)."""
-    if len(a) != len(b) or a == b:
-        return False
-    diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
-    return len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+    return a != b and any(b == a[:i] + a[i + 1] + a[i] + a[i + 2 :] for i in range(len(a) - 1))
 
 
 def short(exc: BaseException | str, limit: int = 200) -> str:

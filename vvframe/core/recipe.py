@@ -1,11 +1,6 @@
 """Recipes: load YAML (``base:`` inheritance, line numbers), apply ``a.b.c=value`` overrides, validate, snapshot.
 
-A recipe has kernel keys (``name``, ``seed``, ``stages``, ``base``, ``plugins``), component sections (``model:``
-etc., each ``name`` plus arguments) and settings sections (``trainer:``, ``data:``...). A settings section
-belongs to the stages that read it: a stage's parameter that is not ``ctx`` and not a component section
-names a settings section, and its annotation (a dataclass or any class with an explicit signature) is that
-section's schema. So the recipe format grows with the stages installed, and the kernel names none of them.
-"""
+Each section but the kernel keys is declared by the stages that read it, so the kernel names no section."""
 
 from __future__ import annotations
 
@@ -15,6 +10,8 @@ import enum
 import importlib.metadata as metadata
 import os
 import re
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,30 +20,10 @@ from typing import Any
 import yaml
 
 from vvframe.core import registry
-from vvframe.core.errors import (
-    BadValue,
-    ComponentNotFound,
-    ContractError,
-    PluginImportError,
-    Problem,
-    RecipeError,
-    did_you_mean,
-)
-from vvframe.core.schema import Param, bind, coerce, parameters
+from vvframe.core.errors import BadValue, Problem, RecipeError, VvframeError, did_you_mean
+from vvframe.core.schema import Param, bind, coerce, is_schema, parameters
 
 KERNEL_KEYS = ("base", "name", "seed", "stages", "plugins")
-# recipe section -> kind; a section that is a list holds several components of the kind
-COMPONENT_SECTIONS: dict[str, str] = {
-    "frontend": "frontends",
-    "model": "models",
-    "loss": "losses",
-    "augment": "augmentors",
-    "sampler": "samplers",
-    "normalizer": "normalizers",
-    "optimizer": "optimizers",
-    "scheduler": "schedulers",
-}
-LIST_SECTIONS = ("augment",)
 
 
 @dataclass
@@ -73,11 +50,9 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     """Read ``path`` with its ``base:`` chain and apply ``overrides``; a ``RecipeError`` lists what is wrong."""
     path = Path(path)
     problems: list[Problem] = []
-    data, origins = _load_file(path, (), problems)
-    recipe = Recipe(data, origins, str(path))
+    recipe = Recipe(*_load_file(path, (), problems), str(path))
     for i, text in enumerate(overrides, 1):
-        problem = apply_override(recipe, text, f"command-line override {i} ({text})")
-        if problem:
+        if problem := apply_override(recipe, text, f"command-line override {i} ({text})"):
             problems.append(problem)
     if problems:
         raise RecipeError(str(path), problems)
@@ -96,20 +71,17 @@ def _load_file(path: Path, chain: tuple[Path, ...], problems: list[Problem]) -> 
     if bases is None:
         return data, origins
     base_origin = origins.pop("base", str(path))
-    if isinstance(bases, str):
-        bases = [bases]
+    bases = [bases] if isinstance(bases, str) else bases
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
         problems.append(Problem("base", base_origin, f"expected a file name or a list of them, got {bases!r}"))
         return data, origins
-    merged: dict = {}
-    merged_origins: dict = {}
+    merged, merged_origins = {}, {}
     for base in bases:
         base_path = Path(os.path.normpath(path.parent / base))
         if not base_path.is_file():
             problems.append(Problem("base", base_origin, _missing_file(base_path)))
             continue
-        base_data, base_origins = _load_file(base_path, (*chain, real), problems)
-        merged, merged_origins = merge(merged, merged_origins, base_data, base_origins)
+        merged, merged_origins = merge(merged, merged_origins, *_load_file(base_path, (*chain, real), problems))
     return merge(merged, merged_origins, data, origins)
 
 
@@ -118,11 +90,8 @@ def _missing_file(path: Path) -> str:
         names = sorted(p.name for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
         inside = f" (recipes in it: {', '.join(names[:5])})" if names else ""
         return f"{path} is a directory; give a recipe file (.yaml){inside}"
-    hint = ""
-    if path.parent.is_dir():
-        names = [p.name for p in path.parent.iterdir() if p.suffix in (".yaml", ".yml")]
-        hint = did_you_mean(path.name, names)
-    return f"recipe file {path} does not exist{hint}"
+    names = [p.name for p in path.parent.iterdir() if p.suffix in (".yaml", ".yml")] if path.parent.is_dir() else []
+    return f"recipe file {path} does not exist{did_you_mean(path.name, names)}"
 
 
 def _read_yaml(path: Path, problems: list[Problem]) -> tuple[dict, dict]:
@@ -140,53 +109,41 @@ def _read_yaml(path: Path, problems: list[Problem]) -> tuple[dict, dict]:
     if data is None:
         return {}, {}
     if not isinstance(data, dict):
-        raise RecipeError(
-            str(path), [Problem("", "", f"{path}: a recipe is a mapping of sections, got a {type(data).__name__}")]
-        )
+        got = f"a recipe is a mapping of sections, got a {type(data).__name__}"
+        raise RecipeError(str(path), [Problem("", "", f"{path}: {got}")])
     origins: dict[str, str] = {}
     _walk(node, "", path, origins, problems)
     return data, origins
 
 
 def _walk(node: yaml.Node, prefix: str, path: Path, origins: dict, problems: list[Problem]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen = set()
-        for key_node, value_node in node.value:
-            key = _join(prefix, str(key_node.value))
-            where = f"{path}:{key_node.start_mark.line + 1}"
-            if key in seen:
-                problems.append(Problem(key, where, "duplicate key (the later value would silently win)"))
-            seen.add(key)
-            origins[key] = where
-            _walk(value_node, key, path, origins, problems)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            key = _join(prefix, str(i))
-            origins[key] = f"{path}:{item.start_mark.line + 1}"
-            _walk(item, key, path, origins, problems)
+    items = [(str(k.value), k, v) for k, v in node.value] if isinstance(node, yaml.MappingNode) else []
+    if isinstance(node, yaml.SequenceNode):
+        items = [(str(i), v, v) for i, v in enumerate(node.value)]
+    seen = set()
+    for name, marked, child in items:  # marked: the node whose line the key is on
+        key = _join(prefix, name)
+        where = f"{path}:{marked.start_mark.line + 1}"
+        if key in seen:
+            problems.append(Problem(key, where, "duplicate key (the later value would silently win)"))
+        seen.add(key)
+        origins[key] = where
+        _walk(child, key, path, origins, problems)
 
 
 def merge(base: dict, base_origins: dict, top: dict, top_origins: dict) -> tuple[dict, dict]:
     """``top`` deep-merged over ``base``; a component mapping whose ``name`` changes replaces the old one whole."""
-    out = copy.deepcopy(base)
-    origins = dict(base_origins)
-
-    def drop(prefix: str) -> None:
-        for key in [k for k in origins if k.startswith(prefix + ".")]:
-            del origins[key]
+    out, origins = copy.deepcopy(base), dict(base_origins)
 
     def go(dst: dict, src: dict, prefix: str) -> None:
         for key, value in src.items():
             path = _join(prefix, str(key))
             old = dst.get(key)
-            if (
-                isinstance(old, dict)
-                and isinstance(value, dict)
-                and old.get("name", value.get("name")) == value.get("name", old.get("name"))
-            ):
+            both = isinstance(old, dict) and isinstance(value, dict)
+            if both and old.get("name", value.get("name")) == value.get("name", old.get("name")):
                 go(old, value, path)
             else:
-                drop(path)
+                _forget(origins, path)
                 dst[key] = copy.deepcopy(value)
 
     go(out, top, "")
@@ -198,7 +155,7 @@ def apply_override(recipe: Recipe, text: str, origin: str) -> Problem | None:
     """Set ``a.b.c=value`` (value read as YAML) in ``recipe``; a ``Problem`` if the path cannot be set."""
     key, sep, raw = text.partition("=")
     key = key.strip()
-    if not sep or not key or not re.fullmatch(r"[\w-]+(\.[\w-]+)*", key):
+    if not sep or not re.fullmatch(r"[\w-]+(\.[\w-]+)*", key):
         return Problem("", origin, "an override is key.path=value (e.g. trainer.epochs=2)")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
@@ -206,51 +163,34 @@ def apply_override(recipe: Recipe, text: str, origin: str) -> Problem | None:
         return Problem(key, origin, f"the value is not valid YAML: {exc}".replace("\n", " "))
     parts = key.split(".")
     node: Any = recipe.data
-    for depth, part in enumerate(parts[:-1]):
-        here = ".".join(parts[: depth + 1])
-        nxt = _child(node, part)
-        if isinstance(nxt, Problem):
-            return Problem(here, origin, nxt.message)
-        if nxt is _ABSENT or nxt is None or isinstance(nxt, str) and not parts[depth + 1].isdigit():
+    for depth, part in enumerate(parts):
+        here, slot = ".".join(parts[: depth + 1]), part
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                size = f"{len(node)}-item list"
+                which = f"the {size} at '{'.'.join(parts[:depth])}'" if here == key else f"this {size}"
+                return Problem(here, origin, f"'{part}' is not an index of {which} (0..{len(node) - 1})")
+            slot = int(part)
+        if here == key:
+            break
+        nxt = node[slot] if isinstance(node, list) else node.get(slot)
+        if nxt is None or isinstance(nxt, str) and not parts[depth + 1].isdigit():
             # a section not written yet, a disabled component, or a name shorthand: make it a mapping
-            nxt = {} if nxt is _ABSENT or nxt is None else {"name": nxt}
-            _set(node, part, nxt)
+            node[slot] = nxt = {} if nxt is None else {"name": nxt}
             recipe.origins.setdefault(here, origin)
         elif not isinstance(nxt, (dict, list)):
             return Problem(here, origin, f"'{here}' is a value ({nxt!r}), not a section; set it with {here}=...")
         node = nxt
-    last = parts[-1]
-    if isinstance(node, list):
-        if not last.isdigit() or int(last) >= len(node):
-            return Problem(
-                key,
-                origin,
-                f"'{last}' is not an index of the {len(node)}-item list at"
-                f" '{'.'.join(parts[:-1])}' (0..{len(node) - 1})",
-            )
-    _set(node, last, value)
-    for stale in [k for k in recipe.origins if k == key or k.startswith(key + ".")]:
-        del recipe.origins[stale]
+    node[slot] = value
+    _forget(recipe.origins, key)
     recipe.origins[key] = origin
     return None
 
 
-_ABSENT = object()
-
-
-def _child(node: Any, part: str) -> Any:
-    if isinstance(node, list):
-        if not part.isdigit() or int(part) >= len(node):
-            return Problem("", "", f"'{part}' is not an index of this {len(node)}-item list (0..{len(node) - 1})")
-        return node[int(part)]
-    return node.get(part, _ABSENT)
-
-
-def _set(node: Any, part: str, value: Any) -> None:
-    if isinstance(node, list):
-        node[int(part)] = value
-    else:
-        node[part] = value
+def _forget(origins: dict[str, str], key: str) -> None:
+    """Drop the origins of everything under ``key`` (its value replaced whole)."""
+    for stale in [k for k in origins if k.startswith(key + ".")]:
+        del origins[stale]
 
 
 def _join(prefix: str, key: str) -> str:
@@ -258,6 +198,18 @@ def _join(prefix: str, key: str) -> str:
 
 
 # --- resolving --------------------------------------------------------------------------------------------
+
+
+def section_kind(annotation: Any) -> tuple[str, bool] | None:
+    """``(kind, many)`` when a stage parameter's annotation declares a component section (``Annotated[Component,
+    kind("models")]``, ``Annotated[list[Component], kind("augmentors")]``, either ``| None``), else ``None``."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return next(filter(None, map(section_kind, typing.get_args(annotation))), None)
+    if typing.get_origin(annotation) is not typing.Annotated:
+        return None
+    marks = [m for m in annotation.__metadata__ if isinstance(m, registry.Kind)]
+    base = typing.get_origin(typing.get_args(annotation)[0])
+    return (marks[0].name, base in (list, tuple, Sequence)) if marks else None
 
 
 @dataclass
@@ -277,6 +229,14 @@ class Stage:
     entry_point: metadata.EntryPoint
     params: list[Param]
 
+    @property
+    def factory(self) -> Any:
+        return registry.load(self.entry_point)
+
+    def sections(self) -> list[Param]:
+        """The parameters that name recipe sections (all but ``ctx``)."""
+        return [p for p in self.params if p.name != "ctx"]
+
 
 @dataclass
 class Resolved:
@@ -288,17 +248,13 @@ class Resolved:
     stages: list[Stage]
     components: dict[str, Any]  # section -> Component | list[Component] | None
     settings: dict[tuple[str, Any], Section]  # (section, schema) -> Section
-    warnings: list[str] = field(default_factory=list)  # worth saying, not worth stopping for
 
     def stage_arguments(self, stage: Stage) -> dict[str, Any]:
-        """The section values ``stage``'s factory asks for (component sections and settings objects)."""
+        """The section values ``stage``'s factory asks for (components and settings objects)."""
         args = {}
-        for p in stage.params:
-            if p.name == "ctx":
-                continue
-            if p.name in COMPONENT_SECTIONS:
-                if p.name in self.components:
-                    args[p.name] = self.components[p.name]
+        for p in stage.sections():
+            if section_kind(p.annotation) and p.name in self.components:
+                args[p.name] = self.components[p.name]
             elif (p.name, p.annotation) in self.settings:
                 args[p.name] = self.settings[(p.name, p.annotation)].value
         return args
@@ -308,28 +264,18 @@ class Resolved:
         out: dict[str, Any] = {"name": self.name, "seed": self.seed, "stages": [s.name for s in self.stages]}
         plugins: dict[str, dict[str, str]] = {}
         for section, comp in self.components.items():
-            comps = comp if isinstance(comp, list) else [comp]
-            entries = []
-            for c in comps:
-                if c is None:
-                    continue
-                entries.append(_filled(c))
-                plugins[c.path] = _provenance(c.entry_point)
-            out[section] = entries if isinstance(comp, list) else (entries[0] if entries else None)
-        written = {}
+            entries = [c for c in (comp if isinstance(comp, list) else [comp]) if c is not None]
+            plugins.update({c.path: _provenance(c.entry_point) for c in entries})
+            out[section] = [_filled(c) for c in entries] if isinstance(comp, list) else _filled(comp) if comp else None
         for (section, _), sec in self.settings.items():
-            written.setdefault(section, {}).update(sec.resolved)
-        out.update(written)
-        for stage in self.stages:
-            plugins[stage.path] = _provenance(stage.entry_point)
-        out["plugins"] = plugins
-        return out
+            out.setdefault(section, {}).update(sec.resolved)
+        plugins.update({stage.path: _provenance(stage.entry_point) for stage in self.stages})
+        return {**out, "plugins": plugins}
 
 
 def _filled(comp: registry.Component) -> dict[str, Any]:
-    params = parameters(comp.factory)
     supplies = registry.KINDS[comp.kind].supplies
-    defaults = _defaults([p for p in params if p.name not in supplies])
+    defaults = _defaults([p for p in parameters(comp.factory) if p.name not in supplies])
     return plain({"name": comp.name, **defaults, **comp.args})
 
 
@@ -337,32 +283,22 @@ def _defaults(params: list[Param]) -> dict[str, Any]:
     """Defaults that a YAML file can hold, in their annotated type (``momentum=0`` under ``float`` is 0.0)."""
     out = {}
     for p in params:
-        if p.required or not _representable(p.default):
-            continue
-        try:
-            out[p.name] = coerce(p.default, p.annotation, p.default)
-        except BadValue:
-            out[p.name] = p.default
+        if not p.required and _representable(p.default):
+            try:
+                out[p.name] = coerce(p.default, p.annotation, p.default)
+            except BadValue:
+                out[p.name] = p.default
     return out
 
 
-def _provenance(ep: metadata.EntryPoint) -> dict[str, str]:
-    dist, version = registry.distribution(ep)
-    return {
-        "entry_point": f"{ep.group}: {ep.name} = {ep.value}",
-        "distribution": f"{dist}=={version}" if version else dist,
-    }
-
-
 def _representable(value: Any) -> bool:
-    return (
-        value is None
-        or isinstance(value, (bool, int, float, str))
-        or (
-            isinstance(value, (list, tuple, dict))
-            and all(_representable(v) for v in (value.values() if isinstance(value, dict) else value))
-        )
-    )
+    if isinstance(value, (list, tuple, dict)):
+        return all(map(_representable, value.values() if isinstance(value, dict) else value))
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _provenance(ep: metadata.EntryPoint) -> dict[str, str]:
+    return {"entry_point": f"{ep.group}: {ep.name} = {ep.value}", "distribution": registry.where(ep)}
 
 
 def plain(value: Any) -> Any:
@@ -380,17 +316,17 @@ def plain(value: Any) -> Any:
     return value
 
 
-def resolve(recipe: Recipe, *, references: bool = True) -> Resolved:
-    """Validate the whole recipe (every problem at once, each with its path and origin) and resolve it.
+Readers = dict[str, list[tuple[Stage, Param]]]  # section -> the stages reading it and their parameter for it
 
-    Nothing is built or called. ``references=False`` (for a run directory's recipe being loaded, which is data)
-    refuses ``module:attr`` references in component sections and stages; see ``registry.find``.
-    """
+
+def resolve(recipe: Recipe, *, references: bool = True) -> Resolved:
+    """Validate the whole recipe (every problem at once, with its path and origin) and resolve it, building nothing;
+    ``references=False`` (for data being loaded) refuses ``module:attr`` references (see ``registry.find``)."""
     data = recipe.data
-    problems: list[Problem] = []
+    problems: dict[Problem, None] = {}  # in order, without repeats (two stages may find the same mistake)
 
     def report(path: str, message: str) -> None:
-        problems.append(Problem(path, recipe.origin(path) if path else "", message))
+        problems[Problem(path, recipe.origin(path) if path else "", message)] = None
 
     name = data.get("name", Path(recipe.source).stem)
     if not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name):
@@ -399,130 +335,85 @@ def resolve(recipe: Recipe, *, references: bool = True) -> Resolved:
     if isinstance(seed, bool) or not isinstance(seed, int):
         report("seed", f"expected an integer, got {seed!r}")
     stage_names = data.get("stages")
-    if isinstance(stage_names, str):
-        stage_names = [stage_names]
+    stage_names = [stage_names] if isinstance(stage_names, str) else stage_names
     if not isinstance(stage_names, list) or not stage_names:
-        report(
-            "stages",
-            "expected a non-empty list of stages to run, e.g. stages: [train, eval]"
-            " (`vvframe plugins stages` lists them)",
-        )
         stage_names = []
-    stages, readers = [], {}
-    stage_failed = False
-    for i, stage_name in enumerate(stage_names):
-        stage, stage_problems = _stage(stage_name, f"stages.{i}", references)
-        for path, message in stage_problems:
-            report(path, message)
-        if stage is None:
-            stage_failed = True
-            continue
-        stages.append(stage)
-        for p in stage.params:
-            if p.name != "ctx" and p.name not in COMPONENT_SECTIONS:
-                readers.setdefault(p.name, []).append((stage, p))
-    warnings = []
-    if isinstance(data.get("plugins"), dict):
-        warnings = _compare_plugins(data["plugins"], recipe.source)
-    elif "plugins" in data:
+        say = "expected a non-empty list of stages to run, e.g. stages: [train, eval]"
+        report("stages", say + " (`vvframe plugins stages` lists them)")
+    found = [_stage(entry, f"stages.{i}", references, report) for i, entry in enumerate(stage_names)]
+    stages = [s for s in found if s is not None]
+    readers: Readers = {}
+    for stage in stages:
+        _add_readers(readers, stage)
+    if "plugins" in data and not isinstance(data["plugins"], dict):
         report("plugins", "expected the mapping a run's recipe.yaml records; remove it from a hand-written recipe")
-
-    components: dict[str, Any] = {}
-    for section, kind_name in COMPONENT_SECTIONS.items():
-        if section not in data:
-            continue
-        entry = data[section]
-        if section in LIST_SECTIONS:
-            entries = [] if entry is None else entry if isinstance(entry, list) else [entry]
-            built = []
-            for j, item in enumerate(entries):
-                comp, comp_problems = registry.resolve(kind_name, item, f"{section}.{j}", references=references)
-                for path, message in comp_problems:
-                    report(path, message)
-                if comp is not None:
-                    built.append(comp)
-            components[section] = built
-        else:
-            comp, comp_problems = registry.resolve(kind_name, entry, section, references=references)
-            for path, message in comp_problems:
-                report(path, message)
-            components[section] = comp
-
-    for path, message in _disagreements(components):
-        report(path, message)
-
-    settings: dict[tuple[str, Any], Section] = {}
-    unknown = [k for k in data if k not in KERNEL_KEYS and k not in COMPONENT_SECTIONS and k not in readers]
-    if unknown and not stage_failed:
-        others = _other_readers(set(unknown))
+    unknown = [k for k in data if k not in KERNEL_KEYS and k not in readers]
+    if unknown and len(stages) < len(stage_names):
+        why = "a stage above could not be resolved, and stages define the settings sections they read"
+        report("", f"section(s) {', '.join(unknown)} not checked: {why}")
+    elif unknown:
+        others = _installed_readers()
         for key in unknown:
             if key in others:  # read by an installed stage this recipe does not run: still checked
                 readers[key] = others[key]
             else:
-                known = [*KERNEL_KEYS, *COMPONENT_SECTIONS, *readers, *_all_settings_names()]
+                known = [*KERNEL_KEYS, *readers, *others]
                 report(key, f"unknown section '{key}'{did_you_mean(key, known)}; no installed stage reads it")
-    elif unknown:
-        report(
-            "",
-            f"section(s) {', '.join(unknown)} not checked: a stage above could not be resolved, and"
-            " stages define the settings sections they read",
-        )
-
+    resolved = Resolved(recipe, name, seed, stages, {}, {})
     for key, readers_of in readers.items():
-        value = data.get(key)
-        if value is None and key in data:
-            value = {}
-        _settings(key, value, readers_of, settings, report)
-
-    needed: dict[str, list[str]] = {}  # a component section that a stage requires (no default) but is absent or null
-    for stage in stages:
-        for p in stage.params:
-            if p.name in COMPONENT_SECTIONS and p.required and data.get(p.name) is None:
-                needed.setdefault(p.name, []).append(repr(stage.name))
-    for section, by in needed.items():
-        kind_name = COMPONENT_SECTIONS[section]
-        by_stages = f"stage{'s' if len(by) > 1 else ''} {', '.join(by)}"
-        if section in data:
-            report(
-                section,
-                f"section '{section}' is null, but {by_stages} require{'' if len(by) > 1 else 's'} it:"
-                f" name a component there, e.g. {section}: {{name: ...}} (`vvframe plugins {kind_name}`"
-                " lists choices)",
-            )
+        kinds = {section_kind(p.annotation) for _, p in readers_of}
+        if len(kinds) > 1:
+            by = "; ".join(f"stage '{s.name}' as {section_kind(p.annotation) or 'settings'}" for s, p in readers_of)
+            report(key, f"section '{key}' is read in different ways: {by}")
+        elif None in kinds:
+            _settings(key, data, readers_of, resolved.settings, report)
         else:
-            report(
-                section,
-                f"missing section '{section}' ({kind_name}), required by {by_stages}"
-                f" (`vvframe plugins {kind_name}` lists choices)",
-            )
+            _component_section(key, data, readers_of, resolved.components, report, references)
+    for stage in stages:  # the agreements between a stage's components, which only the stage knows
+        check = getattr(stage.factory, "check", None)
+        if check is not None:
+            wanted = {p.name for p in parameters(check)}
+            for path, message in check(**{k: v for k, v in resolved.stage_arguments(stage).items() if k in wanted}):
+                report(path, message)
     if problems:
         raise RecipeError(recipe.source, sorted(problems, key=_reading_order))
-    return Resolved(recipe, name, seed, stages, components, settings, warnings)
+    return resolved
 
 
-def _disagreements(components: dict[str, Any]) -> list[tuple[str, str]]:
-    """Contracts between kinds checked before anything is built: a loss's ``min_per_speaker`` (a class
-    attribute) against the utterances per speaker the sampler gives (its ``per_speaker`` argument or
-    attribute, 1 if it has neither)."""
-    loss, sampler = components.get("loss"), components.get("sampler")
-    if loss is None or sampler is None:
-        return []
-    need = getattr(loss.factory, "min_per_speaker", 1)
-    if "per_speaker" in sampler.args:
-        have = sampler.args["per_speaker"]
+def _add_readers(readers: Readers, stage: Stage) -> None:
+    for p in stage.sections():
+        readers.setdefault(p.name, []).append((stage, p))
+
+
+def _component_section(key: str, data: dict, readers_of: list, out: dict, report, references: bool) -> None:
+    """Resolve the component section ``key`` (or the default entry its first reader declares)."""
+    kind_name, many = section_kind(readers_of[0][1].annotation)
+    needed_by = [repr(s.name) for s, p in readers_of if p.required and s.path]
+    by = f"stage{'s' if len(needed_by) > 1 else ''} {', '.join(needed_by)}"
+    choices = f"`vvframe plugins {kind_name}` lists choices"
+    entry = data.get(key, next((p.default for _, p in readers_of if not p.required), None))
+    if key not in data and not isinstance(entry, (str, Mapping)):  # the stage keeps its own default
+        if needed_by:
+            report(key, f"missing section '{key}' ({kind_name}), required by {by} ({choices})")
+        return
+    if entry is None and needed_by:
+        verb = "require" if len(needed_by) > 1 else "requires"
+        fix = f"name a component there, e.g. {key}: {{name: ...}} ({choices})"
+        report(key, f"section '{key}' is null, but {by} {verb} it: {fix}")
+        return
+    if many:
+        items = [] if entry is None else entry if isinstance(entry, list) else [entry]
+        found = [_component(kind_name, item, f"{key}.{j}", report, references) for j, item in enumerate(items)]
+        out[key] = [c for c in found if c is not None]
     else:
-        defaults = {p.name: p.default for p in parameters(sampler.factory) if not p.required}
-        have = defaults.get("per_speaker", getattr(sampler.factory, "per_speaker", 1))
-    if isinstance(need, int) and isinstance(have, int) and have < need:
-        return [
-            (
-                "sampler",
-                f"losses '{loss.name}' needs at least {need} utterances of a speaker in a batch"
-                f" (its min_per_speaker), and samplers '{sampler.name}' gives {have}"
-                f" (per_speaker); give the sampler per_speaker: {need} or more",
-            )
-        ]
-    return []
+        out[key] = _component(kind_name, entry, key, report, references)
+
+
+def _component(kind_name: str, entry: Any, path: str, report, references: bool) -> registry.Component | None:
+    comp, problems = registry.resolve(kind_name, entry, path, references=references)
+    for where, message in problems:
+        report(where, message)
+    return comp
 
 
 def _reading_order(problem: Problem) -> tuple:
@@ -534,29 +425,38 @@ def _reading_order(problem: Problem) -> tuple:
     return (1, "", int(override.group(1))) if override else (2, "", 0)
 
 
-def _stage(entry: Any, path: str, references: bool = True) -> tuple[Stage | None, list[tuple[str, str]]]:
+def _stage(entry: Any, path: str, references: bool, report) -> Stage | None:
+    """The stage ``entry`` names, or ``None`` with what is wrong reported."""
     if not isinstance(entry, str):
-        return None, [(path, f"expected a stage name, got {entry!r}")]
+        report(path, f"expected a stage name, got {entry!r}")
+        return None
     try:
         ep = registry.find("stages", entry, references=references)
         params = parameters(registry.load(ep))
-    except (ComponentNotFound, PluginImportError, ContractError) as exc:
-        return None, [(path, str(exc))]
+    except VvframeError as exc:  # not installed, failed to import, no readable signature
+        report(path, str(exc))
+        return None
     problems = stage_contract(params)
-    if problems:
-        return None, [(path, f"stage '{entry}': {m}") for m in problems]
-    return Stage(entry, path, ep, params), []
+    for message in problems:
+        report(path, f"stage '{entry}': {message}")
+    return None if problems else Stage(entry, path, ep, params)
 
 
 def stage_contract(params: list[Param]) -> list[str]:
-    """What is wrong with a stage factory's parameters: each must be ``ctx``, a component section, or a schema."""
+    """What is wrong with a stage factory's parameters: each must be ``ctx``, a declared component section
+    (``Annotated[Component, kind("models")]``, a list of them likewise), or a settings schema."""
     problems = []
     for p in params:
-        if p.name == "ctx" or p.name in COMPONENT_SECTIONS:
+        if p.name == "ctx" or section_kind(p.annotation):
             continue
         if p.name in KERNEL_KEYS:
             problems.append(f"parameter '{p.name}' is a kernel key, not a section a stage can read")
-        elif not _is_schema(p.annotation):
+        elif registry.Component in (p.annotation, *typing.get_args(p.annotation)):
+            problems.append(
+                f"parameter '{p.name}' is a component: declare its kind, {p.name}: Annotated[Component, kind(KIND)]"
+                f" with KIND one of {', '.join(registry.KINDS)}"
+            )
+        elif not is_schema(p.annotation):
             problems.append(
                 f"parameter '{p.name}' names a settings section, so it needs a schema annotation"
                 " (a dataclass or a class with explicit keyword parameters)"
@@ -564,104 +464,46 @@ def stage_contract(params: list[Param]) -> list[str]:
     return problems
 
 
-def _is_schema(annotation: Any) -> bool:
-    if not isinstance(annotation, type) or annotation.__init__ is object.__init__:
-        return False
-    try:
-        parameters(annotation)
-    except ContractError:
-        return False
-    return True
-
-
-def _other_readers(names: set[str]) -> dict[str, list[tuple[Stage, Param]]]:
-    found: dict[str, list[tuple[Stage, Param]]] = {}
+def _installed_readers() -> Readers:
+    """The sections that every installed stage reads (for sections of stages a recipe does not run)."""
+    found: Readers = {}
     for ep in registry.entry_points("stages"):
         try:
             params = parameters(registry.load(ep))
-        except (PluginImportError, ContractError):
+        except VvframeError:  # failed to import, no readable signature
             continue
-        for p in params:
-            if p.name in names and _is_schema(p.annotation):
-                found.setdefault(p.name, []).append((Stage(ep.name, "", ep, params), p))
+        if not stage_contract(params):
+            _add_readers(found, Stage(ep.name, "", ep, params))
     return found
 
 
-def _all_settings_names() -> list[str]:
-    names = []
-    for ep in registry.entry_points("stages"):
-        try:
-            names += [
-                p.name for p in parameters(registry.load(ep)) if p.name != "ctx" and p.name not in COMPONENT_SECTIONS
-            ]
-        except (PluginImportError, ContractError):
-            continue
-    return names
-
-
-def _settings(key: str, value: Any, readers: list[tuple[Stage, Param]], out: dict, report) -> None:
-    if value is not None and not isinstance(value, dict):
-        report(key, f"expected a mapping of settings, got {value!r}")
+def _settings(key: str, data: dict, readers: list, out: dict, report) -> None:
+    """Check the settings section ``key`` against the schema of each stage that reads it."""
+    if data.get(key) is not None and not isinstance(data[key], dict):
+        report(key, f"expected a mapping of settings, got {data[key]!r}")
         return
-    given = value or {}
+    given = data.get(key) or {}
     schemas: dict[Any, list[str]] = {}
     for stage, p in readers:
-        schemas.setdefault(p.annotation, []).append(stage.name)
-    accepted_by_any = set()
-    for schema in schemas:
-        accepted_by_any |= {p.name for p in parameters(schema)}
-    for schema, stage_names in schemas.items():
+        schemas.setdefault(p.annotation, []).append(repr(stage.name))
+    accepted = {p.name for schema in schemas for p in parameters(schema)}
+    for schema, by in schemas.items():
         params = parameters(schema)
-        names = {p.name for p in params}
-        mine = {k: v for k, v in given.items() if k in names or (len(schemas) == 1)}
-        owner = f"section '{key}' (read by stage {', '.join(repr(s) for s in stage_names)})"
-        coerced, problems = bind(params, mine, owner=owner)
-        for path, message in problems:
-            if message.startswith("missing required") and value is None:
-                message = (
-                    f"missing section '{key}', required by stage {', '.join(repr(s) for s in stage_names)}"
-                    f" (it needs {path})"
-                )
-                path = ""
+        mine = {k: v for k, v in given.items() if len(schemas) == 1 or k in {p.name for p in params}}
+        coerced, found = bind(params, mine, owner=f"section '{key}' (read by stage {', '.join(by)})")
+        for path, message in found:
+            if message.startswith("missing required") and key not in data:
+                message, path = f"missing section '{key}', required by stage {', '.join(by)} (it needs {path})", ""
             report(_join(key, path), message)
-        if problems:
+        if found:
             continue
         try:
-            instance = schema(**coerced)
+            out[(key, schema)] = Section(schema(**coerced), plain({**_defaults(params), **coerced}))
         except (TypeError, ValueError) as exc:
             report(key, f"invalid settings: {exc}")
-            continue
-        out[(key, schema)] = Section(instance, plain({**_defaults(params), **coerced}))
-    if len(schemas) > 1:
-        for k in given:
-            if k not in accepted_by_any:
-                report(
-                    _join(key, str(k)),
-                    f"unknown key '{k}' in section '{key}'"
-                    f"{did_you_mean(str(k), sorted(accepted_by_any))}; it accepts: "
-                    + ", ".join(sorted(accepted_by_any)),
-                )
-
-
-def _compare_plugins(recorded: dict, source: str) -> list[str]:
-    """Warnings for components recorded in a run's ``plugins:`` block that are installed differently now."""
-    warnings = []
-    installed = {(ep.group, ep.name, ep.value): ep for ep in registry.entry_points()}
-    for path, info in recorded.items():
-        if not isinstance(info, dict) or not isinstance(info.get("entry_point"), str):
-            continue
-        group, _, rest = info["entry_point"].partition(": ")
-        ep_name, _, value = rest.partition(" = ")
-        ep = installed.get((group, ep_name, value))
-        if ep is None and registry.is_reference(ep_name):
-            ep = metadata.EntryPoint(ep_name, value, group)
-        if ep is None:
-            warnings.append(f"{source}: {path} was recorded as {info['entry_point']}, which is not installed now")
-            continue
-        now = _provenance(ep)["distribution"]
-        if now != info.get("distribution"):
-            warnings.append(f"{source}: {path} was recorded from {info.get('distribution')}; installed now: {now}")
-    return warnings
+    for k in [k for k in given if k not in accepted] if len(schemas) > 1 else ():
+        close, names = did_you_mean(str(k), sorted(accepted)), ", ".join(sorted(accepted))
+        report(_join(key, str(k)), f"unknown key '{k}' in section '{key}'{close}; it accepts: {names}")
 
 
 def check(path: str | Path, overrides: Sequence[str] = ()) -> Resolved:
@@ -669,23 +511,15 @@ def check(path: str | Path, overrides: Sequence[str] = ()) -> Resolved:
     return resolve(load(path, overrides))
 
 
+def snapshot(path: Path) -> dict[str, Any]:
+    """The recipe a run started with (its ``recipe.yaml``) as plain data, or ``{}`` when it cannot be read."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def dump(data: Mapping[str, Any]) -> str:
     """A resolved recipe as YAML, keys in recipe order."""
     return yaml.safe_dump(plain(dict(data)), sort_keys=False, default_flow_style=None, width=100)
-
-
-__all__ = [
-    "Recipe",
-    "Resolved",
-    "Stage",
-    "COMPONENT_SECTIONS",
-    "KERNEL_KEYS",
-    "load",
-    "resolve",
-    "check",
-    "dump",
-    "apply_override",
-    "merge",
-    "plain",
-    "stage_contract",
-]

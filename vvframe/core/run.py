@@ -1,4 +1,6 @@
-"""The run directory, its logging, TensorBoard writer and progress bars, and running stages in order."""
+"""Running a recipe's stages: the run context they share, the recipe snapshot, and each stage's status.
+
+A run directory holds ``recipe.yaml``, ``run.json``, ``log.txt`` and TensorBoard events; the stages write the rest."""
 
 from __future__ import annotations
 
@@ -17,14 +19,10 @@ from vvframe.core import recipe as recipes
 from vvframe.core.atomic import atomic_json, atomic_write
 from vvframe.core.errors import VvframeError, add_note
 
-log = logging.getLogger(__name__)
-
 STATUS_FILE = "run.json"
 RECIPE_FILE = "recipe.yaml"
 LOG_FILE = "log.txt"
-
-
-# DESIGN section 6: the folders of a run directory, written by the stages and read by the Python API
+# the folders of a run directory that the first-party stages write and the Python API reads
 RUN_LAYOUT = {"checkpoints": "checkpoints", "cohort": "cohort", "eval": "eval", "test": "test"}
 
 
@@ -36,22 +34,16 @@ class StageFailed(Exception):
     """A stage raised; the traceback is in log.txt and ``__cause__`` holds the original exception."""
 
     def __init__(self, stage: str, log_file: Path):
-        self.stage = stage
-        self.log_file = log_file
         super().__init__(stage)
+        self.stage, self.log_file = stage, log_file
 
     def summary(self) -> str:
-        cause = self.__cause__
-        what = f"{type(cause).__name__}: {cause}".splitlines()[0] if cause else "failed"
+        what = f"{type(self.__cause__).__name__}: {self.__cause__}".splitlines()[0] if self.__cause__ else "failed"
         return f"stage '{self.stage}' failed: {what} (traceback in {self.log_file})"
 
 
 class RunContext:
-    """What every stage of a run shares: the resolved recipe, the run directory, rank, logger, writer, progress.
-
-    Only rank 0 writes files, logs progress and owns the TensorBoard writer; other ranks get a writer of
-    ``None`` and disabled progress bars.
-    """
+    """What every stage of a run shares: the resolved recipe, the run directory, rank, logger, writer, progress."""
 
     def __init__(
         self,
@@ -62,15 +54,10 @@ class RunContext:
         world_size: int = 1,
         resumed: bool = False,
     ):
-        self.resolved = resolved
-        self.recipe: dict[str, Any] = resolved.to_dict()
-        self.name = resolved.name
-        self.seed = resolved.seed
-        self.run_dir = Path(run_dir)
-        self.rank = rank
-        self.world_size = world_size
-        self.resumed = resumed
-        self.log = logging.getLogger("vvframe.core.run")
+        self.resolved, self.recipe = resolved, resolved.to_dict()
+        self.name, self.seed = resolved.name, resolved.seed
+        self.run_dir, self.rank, self.world_size, self.resumed = Path(run_dir), rank, world_size, resumed
+        self.log = logging.getLogger("vvframe.run")
         self.started = False  # set when the first stage starts running (building them is not work yet)
         self._writer = None
 
@@ -99,8 +86,7 @@ class RunContext:
         from tqdm.auto import tqdm
 
         kwargs.setdefault("disable", not (self.is_main and sys.stderr.isatty()))
-        kwargs.setdefault("dynamic_ncols", True)
-        return tqdm(iterable, **kwargs)
+        return tqdm(iterable, **{"dynamic_ncols": True, **kwargs})
 
     def __getstate__(self) -> dict[str, Any]:
         """Picklable for spawned ranks: the TensorBoard writer stays behind (each process opens its own)."""
@@ -113,104 +99,10 @@ class RunContext:
         return other
 
     def close(self) -> None:
+        """Close the TensorBoard writer (a later use opens a new one)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-
-
-def new_run_dir(name: str, root: str | Path = "runs") -> Path:
-    """Create ``<root>/<name>/<timestamp>`` (a suffix ``-1``, ``-2``... if that second is taken); never reuses one."""
-    base = Path(root) / name
-    base.mkdir(parents=True, exist_ok=True)
-    stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    for n in range(1000):
-        candidate = base / (stamp if n == 0 else f"{stamp}-{n}")
-        try:
-            candidate.mkdir()
-        except FileExistsError:
-            continue
-        return candidate
-    raise RunError(f"cannot create a new run directory under {base}")
-
-
-def latest_run(folder: str | Path, needs: str = "checkpoints") -> Path | None:
-    """The newest usable run directory under ``folder`` (``runs/<recipe name>``: timestamped runs): one that
-    holds ``needs`` (for ``checkpoints``: at least one checkpoint file, so a failed or empty attempt never
-    counts); ``folder`` itself when it is such a run; None when there is none. The choice is logged."""
-    folder = Path(folder)
-
-    def usable(run: Path) -> bool:
-        target = run / needs
-        if needs == "checkpoints":
-            return target.is_dir() and any(p.suffix == ".pt" for p in target.iterdir())
-        return target.exists()
-
-    if usable(folder):
-        return folder
-    runs = (
-        sorted((p for p in folder.iterdir() if p.is_dir() and usable(p)), key=lambda p: p.name)
-        if folder.is_dir()
-        else []
-    )
-    if runs:
-        log.info("%s: using its newest usable run, %s", folder, runs[-1])
-    return runs[-1] if runs else None
-
-
-def claim_run_dir(path: str | Path) -> Path:
-    """Use ``path`` (from ``--run-dir``) for a new run: it must not exist or be an empty directory."""
-    path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise RunError(
-            f"--run-dir {path} exists and is not empty; a new run never writes into an old run's"
-            f" directory (continue that run with --resume {path})"
-        )
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def discard_run_dir(run_dir: Path, parents: int = 0) -> None:
-    """Remove a run directory that this command made and in which nothing ran (its snapshot, an empty log), and
-    up to ``parents`` of its folders (``runs/<name>``, ``runs``) that it alone filled."""
-    import shutil
-
-    shutil.rmtree(run_dir, ignore_errors=True)
-    for parent in run_dir.parents[:parents]:
-        if parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
-
-
-def resume_recipe_path(run_dir: str | Path) -> Path:
-    """The recipe snapshot of a run to resume; a ``RunError`` if ``run_dir`` is not a run directory."""
-    run_dir = Path(run_dir)
-    snapshot = run_dir / RECIPE_FILE
-    if not run_dir.exists():
-        raise RunError(f"--resume {run_dir}: no such directory (give a run directory, e.g. runs/NAME/TIMESTAMP)")
-    if not run_dir.is_dir():
-        raise RunError(f"--resume {run_dir}: a file, not a run directory")
-    if not snapshot.is_file():
-        raise RunError(f"--resume {run_dir}: not a run directory (no {RECIPE_FILE} in it)")
-    return snapshot
-
-
-def setup_logging(run_dir: Path | None, *, rank: int = 0, verbose: bool = False) -> None:
-    """Log to the console and (rank 0) to ``run_dir/log.txt`` with timestamps."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_vvframe", False):
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    console = logging.StreamHandler(sys.stderr)
-    console.setLevel(logging.INFO if rank == 0 else logging.WARNING)
-    console.setFormatter(logging.Formatter("%(message)s" if rank == 0 else f"[rank {rank}] %(message)s"))
-    console._vvframe = True  # type: ignore[attr-defined]
-    root.addHandler(console)
-    if run_dir is not None and rank == 0:
-        file = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
-        file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        file._vvframe = True  # type: ignore[attr-defined]
-        root.addHandler(file)
 
 
 def write_snapshot(ctx: RunContext) -> None:
@@ -225,17 +117,6 @@ def write_snapshot(ctx: RunContext) -> None:
     atomic_write(target, text)
 
 
-def _snapshot(run_dir: Path) -> dict[str, Any]:
-    """The recipe a run started with (its ``recipe.yaml``), or ``{}`` when it cannot be read."""
-    import yaml
-
-    try:
-        data = yaml.safe_load((run_dir / RECIPE_FILE).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _body(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
 
@@ -245,66 +126,43 @@ def read_status(run_dir: Path) -> dict[str, Any]:
     path = run_dir / STATUS_FILE
     if not path.is_file():
         return {"stages": {}}
+    aside = "move it aside to run every stage again (finished training resumes from its checkpoints)"
     try:
         status = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunError(
-            f"{path}: unreadable ({exc}); it records which stages finished. Move it aside to run every"
-            " stage again (finished training resumes from its checkpoints)"
-        ) from None
+        raise RunError(f"{path}: unreadable ({exc}); it records which stages finished. {aside.capitalize()}") from None
     if not isinstance(status, dict) or not isinstance(status.get("stages"), dict):
-        raise RunError(
-            f'{path}: not a vvframe run status (expected {{"stages": {{...}}}}); move it aside to run'
-            " every stage again (finished training resumes from its checkpoints)"
-        )
+        raise RunError(f'{path}: not a vvframe run status (expected {{"stages": {{...}}}}); {aside}')
     return status
 
 
 def execute(ctx: RunContext, only: Sequence[str] = ()) -> None:
-    """Build the selected stages, then run them in recipe order; finished stages are skipped on resume.
-
-    ``only`` names stages to run (each must be in the recipe); empty means all. A stage that raises
-    stops the run with ``StageFailed`` after its traceback has gone to the log.
-    """
+    """Build the stages named in ``only`` (all if empty), then run them in order, skipping finished ones on resume;
+    a stage that raises stops the run with ``StageFailed``, its traceback in the log."""
     names = [s.name for s in ctx.resolved.stages]
     for name in only:
         if name not in names:
             raise RunError(f"--stage {name}: not a stage of this recipe (its stages: {', '.join(names)})")
     status = read_status(ctx.run_dir)
-    started_with = _snapshot(ctx.run_dir) if ctx.resumed else {}
+    before = recipes.snapshot(ctx.run_dir / RECIPE_FILE) if ctx.resumed else {}  # the recipe the run started with
+    drifted = {k for k in {*before, *ctx.recipe} if before and before.get(k) != ctx.recipe.get(k)}
     todo = []
     for stage in ctx.resolved.stages:
         done = status["stages"].get(stage.name, {}).get("status") == "done"
-        if only and stage.name not in only:
-            if done and todo:
-                ctx.log.warning(
-                    "stage %s: finished before %s runs again, so its results may be out of date; name it"
-                    " with --stage too to bring it up to date",
-                    stage.name,
-                    todo[0].name,
-                )
-            continue
-        if done and not only:
-            changed = [
-                p.name
-                for p in stage.params
-                if p.name != "ctx" and started_with and started_with.get(p.name) != ctx.recipe.get(p.name)
-            ]
+        if only and stage.name not in only and done and todo:
+            say = "stage %s: finished before %s runs again, so its results may be out of date; name it with --stage"
+            ctx.log.warning(say + " too to bring it up to date", stage.name, todo[0].name)
+        elif done and not only:
+            changed = ", ".join(p.name for p in stage.sections() if p.name in drifted)
             if changed:
-                ctx.log.warning(
-                    "stage %s: finished already, skipped, although %s changed since; name it with --stage"
-                    " %s to run it again with the new values",
-                    stage.name,
-                    ", ".join(changed),
-                    stage.name,
-                )
+                say = "stage %s: finished already, skipped, although %s changed since; name it with --stage %s"
+                ctx.log.warning(say + " to run it again with the new values", stage.name, changed, stage.name)
             else:
                 ctx.log.info("stage %s: finished already, skipped (name it with --stage to run it again)", stage.name)
-            continue
-        todo.append(stage)
-    runners = []
-    for stage in todo:  # build every stage first, so a mistake in a late one shows before hours of work
-        runners.append((stage, _guard(ctx, stage, "building", lambda s=stage: _build(ctx, s), status)))
+        elif not only or stage.name in only:
+            todo.append(stage)
+    # build every stage first, so that a mistake in a late one shows before hours of work
+    runners = [(stage, _guard(ctx, stage, "building", lambda s=stage: _build(ctx, s), status)) for stage in todo]
     ctx.started = True
     if ctx.is_main:
         ctx.writer.add_text("recipe", "```\n" + recipes.dump(ctx.recipe) + "\n```")
@@ -318,13 +176,8 @@ def execute(ctx: RunContext, only: Sequence[str] = ()) -> None:
 
 
 def _build(ctx: RunContext, stage: recipes.Stage):
-    from vvframe.core import registry
-
-    factory = registry.load(stage.entry_point)
     args = ctx.resolved.stage_arguments(stage)
-    if any(p.name == "ctx" for p in stage.params):
-        args["ctx"] = ctx
-    runner = factory(**args)
+    runner = stage.factory(**args, **({"ctx": ctx} if any(p.name == "ctx" for p in stage.params) else {}))
     if not callable(runner):
         raise TypeError(f"stage '{stage.name}' returned {type(runner).__name__}, not a callable to run")
     return runner
@@ -351,23 +204,18 @@ def _failed(ctx: RunContext, stage: recipes.Stage, doing: str, exc: Exception, s
     """Record a stage's failure, its traceback in log.txt only; the ``StageFailed`` to raise from ``exc``."""
     add_note(exc, f"while {doing} stage '{stage.name}' ({stage.path})")
     _set_status(ctx, status, stage.name, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
-    _log_file_only(ctx, "".join(traceback.format_exception(exc)))
+    trace = "".join(traceback.format_exception(exc))
+    record = logging.LogRecord("vvframe.run", logging.ERROR, __file__, 0, "traceback:\n%s", (trace,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
     return StageFailed(stage.name, ctx.run_dir / LOG_FILE)
 
 
-def _log_file_only(ctx: RunContext, text: str) -> None:
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(
-                logging.LogRecord("vvframe.core.run", logging.ERROR, __file__, 0, "traceback:\n%s", (text,), None)
-            )
-
-
 def _set_status(ctx: RunContext, status: dict, stage: str, state: str, **extra: Any) -> None:
-    if not ctx.is_main:
-        return
-    entry = status["stages"].setdefault(stage, {})
-    entry.update(status=state, updated=_dt.datetime.now().isoformat(timespec="seconds"), **extra)
-    if state != "failed":
-        entry.pop("error", None)
-    atomic_json(ctx.run_dir / STATUS_FILE, status)
+    if ctx.is_main:
+        entry = status["stages"].setdefault(stage, {})
+        entry.update(status=state, updated=_dt.datetime.now().isoformat(timespec="seconds"), **extra)
+        if state != "failed":
+            entry.pop("error", None)
+        atomic_json(ctx.run_dir / STATUS_FILE, status)

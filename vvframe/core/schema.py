@@ -1,16 +1,16 @@
 """A component's signature as its schema: read parameters, coerce YAML values by annotation, bind arguments.
 
-A signature can also say which numbers its code accepts: ``prob: Annotated[float, Range(0, 1)]``. Whatever it
-says, a float must be finite and an integer must fit in 64 bits unless a ``Range`` allows otherwise.
-"""
+Numbers may be bounded (``Annotated[float, Range(0, 1)]``); floats must be finite, integers fit in 64 bits."""
 
 from __future__ import annotations
 
 import collections.abc as cabc
+import contextlib
 import dataclasses
 import enum
 import inspect
 import math
+import operator
 import types
 import typing
 from collections.abc import Callable
@@ -22,16 +22,14 @@ from vvframe.core.errors import BadValue, ContractError, did_you_mean
 
 EMPTY = inspect.Parameter.empty
 INT64 = (-(2**63), 2**63 - 1)
+UNIONS = (typing.Union, types.UnionType)
+SEQUENCES = (list, cabc.Sequence, cabc.Iterable, cabc.MutableSequence, set, frozenset, cabc.Collection)
 
 
 @dataclass(frozen=True)
 class Range:
-    """The numbers a parameter accepts, stated in its annotation: ``Annotated[float, Range(0, 1)]``.
-
-    The positional bounds are closed (``ge``, ``le``), ``gt`` and ``lt`` open ones, ``None`` no bound. A float
-    must also be finite unless ``finite=False``. vvframe checks it when a recipe value is coerced; on a list,
-    tuple or mapping annotation it applies to each number inside.
-    """
+    """The numbers a parameter accepts (``ge``/``le`` closed bounds, ``gt``/``lt`` open, ``None`` none; finite
+    unless ``finite=False``); on a list, tuple or mapping annotation it bounds each number inside."""
 
     ge: float | None = None
     le: float | None = None
@@ -43,8 +41,7 @@ class Range:
     def __post_init__(self) -> None:
         if (self.ge is not None and self.gt is not None) or (self.le is not None and self.lt is not None):
             raise ContractError(f"{self!r}: give each bound once (ge or gt, le or lt)")
-        low, high = self.low, self.high
-        if low is not None and high is not None and low > high:
+        if self.low is not None and self.high is not None and self.low > self.high:
             raise ContractError(f"{self!r}: the lower bound is above the upper one")
 
     @property
@@ -57,16 +54,8 @@ class Range:
 
     def admits(self, value: float) -> bool:
         """Whether ``value`` lies within the bounds (and is finite, unless ``finite=False``)."""
-        if math.isnan(value):
-            return not self.finite and self.low is None and self.high is None
-        if self.finite and math.isinf(value):
-            return False
-        return (
-            (self.ge is None or value >= self.ge)
-            and (self.gt is None or value > self.gt)
-            and (self.le is None or value <= self.le)
-            and (self.lt is None or value < self.lt)
-        )
+        bounds = ((self.ge, operator.ge), (self.gt, operator.gt), (self.le, operator.le), (self.lt, operator.lt))
+        return (math.isfinite(value) or not self.finite) and all(b is None or op(value, b) for b, op in bounds)
 
     def __str__(self) -> str:
         """``in [0, 1]``, ``in (0, 1]``, ``in (0, inf)`` (empty when only finiteness is asked for)."""
@@ -102,12 +91,8 @@ class Param:
 
     def describe(self) -> str:
         """``name: type = default`` as a reader of ``vvframe plugins KIND NAME`` sees it."""
-        text = self.name
-        if self.annotation is not EMPTY:
-            text += f": {type_name(self.annotation)}"
-        if self.default is not EMPTY:
-            text += f" = {self.default!r}"
-        return text
+        typed = f": {type_name(self.annotation)}" if self.annotation is not EMPTY else ""
+        return self.name + typed + (f" = {self.default!r}" if self.default is not EMPTY else "")
 
 
 def parameters(factory: Callable) -> list[Param]:
@@ -116,30 +101,25 @@ def parameters(factory: Callable) -> list[Param]:
     try:
         sig = inspect.signature(factory)
     except (TypeError, ValueError) as exc:
-        raise ContractError(
-            f"{what} has no readable signature ({exc}); a component needs explicit keyword parameters"
-        ) from exc
+        why = "a component needs explicit keyword parameters"
+        raise ContractError(f"{what} has no readable signature ({exc}); {why}") from exc
     hints = _hints(factory)
     params = []
     for p in sig.parameters.values():
-        if p.kind is p.VAR_KEYWORD:
-            raise ContractError(
-                f"{what} takes **{p.name}; a component lists its parameters explicitly so recipes can be checked"
-            )
-        if p.kind is p.VAR_POSITIONAL:
-            raise ContractError(f"{what} takes *{p.name}; a component lists its parameters explicitly")
-        if p.kind is p.POSITIONAL_ONLY:
-            raise ContractError(f"{what} has positional-only parameter '{p.name}'; recipes pass arguments by name")
-        annotation = hints.get(p.name, p.annotation)
-        if isinstance(annotation, str):  # an unresolvable forward reference: treat as unannotated
-            annotation = EMPTY
-        params.append(Param(p.name, annotation, p.default))
+        refused = {
+            p.VAR_KEYWORD: f"takes **{p.name}; a component lists its parameters explicitly so recipes can be checked",
+            p.VAR_POSITIONAL: f"takes *{p.name}; a component lists its parameters explicitly",
+            p.POSITIONAL_ONLY: f"has positional-only parameter '{p.name}'; recipes pass arguments by name",
+        }.get(p.kind)
+        if refused:
+            raise ContractError(f"{what} {refused}")
+        annotation = hints.get(p.name, p.annotation)  # still a string: a forward reference that did not resolve
+        params.append(Param(p.name, EMPTY if isinstance(annotation, str) else annotation, p.default))
     return params
 
 
 def _hints(factory: Callable) -> dict[str, Any]:
-    targets = [factory.__init__, factory] if inspect.isclass(factory) else [factory]
-    for target in targets:
+    for target in [factory.__init__, factory] if inspect.isclass(factory) else [factory]:
         try:
             hints = typing.get_type_hints(target, include_extras=True)
         except Exception:  # noqa: BLE001 - annotations a plugin wrote may not resolve; fall back to raw ones
@@ -151,20 +131,15 @@ def _hints(factory: Callable) -> dict[str, Any]:
 
 def type_name(annotation: Any) -> str:
     """A short readable name for an annotation (``float``, ``list[int]``, ``'fp32' | 'bf16'``, ``int in [1, 64]``)."""
-    if annotation is EMPTY:
-        return "any"
-    if annotation is type(None):
-        return "None"
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is EMPTY or annotation is type(None):
+        return "any" if annotation is EMPTY else "None"
     if origin is typing.Annotated:
         base = type_name(args[0])
-        if typing.get_origin(args[0]) in (typing.Union, types.UnionType):
-            base = f"({base})"
+        base = f"({base})" if typing.get_origin(args[0]) in UNIONS else base
         return " ".join([base, *(str(r) for r in args[1:] if isinstance(r, Range) and str(r))])
-    if origin is typing.Literal:
-        return " | ".join(repr(a) for a in args)
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(type_name(a) for a in args)
+    if origin is typing.Literal or origin in UNIONS:
+        return " | ".join(repr(a) if origin is typing.Literal else type_name(a) for a in args)
     if isinstance(annotation, type) and not args:
         return annotation.__name__
     if origin is not None and args and isinstance(getattr(origin, "__name__", None), str):
@@ -172,118 +147,81 @@ def type_name(annotation: Any) -> str:
     return str(annotation).replace("typing.", "").replace("collections.abc.", "")
 
 
-def bind(
-    params: list[Param], args: dict[str, Any], *, engine: cabc.Collection[str] = (), owner: str = ""
-) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """Check ``args`` against ``params`` and coerce each value.
-
-    Returns the coerced arguments and a list of problems ``(relative path, message)``: unknown keys (with
-    suggestions and the accepted parameters), missing required ones, keys the engine supplies itself, values
-    of the wrong type. ``engine`` names the values vvframe passes by parameter name; ``owner`` reads like
-    ``losses 'aamsoftmax'``.
-    """
+def bind(params: list[Param], args: dict[str, Any], *, engine: cabc.Collection[str] = (), owner: str = ""):
+    """``args`` checked against ``params`` and coerced: ``(coerced, [(relative path, message)])``; ``engine`` names
+    the values vvframe supplies itself, ``owner`` reads like ``losses 'aamsoftmax'``."""
     by_name = {p.name: p for p in params}
     accepted = [p for p in params if p.name not in engine]
     out: dict[str, Any] = {}
     problems: list[tuple[str, str]] = []
     for key, value in args.items():
-        key = str(key)
-        if key in engine and key in by_name:
+        key, param = str(key), by_name.get(str(key))
+        if key in engine and param is not None:
             problems.append((key, f"'{key}' is set by vvframe for {owner.split(' ')[0] or 'this kind'}; remove it"))
-            continue
-        param = by_name.get(key)
-        if param is None:
+        elif param is None:
             listing = ", ".join(p.name + ("" if p.required else f"={p.default!r}") for p in accepted) or "nothing"
-            problems.append(
-                (
-                    key,
-                    f"unknown argument '{key}' for {owner}{did_you_mean(key, [p.name for p in accepted])};"
-                    f" it accepts: {listing}",
-                )
-            )
-            continue
-        try:
-            out[key] = coerce(value, param.annotation, param.default)
-        except CoercionError as exc:
-            problems.append((".".join([key, *exc.path]), str(exc)))
+            close = did_you_mean(key, [p.name for p in accepted])
+            problems.append((key, f"unknown argument '{key}' for {owner}{close}; it accepts: {listing}"))
+        else:
+            try:
+                out[key] = coerce(value, param.annotation, param.default)
+            except CoercionError as exc:
+                problems.append((".".join([key, *exc.path]), str(exc)))
     for p in accepted:
         if p.required and p.name not in args:
-            problems.append(
-                (
-                    p.name,
-                    f"missing required argument '{p.name}' for {owner}"
-                    + (f" ({type_name(p.annotation)})" if p.annotation is not EMPTY else ""),
-                )
-            )
+            typed = f" ({type_name(p.annotation)})" if p.annotation is not EMPTY else ""
+            problems.append((p.name, f"missing required argument '{p.name}' for {owner}{typed}"))
     return out, problems
 
 
 class CoercionError(BadValue):
-    """A value that does not fit an annotation; ``path`` is where inside a nested value the misfit is;
-    ``out_of_range``: the value has the right type but lies outside what the annotation accepts."""
+    """A value that does not fit an annotation, at ``path`` inside a nested value (``out_of_range``: of the right type)."""
 
     def __init__(self, message: str, path: tuple[str, ...] = (), out_of_range: bool = False):
         super().__init__(message)
-        self.path = path
-        self.out_of_range = out_of_range
+        self.path, self.out_of_range = path, out_of_range
 
 
 def coerce(value: Any, annotation: Any, default: Any = EMPTY) -> Any:
-    """``value`` (as YAML read it) converted to ``annotation``, or a ``CoercionError`` saying what was expected.
-
-    Unannotated parameters take the type of a scalar default. Strings such as ``"1e-3"`` become floats,
-    integers become floats, a scalar becomes a one-element list, a mapping given for a class becomes an
-    instance of it (its own signature checked), a ``Literal`` lists its choices. Numbers are checked against
-    the ``Range`` of an ``Annotated`` annotation; a float must be finite and an integer fit in 64 bits unless
-    a ``Range`` says otherwise.
-    """
+    """``value`` as YAML read it converted to ``annotation`` (or to a scalar default's type), or a ``CoercionError``."""
     return _coerce(value, annotation, default, ())
 
 
 def _coerce(value: Any, annotation: Any, default: Any, ranges: tuple[Range, ...]) -> Any:
     if annotation is EMPTY or annotation is Any:
-        if default is not EMPTY and default is not None and isinstance(default, (bool, int, float, str, Path)):
-            annotation = type(default)
-        else:
+        if default is EMPTY or not isinstance(default, (bool, int, float, str, Path)):
             return _limit(value, value, ranges) if ranges else value
+        annotation = type(default)
     if value is None:
-        if default is None or _allows_none(annotation):
+        if default is None or annotation is type(None) or type(None) in typing.get_args(annotation):
             return None
         raise CoercionError(f"expected {_expect(annotation)}, got null")
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Annotated:
-        own = tuple(a for a in annotation.__metadata__ if isinstance(a, Range))
-        return _coerce(value, args[0], default, ranges + own)
-    if origin in (typing.Union, types.UnionType):
+        marks = tuple(a for a in annotation.__metadata__ if isinstance(a, Range))
+        return _coerce(value, args[0], default, ranges + marks)
+    if origin in UNIONS:
         return _coerce_union(value, args, ranges)
     if origin is typing.Literal:
         if value in args:
             return value
         choices = ", ".join(repr(a) for a in args)
-        raise CoercionError(
-            f"expected one of {choices}, got {value!r}" + did_you_mean(str(value), [str(a) for a in args])
-        )
-    if origin in (list, cabc.Sequence, cabc.Iterable, cabc.MutableSequence, set, frozenset, cabc.Collection):
-        items = value if isinstance(value, (list, tuple)) else [value]
-        item_type = args[0] if args else EMPTY
-        coerced = [_at(i, v, item_type, ranges) for i, v in enumerate(items)]
+        raise CoercionError(f"expected one of {choices}, got {value!r}" + did_you_mean(str(value), map(str, args)))
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if origin in SEQUENCES:
+        coerced = [_at(i, v, args[0] if args else EMPTY, ranges) for i, v in enumerate(items)]
         return set(coerced) if origin in (set, frozenset) else coerced
     if origin is tuple:
-        items = value if isinstance(value, (list, tuple)) else [value]
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_at(i, v, args[0], ranges) for i, v in enumerate(items))
-        if args and len(args) != len(items):
+        each = [args[0]] * len(items) if args[1:] == (Ellipsis,) else list(args) or [EMPTY] * len(items)
+        if len(each) != len(items):
             raise CoercionError(f"expected a list of {len(args)} values ({type_name(annotation)}), got {value!r}")
-        return tuple(_at(i, v, t, ranges) for i, (v, t) in enumerate(zip(items, args or [EMPTY] * len(items))))
+        return tuple(_at(i, v, t, ranges) for i, (v, t) in enumerate(zip(items, each)))
     if origin in (dict, cabc.Mapping, cabc.MutableMapping):
         if not isinstance(value, dict):
             raise CoercionError(f"expected a mapping, got {value!r}")
-        kt, vt = args if args else (EMPTY, EMPTY)
+        kt, vt = args or (EMPTY, EMPTY)
         return {coerce(k, kt): _at(str(k), v, vt, ranges) for k, v in value.items()}
-    if origin is not None:  # another generic alias: accept as it is
-        return value
-    return _limit(_coerce_plain(value, annotation), value, ranges)
+    return value if origin is not None else _limit(_coerce_plain(value, annotation), value, ranges)
 
 
 def _at(key: Any, value: Any, annotation: Any, ranges: tuple[Range, ...]) -> Any:
@@ -305,27 +243,17 @@ def _limit(result: Any, value: Any, ranges: tuple[Range, ...]) -> Any:
             raise CoercionError(f"expected {what} {r}".rstrip() + f", got {value!r}", out_of_range=True)
     said = "".join(f" {r}" for r in ranges if str(r))
     if isinstance(result, int) and not INT64[0] <= result <= INT64[1]:
-        raise CoercionError(
-            f"expected an integer{said} that fits in 64 bits (below 2**63 in size), got {value!r}", out_of_range=True
-        )
+        fits = "that fits in 64 bits (below 2**63 in size)"
+        raise CoercionError(f"expected an integer{said} {fits}, got {value!r}", out_of_range=True)
     if isinstance(result, float) and not math.isfinite(result) and all(r.finite for r in ranges):
         raise CoercionError(f"expected a finite number{said}, got {value!r}", out_of_range=True)
     return result
 
 
-def _allows_none(annotation: Any) -> bool:
-    return annotation is type(None) or (
-        typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation)
-    )
-
-
 def _coerce_union(value: Any, arms: tuple, ranges: tuple[Range, ...]) -> Any:
-    arms = tuple(a for a in arms if a is not type(None) and not _is_tensor(a))
-    for arm in arms:  # an arm the value already is wins (an int stays an int under int | float)
-        if isinstance(arm, type) and type(value) is arm:
-            return _coerce(value, arm, EMPTY, ranges)
+    arms = tuple(a for a in arms if a is not type(None) and not (isinstance(a, type) and a.__name__ == "Tensor"))
     errors = []
-    for arm in arms:
+    for arm in sorted(arms, key=lambda a: type(value) is not a):  # the value's own type first: int | float keeps an int
         try:
             return _coerce(value, arm, EMPTY, ranges)
         except CoercionError as exc:
@@ -336,71 +264,52 @@ def _coerce_union(value: Any, arms: tuple, ranges: tuple[Range, ...]) -> Any:
     raise CoercionError(f"expected {' or '.join(_expect(a) for a in arms)}, got {value!r}")
 
 
-def _is_tensor(annotation: Any) -> bool:
-    return isinstance(annotation, type) and annotation.__name__ == "Tensor"
-
-
 def _expect(annotation: Any) -> str:
     if typing.get_origin(annotation) is typing.Annotated:
-        base = typing.get_args(annotation)[0]
-        return " ".join([_expect(base), *(str(r) for r in annotation.__metadata__ if isinstance(r, Range) and str(r))])
+        said = [str(r) for r in annotation.__metadata__ if isinstance(r, Range) and str(r)]
+        return " ".join([_expect(typing.get_args(annotation)[0]), *said])
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path"}
     return names.get(annotation, type_name(annotation))
 
 
 def _coerce_plain(value: Any, annotation: Any) -> Any:
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise CoercionError(f"expected true or false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise CoercionError(f"expected an integer, got {value!r}")
-    if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise CoercionError(f"expected a number, got {value!r}")
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise CoercionError(f"expected a string, got {value!r}")
-    if annotation is Path or (isinstance(annotation, type) and issubclass(annotation, Path)):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is bool and isinstance(value, bool):
+        return value
+    if annotation is int and number and (isinstance(value, int) or value.is_integer()):
+        return int(value)
+    if annotation is float and number:
+        return float(value)
+    if annotation in (int, float) and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return annotation(value.strip())
+    if annotation is str and (isinstance(value, str) or number):
+        return str(value)
+    if annotation in (bool, int, float, str):
+        raise CoercionError(f"expected {_expect(annotation)}, got {value!r}")
+    if isinstance(annotation, type) and issubclass(annotation, Path):
         if isinstance(value, (str, Path)):
             return Path(value)
         raise CoercionError(f"expected a path, got {value!r}")
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         for member in annotation:
-            if value == member.value or value == member.name:
+            if value in (member.value, member.name):
                 return member
         choices = [str(m.value) for m in annotation]
         raise CoercionError(f"expected one of {', '.join(choices)}, got {value!r}{did_you_mean(str(value), choices)}")
     if isinstance(annotation, type) and isinstance(value, annotation):
         return value
-    if isinstance(annotation, type) and isinstance(value, dict) and _schema_class(annotation):
+    if isinstance(annotation, type) and isinstance(value, dict) and is_schema(annotation):
         return instantiate(annotation, value)
     if isinstance(annotation, type):
         raise CoercionError(f"expected {_expect(annotation)}, got {value!r}")
     return value
 
 
-def _schema_class(cls: type) -> bool:
-    if dataclasses.is_dataclass(cls):
-        return True
+def is_schema(cls: Any) -> bool:
+    """Whether ``cls`` can hold a recipe mapping: a dataclass, or a class with an explicit ``__init__`` signature."""
+    if not isinstance(cls, type) or dataclasses.is_dataclass(cls):
+        return isinstance(cls, type)
     try:
         parameters(cls)
     except ContractError:
@@ -413,9 +322,8 @@ def instantiate(cls: Callable, value: dict[str, Any]) -> Any:
     params = [p for p in parameters(cls) if p.name != "self"]
     coerced, problems = bind(params, value, owner=f"'{getattr(cls, '__name__', cls)}'")
     if problems:
-        path, message = problems[0]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise CoercionError(message + more, tuple(path.split(".")))
+        raise CoercionError(problems[0][1] + more, tuple(problems[0][0].split(".")))
     try:
         return cls(**coerced)
     except (TypeError, ValueError) as exc:  # its own checks (a dataclass's __post_init__): a problem at this path

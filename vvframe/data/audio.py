@@ -8,6 +8,7 @@ the API and the service refuse it naming the file): missing, unreadable, truncat
 read is zero), holding NaN/inf samples, and, for an utterance (:func:`utterance_info`), shorter than
 :data:`MIN_SECONDS`. Only the samples actually read are checked, so a training crop stays a crop.
 """
+
 from __future__ import annotations
 
 import functools
@@ -68,8 +69,9 @@ def info(path: str | Path) -> AudioInfo:
         promised = _wav_data_bytes(path)
         block = meta.channels * _SAMPLE_BYTES.get(meta.subtype, 0)
         if promised is not None and block and promised // block > meta.frames:
-            raise AudioError(path, f"truncated: the header promises {promised // block} samples, the file holds"
-                                   f" {meta.frames}")
+            raise AudioError(
+                path, f"truncated: the header promises {promised // block} samples, the file holds {meta.frames}"
+            )
     return AudioInfo(int(meta.frames), int(meta.samplerate), int(meta.channels))
 
 
@@ -79,9 +81,12 @@ def utterance_info(path: str | Path) -> AudioInfo:
     meta = info(path)
     if meta.frames < MIN_SECONDS * meta.sample_rate:
         shown = math.floor(meta.seconds * 1000) / 1000  # rounded down: 1599 samples at 16 kHz is no "0.100 s"
-        raise AudioError(path, f"too short: {shown:.3f} s ({meta.frames} sample{'s' if meta.frames != 1 else ''} at"
-                               f" {meta.sample_rate} Hz); an utterance needs at least {MIN_SECONDS:g} s"
-                               " (vvframe.data.audio.MIN_SECONDS)")
+        raise AudioError(
+            path,
+            f"too short: {shown:.3f} s ({meta.frames} sample{'s' if meta.frames != 1 else ''} at"
+            f" {meta.sample_rate} Hz); an utterance needs at least {MIN_SECONDS:g} s"
+            " (vvframe.data.audio.MIN_SECONDS)",
+        )
     return meta
 
 
@@ -112,14 +117,31 @@ def _note_resample(path: Path, rate: int, target: int) -> None:
         if rate in _warned_rates:
             return
         _warned_rates.add(rate)
-    log.warning("%s is at %d Hz, the recipe at %d Hz: resampling such files on the fly (convert them once with"
-                " `vvframe data convert` to save the work)", path, rate, target)
+    log.warning(
+        "%s is at %d Hz, the recipe at %d Hz: resampling such files on the fly (convert them once with"
+        " `vvframe data convert` to save the work)",
+        path,
+        rate,
+        target,
+    )
 
 
 @functools.lru_cache(maxsize=16)
-def _resampler(orig: int, new: int):
+def resampler(orig: int, new: int) -> torch.nn.Module:
+    """torchaudio's resampler from ``orig`` to ``new`` Hz for ``(..., time)`` tensors, built once per pair of rates.
+
+    The one filter vvframe resamples with: reading a file at another rate, a shard at another rate and
+    ``vvframe data convert``, so converted data trains like unconverted data.
+    """
     import torchaudio
+
     return torchaudio.transforms.Resample(orig, new)
+
+
+def mono(samples: np.ndarray) -> np.ndarray:
+    """``(frames, channels)`` samples as contiguous float32 ``(frames,)``: the mean of the channels."""
+    mixed = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+    return np.ascontiguousarray(mixed, dtype=np.float32)
 
 
 def read(path: str | Path, sample_rate: int | None = None, start: int = 0, frames: int | None = None) -> torch.Tensor:
@@ -142,7 +164,7 @@ def read(path: str | Path, sample_rate: int | None = None, start: int = 0, frame
         wave = _decode(path, meta, 0, meta.frames)
         wave = _to_rate(wave, meta.sample_rate, rate, path)
         reps = math.ceil((start % len(wave) + frames) / len(wave))
-        wave = wave.repeat(reps)[start % len(wave):start % len(wave) + frames]
+        wave = wave.repeat(reps)[start % len(wave) : start % len(wave) + frames]
     elif frames is None:
         wave = _to_rate(_decode(path, meta, 0, meta.frames), meta.sample_rate, rate, path)[start:]
     else:
@@ -154,7 +176,7 @@ def read(path: str | Path, sample_rate: int | None = None, start: int = 0, frame
             src_stop = min(meta.frames, math.ceil((start + frames) * ratio) + margin)
             wave = _to_rate(_decode(path, meta, src_start, src_stop - src_start), meta.sample_rate, rate, path)
             offset = round((start * ratio - src_start) / ratio)
-            wave = wave[offset:offset + frames]
+            wave = wave[offset : offset + frames]
             if len(wave) < frames:
                 wave = torch.nn.functional.pad(wave, (0, frames - len(wave)))
     if not np.any(wave.numpy()):  # numpy: a torch reduction here costs more than the decoding on a busy CPU
@@ -171,25 +193,32 @@ def _decode(path: Path, meta: AudioInfo, start: int, frames: int) -> torch.Tenso
     except RuntimeError as exc:
         raise AudioError(path, f"unreadable ({exc})") from exc
     if len(data) < frames:
-        raise AudioError(path, f"truncated: the header promises {meta.frames} samples, reading"
-                               f" [{start}, {start + frames}) gave {len(data)}")
+        raise AudioError(
+            path,
+            f"truncated: the header promises {meta.frames} samples, reading"
+            f" [{start}, {start + frames}) gave {len(data)}",
+        )
     if not np.isfinite(data).all():  # a float wav written from a failed computation; one NaN ruins a whole batch
         bad = np.flatnonzero(~np.isfinite(data).all(axis=1))
-        raise AudioError(path, f"holds NaN/inf samples: {len(bad)} of the {len(data)} read from [{start},"
-                               f" {start + frames}), the first at sample {start + int(bad[0])}; write the file"
-                               " again from its source, or leave it out of the lists")
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    return torch.from_numpy(np.ascontiguousarray(mono))
+        raise AudioError(
+            path,
+            f"holds NaN/inf samples: {len(bad)} of the {len(data)} read from [{start},"
+            f" {start + frames}), the first at sample {start + int(bad[0])}; write the file"
+            " again from its source, or leave it out of the lists",
+        )
+    return torch.from_numpy(mono(data))
 
 
 def _to_rate(wave: torch.Tensor, rate: int, target: int, path: Path) -> torch.Tensor:
     if rate == target:
         return wave
     _note_resample(path, rate, target)
-    return _resampler(rate, target)(wave.unsqueeze(0)).squeeze(0)
+    return resampler(rate, target)(wave)
 
 
-def random_crop(path: str | Path, frames: int, sample_rate: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_crop(
+    path: str | Path, frames: int, sample_rate: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """A crop of ``frames`` samples at a random position (drawn from ``generator``); short files are repeated."""
     meta = info(path)
     total = math.floor(meta.frames * sample_rate / meta.sample_rate)
@@ -202,3 +231,8 @@ def write(path: str | Path, wave: torch.Tensor, sample_rate: int) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), wave.detach().cpu().numpy(), sample_rate, subtype="PCM_16")
+
+
+def pcm16(wave: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1] as int16, clipped (scale 32768, so 16-bit input read as float comes back exact)."""
+    return np.clip(np.round(np.asarray(wave, dtype=np.float64) * 32768.0), -32768, 32767).astype(np.int16)

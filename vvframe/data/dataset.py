@@ -5,6 +5,7 @@ A file that cannot be used (missing, corrupt, empty, silent or NaN/inf in the cr
 the same speaker, so one bad file does not end a week-long run; more than ``max_skipped`` of them stops it
 with the list, since then something is wrong with the data rather than with a file.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from vvframe.data.audio import AudioError, read, utterance_info
 from vvframe.core.errors import VvframeError
+from vvframe.data.audio import AudioError, read, utterance_info
 from vvframe.data.lists import Utterance, speaker_labels
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,15 @@ class CropDataset(torch.utils.data.Dataset):
     Crop positions come from ``(seed, epoch, i)``, so a resumed epoch reads the same crops.
     """
 
-    def __init__(self, utterances: Sequence[Utterance], root: str | Path, sample_rate: int, crop_seconds: float,
-                 max_skipped: int = 100, seed: int = 0):
+    def __init__(
+        self,
+        utterances: Sequence[Utterance],
+        root: str | Path,
+        sample_rate: int,
+        crop_seconds: float,
+        max_skipped: int = 100,
+        seed: int = 0,
+    ):
         self.utterances = list(utterances)
         self.root = Path(root)
         self.sample_rate = sample_rate
@@ -64,8 +72,9 @@ class CropDataset(torch.utils.data.Dataset):
                 return self._crop(i), label, index
             except AudioError as exc:
                 self._skip(exc)
-        raise TooManySkipped(f"no readable file of speaker {self.speakers[label]!r}; skipped so far:\n  "
-                             + "\n  ".join(self.skipped))
+        raise TooManySkipped(
+            f"no readable file of speaker {self.speakers[label]!r}; skipped so far:\n  " + "\n  ".join(self.skipped)
+        )
 
     def _crop(self, index: int) -> torch.Tensor:
         path = self.root / self.utterances[index].path
@@ -82,8 +91,10 @@ class CropDataset(torch.utils.data.Dataset):
         self.skipped.append(f"{exc.path}: {exc.reason}")
         log.warning("skipped %s (%d so far, at most %d allowed)", exc, len(self.skipped), self.max_skipped)
         if len(self.skipped) > self.max_skipped:
-            raise TooManySkipped(f"{len(self.skipped)} unreadable files, more than the {self.max_skipped} allowed"
-                                 " (data.max_skipped):\n  " + "\n  ".join(self.skipped)) from exc
+            raise TooManySkipped(
+                f"{len(self.skipped)} unreadable files, more than the {self.max_skipped} allowed"
+                " (data.max_skipped):\n  " + "\n  ".join(self.skipped)
+            ) from exc
 
 
 class AugmentingCollate:
@@ -111,8 +122,9 @@ class AugmentingCollate:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __call__(self, items: Sequence[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor,
-                                                                               torch.Tensor]:
+    def __call__(
+        self, items: Sequence[tuple[torch.Tensor, int, int]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(waves (B, T), labels (B,), utterance indices (B,))``, augmented."""
         waves = torch.stack([w for w, _, _ in items])
         labels = torch.tensor([label for _, label, _ in items], dtype=torch.long)

@@ -8,6 +8,7 @@ Paths are relative to a data root. Blank lines and lines starting with ``#`` are
 split at whitespace, so **a speaker name or path may not contain whitespace**: the writers refuse such a name
 (naming it; nothing is written) and the readers report a line with too many fields with that hint.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,10 +21,14 @@ from pathlib import Path
 
 from vvframe.core.errors import VvframeError
 
+# the audio files vvframe trains on, embeds and scores (soundfile seeks in both, so a crop decodes only itself);
+# every scan for audio uses this tuple, and a tool that reads more (`vvframe data convert`) adds to it
 AUDIO_SUFFIXES = (".wav", ".flac")
 LABELS = {"1": 1, "0": 0, "target": 1, "nontarget": 0}
-SPACES_HINT = ("fields are separated by whitespace, so a speaker name or path may not contain spaces: rename such"
-               " files, or copy the tree without them (`vvframe data convert SRC DST --replace-spaces`)")
+SPACES_HINT = (
+    "fields are separated by whitespace, so a speaker name or path may not contain spaces: rename such"
+    " files, or copy the tree without them (`vvframe data convert SRC DST --replace-spaces`)"
+)
 
 
 class ListError(VvframeError, ValueError):
@@ -63,8 +68,10 @@ def read_utterances(path: str | Path) -> list[Utterance]:
     out = []
     for number, fields in _lines(path):
         if len(fields) != 2:
-            raise ListError(f"{path}:{number}: expected '<speaker> <path>', got {len(fields)} field"
-                            f"{'s' if len(fields) != 1 else ''}: {' '.join(fields)!r}{_hint(fields, 2)}")
+            raise ListError(
+                f"{path}:{number}: expected '<speaker> <path>', got {len(fields)} field"
+                f"{'s' if len(fields) != 1 else ''}: {' '.join(fields)!r}{_hint(fields, 2)}"
+            )
         out.append(Utterance(fields[0], fields[1]))
     if not out:
         raise ListError(f"{path}: the list is empty")
@@ -85,13 +92,16 @@ def read_trials(path: str | Path, labelled: bool | None = None) -> list[Trial]:
             if len(fields) != 3 or fields[0].lower() not in LABELS:
                 # three fields on a first line that decided the form may be a pair with a space in a path
                 names = 2 if guessed and not out else 3
-                raise ListError(f"{path}:{number}: expected '<0|1|target|nontarget> <enroll> <test>', got"
-                                f" {' '.join(fields)!r}{_hint(fields, names)}")
+                raise ListError(
+                    f"{path}:{number}: expected '<0|1|target|nontarget> <enroll> <test>', got"
+                    f" {' '.join(fields)!r}{_hint(fields, names)}"
+                )
             out.append(Trial(fields[1], fields[2], LABELS[fields[0].lower()]))
         else:
             if len(fields) != 2:
-                raise ListError(f"{path}:{number}: expected '<enroll> <test>', got {' '.join(fields)!r}"
-                                f"{_hint(fields, 2)}")
+                raise ListError(
+                    f"{path}:{number}: expected '<enroll> <test>', got {' '.join(fields)!r}{_hint(fields, 2)}"
+                )
             out.append(Trial(fields[0], fields[1]))
     if not out:
         raise ListError(f"{path}: the list is empty")
@@ -123,12 +133,12 @@ def check_no_whitespace(names: Iterable[str], dest: str | Path, show: int = 5) -
     the first ``show`` of them, with the fix; nothing if there are none."""
     bad = list(dict.fromkeys(n for n in names if any(c.isspace() for c in n)))
     if bad:
-        head = "\n  ".join(repr(n) for n in bad[:show])
-        more = f"\n  ... and {len(bad) - show} more" if len(bad) > show else ""
-        raise ListError(f"{dest}: nothing written: {len(bad)} path{'s' if len(bad) != 1 else ''} (or speaker"
-                        f" name{'s' if len(bad) != 1 else ''}) with whitespace, which a list line cannot hold (its"
-                        f" fields are split at whitespace):\n  {head}{more}\nrename them, or copy the tree without"
-                        " spaces (`vvframe data convert SRC DST --replace-spaces`), and run again")
+        raise ListError(
+            f"{dest}: nothing written: {len(bad)} path{'s' if len(bad) != 1 else ''} (or speaker"
+            f" name{'s' if len(bad) != 1 else ''}) with whitespace, which a list line cannot hold (its"
+            f" fields are split at whitespace):{first_lines([repr(n) for n in bad], show)}\nrename them, or copy"
+            " the tree without spaces (`vvframe data convert SRC DST --replace-spaces`), and run again"
+        )
 
 
 _together = threading.local()
@@ -146,6 +156,7 @@ def written_together() -> Iterator[None]:
     finally:
         _together.held = outer
     from vvframe.core.atomic import atomic_write
+
     for path, text in held:
         if outer is not None:
             outer.append((path, text))
@@ -160,6 +171,7 @@ def _write(path: str | Path, lines: Iterable[str]) -> None:
         held.append((path, text))
         return
     from vvframe.core.atomic import atomic_write
+
     atomic_write(path, text)
 
 
@@ -179,10 +191,17 @@ def check_files(paths: Iterable[str], root: str | Path, source: str, show: int =
     """A ``ListError`` listing the first ``show`` files of ``source`` that are absent under ``root``, and the count."""
     missing = missing_files(paths, root)
     if missing:
-        head = "\n  ".join(missing[:show])
-        more = f"\n  ... and {len(missing) - show} more" if len(missing) > show else ""
-        raise ListError(f"{source}: {len(missing)} file{'s' if len(missing) != 1 else ''} missing under {root}:"
-                        f"\n  {head}{more}")
+        raise ListError(
+            f"{source}: {len(missing)} file{'s' if len(missing) != 1 else ''} missing under {root}:"
+            f"{first_lines(missing, show)}"
+        )
+
+
+def first_lines(items: Sequence[str], show: int) -> str:
+    """The first ``show`` of ``items``, each on a line of its own indented by two spaces, then ``... and N more``
+    for the rest: the listing that ends a message about many files."""
+    more = f"\n  ... and {len(items) - show} more" if len(items) > show else ""
+    return "".join(f"\n  {item}" for item in items[:show]) + more
 
 
 def trial_files(trials: Iterable[Trial]) -> list[str]:
@@ -204,8 +223,11 @@ def scan(root: str | Path, suffixes: Sequence[str] = AUDIO_SUFFIXES, progress=No
         raise ListError(f"{root}: not a directory")
     found: dict[str, list[str]] = {}
     for speaker_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(p.relative_to(root).as_posix() for p in speaker_dir.rglob("*")
-                       if p.suffix.lower() in suffixes and p.is_file())
+        files = sorted(
+            p.relative_to(root).as_posix()
+            for p in speaker_dir.rglob("*")
+            if p.suffix.lower() in suffixes and p.is_file()
+        )
         if files:
             found[speaker_dir.name] = files
         if progress is not None:
@@ -213,13 +235,15 @@ def scan(root: str | Path, suffixes: Sequence[str] = AUDIO_SUFFIXES, progress=No
     return found
 
 
-def split(by_speaker: dict[str, list[str]], ratio: float, min_utterances: int = 1, seed: int = 0) \
-        -> tuple[list[Utterance], list[Utterance]]:
+def split(
+    by_speaker: dict[str, list[str]], ratio: float, min_utterances: int = 1, seed: int = 0
+) -> tuple[list[Utterance], list[Utterance]]:
     """Train and validation utterances: ``ratio`` in (0, 1) holds out that fraction of each speaker's files,
     ``-1`` three files of each speaker; speakers with fewer than ``min_utterances`` files are left out."""
     if not (0 < ratio < 1 or ratio == -1 or ratio == 0):
-        raise ListError(f"split ratio {ratio}: expected a fraction in (0, 1), 0 (no validation) or -1 (three files"
-                        " of each speaker)")
+        raise ListError(
+            f"split ratio {ratio}: expected a fraction in (0, 1), 0 (no validation) or -1 (three files of each speaker)"
+        )
     rng = random.Random(seed)
     train, val = [], []
     for speaker in sorted(by_speaker):

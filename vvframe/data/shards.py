@@ -25,6 +25,7 @@ the workers beyond the shard count get nothing (a warning says so; nothing is du
 differ by one, the last shard is short), so a DDP trainer must end an epoch on every rank at once (a fixed
 step count, or ``torch.distributed.algorithms.Join``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -37,20 +38,20 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-import numpy as np
 import soundfile as sf
 import torch
 
-from vvframe.data import audio
 from vvframe.core.atomic import atomic_path, atomic_write
-from vvframe.tools.convert import one_torch_thread, pcm16, process_pool
-from vvframe.core.errors import BadValue
+from vvframe.core.errors import BadValue, short
+from vvframe.data import audio
 from vvframe.data.lists import AUDIO_SUFFIXES, Utterance, check_files
+from vvframe.data.workers import one_torch_thread, process_pool
 
 log = logging.getLogger(__name__)
 
 SHARD_NAME = "shard-{:06d}.tar"
-AUDIO_EXTENSIONS = ("flac", "wav")  # member extensions the reader decodes
+# the member extensions the reader decodes: the lists' audio suffixes, flac (what write_shards writes) first
+AUDIO_EXTENSIONS = ("flac", *(s[1:] for s in AUDIO_SUFFIXES if s != ".flac"))
 
 
 def utterance_key(path: str) -> str:
@@ -58,7 +59,7 @@ def utterance_key(path: str) -> str:
     p = path.replace("\\", "/")
     for suffix in AUDIO_SUFFIXES:
         if p.lower().endswith(suffix):
-            p = p[:-len(suffix)]
+            p = p[: -len(suffix)]
             break
     return quote(p, safe="/").replace("~", "%7E").replace(".", "%2E").replace("/", "~")
 
@@ -68,8 +69,16 @@ def key_path(key: str) -> str:
     return unquote(key.replace("~", "/"))
 
 
-def write_shards(utterances: Sequence[Utterance], root: Path, out: Path, per_shard: int = 1000,
-                 progress: Callable[[int], None] | None = None, *, seed: int | None = 0, jobs: int = 1) -> list[Path]:
+def write_shards(
+    utterances: Sequence[Utterance],
+    root: Path,
+    out: Path,
+    per_shard: int = 1000,
+    progress: Callable[[int], None] | None = None,
+    *,
+    seed: int | None = 0,
+    jobs: int = 1,
+) -> list[Path]:
     """Pack an utterance list into tar shards out/shard-000000.tar, ...: <key>.flac + <key>.spk per utterance.
 
     ``<key>.flac``: 16-bit FLAC of the file's samples, mono, at the file's rate; ``<key>.spk``: the speaker
@@ -95,8 +104,10 @@ def write_shards(utterances: Sequence[Utterance], root: Path, out: Path, per_sha
     for u in utterances:
         key = utterance_key(u.path)
         if key in seen:
-            raise BadValue(f"{u.path} and {seen[key]} give the same shard key {key!r}"
-                           f"{' (the list names it twice)' if seen[key] == u.path else ''}: a key must be unique")
+            raise BadValue(
+                f"{u.path} and {seen[key]} give the same shard key {key!r}"
+                f"{' (the list names it twice)' if seen[key] == u.path else ''}: a key must be unique"
+            )
         seen[key] = u.path
         items.append((key, u.speaker, u.path))
     if seed is not None:
@@ -105,7 +116,7 @@ def write_shards(utterances: Sequence[Utterance], root: Path, out: Path, per_sha
     out.mkdir(parents=True, exist_ok=True)
     for leftover in out.glob(".shard-*.tar.*.tmp"):  # from a run that was killed mid-shard
         leftover.unlink(missing_ok=True)
-    chunks = [items[i:i + per_shard] for i in range(0, len(items), per_shard)]
+    chunks = [items[i : i + per_shard] for i in range(0, len(items), per_shard)]
     paths = [out / SHARD_NAME.format(i) for i in range(len(chunks))]
     log.info("packing %d utterances into %d shards of up to %d in %s", len(items), len(chunks), per_shard, out)
     results: list[tuple[list[tuple[str, str]], list[tuple[str, str]]]] = []
@@ -134,16 +145,20 @@ def write_shards(utterances: Sequence[Utterance], root: Path, out: Path, per_sha
     atomic_write(out / "speakers.txt", "".join(name + "\n" for name in sorted(speakers)))
     if skipped:
         atomic_write(out / "skipped.txt", "".join(f"{p}: {reason}\n" for p, reason in skipped))
-        log.warning("%d of %d files could not be read and are not in the shards (listed in %s)", len(skipped),
-                    len(items), out / "skipped.txt")
+        log.warning(
+            "%d of %d files could not be read and are not in the shards (listed in %s)",
+            len(skipped),
+            len(items),
+            out / "skipped.txt",
+        )
     else:
         (out / "skipped.txt").unlink(missing_ok=True)
     return paths
 
 
-def _write_shard(path: Path, chunk: Sequence[tuple[str, str, str]], root: str,
-                 progress: Callable[[int], None] | None = None) \
-        -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+def _write_shard(
+    path: Path, chunk: Sequence[tuple[str, str, str]], root: str, progress: Callable[[int], None] | None = None
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Write one shard atomically: ``(written (key, speaker) pairs, skipped (path, reason) pairs)``."""
     done, skipped = [], []
     with atomic_path(path) as tmp:
@@ -157,7 +172,7 @@ def _write_shard(path: Path, chunk: Sequence[tuple[str, str, str]], root: str,
                     skipped.append((rel, exc.reason))
                 else:
                     buf = io.BytesIO()
-                    sf.write(buf, pcm16(wave.numpy()), rate, format="FLAC", subtype="PCM_16")
+                    sf.write(buf, audio.pcm16(wave.numpy()), rate, format="FLAC", subtype="PCM_16")
                     _add(tar, f"{key}.flac", buf.getvalue())
                     _add(tar, f"{key}.spk", speaker.encode("utf-8"))
                     done.append((key, speaker))
@@ -180,8 +195,9 @@ def _resolve_shards(shards: Sequence[str | Path] | str | Path) -> list[Path]:
         if where.is_dir():
             index = where / "index.txt"
             if index.is_file():
-                names = dict.fromkeys(line.split()[0] for line in index.read_text(encoding="utf-8").splitlines()
-                                      if line.strip())
+                names = dict.fromkeys(
+                    line.split()[0] for line in index.read_text(encoding="utf-8").splitlines() if line.strip()
+                )
                 found = [where / name for name in names]
             else:
                 found = sorted(where.glob("*.tar"))
@@ -197,15 +213,11 @@ def _resolve_shards(shards: Sequence[str | Path] | str | Path) -> list[Path]:
             raise BadValue("no shards given")
     missing = [str(p) for p in found if not p.is_file()]
     if missing:
-        raise BadValue(f"{len(missing)} shard{'s' if len(missing) != 1 else ''} missing: {', '.join(missing[:10])}"
-                       f"{' ...' if len(missing) > 10 else ''}")
+        raise BadValue(
+            f"{len(missing)} shard{'s' if len(missing) != 1 else ''} missing: {', '.join(missing[:10])}"
+            f"{' ...' if len(missing) > 10 else ''}"
+        )
     return found
-
-
-@functools.lru_cache(maxsize=8)
-def _resampler(orig: int, new: int) -> torch.nn.Module:
-    import torchaudio
-    return torchaudio.transforms.Resample(orig, new)
 
 
 class ShardDataset(torch.utils.data.IterableDataset):
@@ -222,8 +234,16 @@ class ShardDataset(torch.utils.data.IterableDataset):
     with a warning that names the shard and the member.
     """
 
-    def __init__(self, shards: Sequence[str | Path] | str | Path, sample_rate: int, crop_frames: int | None = None,
-                 shuffle_buffer: int = 1000, seed: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        shards: Sequence[str | Path] | str | Path,
+        sample_rate: int,
+        crop_frames: int | None = None,
+        shuffle_buffer: int = 1000,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         super().__init__()
         if world_size < 1 or not 0 <= rank < world_size:
             raise BadValue(f"rank={rank}, world_size={world_size}: expected 0 <= rank < world_size")
@@ -258,9 +278,15 @@ class ShardDataset(torch.utils.data.IterableDataset):
         worker_id, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         workers = self.world_size * num_workers
         if len(self.shards) < workers and self.rank == 0 and worker_id == 0:
-            log.warning("%d shards for %d readers (%d ranks x %d loader workers): %d readers get no shard and stay"
-                        " idle; write smaller shards (per_shard) to use them all", len(self.shards), workers,
-                        self.world_size, num_workers, workers - len(self.shards))
+            log.warning(
+                "%d shards for %d readers (%d ranks x %d loader workers): %d readers get no shard and stay"
+                " idle; write smaller shards (per_shard) to use them all",
+                len(self.shards),
+                workers,
+                self.world_size,
+                num_workers,
+                workers - len(self.shards),
+            )
         rng = random.Random(f"vvframe-shards/{self.seed}/{self.epoch}/{self.rank}/{worker_id}")
         raw = self._members(self.shards_for(worker_id, num_workers))
         for shard, key, parts in _shuffle(raw, self.shuffle_buffer, rng):
@@ -287,23 +313,33 @@ class ShardDataset(torch.utils.data.IterableDataset):
                         parts[ext] = tar.extractfile(member).read()
                         count += 1
             except (tarfile.TarError, EOFError, OSError) as exc:
-                log.warning("shard %s: unreadable after %d members (%s); going on with the next shard", shard,
-                            count, exc)
+                log.warning(
+                    "shard %s: unreadable after %d members (%s); going on with the next shard", shard, count, exc
+                )
             if key is not None:
                 yield shard, key, parts
 
     def _decode(self, shard: Path, key: str, parts: dict[str, bytes], rng: random.Random) -> dict | None:
         ext = next((e for e in AUDIO_EXTENSIONS if e in parts), None)
         if ext is None or "spk" not in parts:
-            log.warning("shard %s: utterance %s has no %s member; skipped", shard, key,
-                        "audio (.flac)" if ext is None else ".spk")
+            log.warning(
+                "shard %s: utterance %s has no %s member; skipped",
+                shard,
+                key,
+                "audio (.flac)" if ext is None else ".spk",
+            )
             return None
         try:
             speaker = parts["spk"].decode("utf-8").strip()
             wave = self._wave(parts[ext], rng)
         except (RuntimeError, sf.LibsndfileError, UnicodeDecodeError, ValueError) as exc:
-            log.warning("shard %s: member %s.%s is corrupt (%s); skipped", shard, key,
-                        "spk" if isinstance(exc, UnicodeDecodeError) else ext, " ".join(str(exc).split()))
+            log.warning(
+                "shard %s: member %s.%s is corrupt (%s); skipped",
+                shard,
+                key,
+                "spk" if isinstance(exc, UnicodeDecodeError) else ext,
+                short(exc),
+            )
             return None
         return {"key": key, "speaker": speaker, "wave": wave}
 
@@ -321,14 +357,13 @@ class ShardDataset(torch.utils.data.IterableDataset):
                 samples = f.read(dtype="float32", always_2d=True)
         if len(samples) == 0:
             raise ValueError("no samples decoded")
-        mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
-        wave = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
+        wave = torch.from_numpy(audio.mono(samples))
         if rate != self.sample_rate:
-            wave = _resampler(rate, self.sample_rate)(wave.unsqueeze(0)).squeeze(0)
+            wave = audio.resampler(rate, self.sample_rate)(wave)
         if crop is not None:
             if len(wave) > crop:
                 start = rng.randrange(len(wave) - crop + 1)
-                wave = wave[start:start + crop]
+                wave = wave[start : start + crop]
             elif len(wave) < crop:
                 wave = wave.repeat(math.ceil(crop / len(wave)))[:crop]
         return wave.contiguous()

@@ -1,1 +1,3 @@
-"""Using a trained model: the model type and its card, loading, export, the HTTP service."""
+"""Using a trained model: ``card`` (the run's model card, and what a loaded file may name), ``model`` (the model
+type), ``api`` (``vvframe.load``), ``exported`` (reading exported files), ``export`` (writing them), ``serve``
+(the HTTP service). The commands that use them are in :mod:`vvframe.cli`."""

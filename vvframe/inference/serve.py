@@ -26,16 +26,13 @@ connection silent for ``--timeout`` seconds (an idle keep-alive, a stalled uploa
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
 import math
 import re
-import signal
 import socket
 import socketserver
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -48,7 +45,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import soundfile as sf
 
-from vvframe.core.errors import BadValue, VvframeError, did_you_mean
+from vvframe.core.errors import BadValue, VvframeError, did_you_mean, short
 
 log = logging.getLogger("vvframe.inference.serve")
 
@@ -305,7 +302,9 @@ class Service:
                 f"{label}: {seconds:.3f} s of audio, less than the minimum of {self.min_seconds:g} s (--min-seconds)",
             )
         try:
-            return self.model.samples(wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0], rate)
+            from vvframe.data.audio import mono  # torch is imported once a model is served, not before
+
+            return self.model.samples(mono(wave), rate)
         except BadValue as exc:
             raise RequestError(400, f"{label}: {exc}") from None
 
@@ -340,12 +339,12 @@ class Service:
 def _sf_reason(exc: BaseException) -> str:
     """soundfile's reason without the "Error opening <_io.BytesIO object at 0x...>: " in front."""
     reason = getattr(exc, "error_string", None) or re.sub(r"^Error opening <[^>]*>: ", "", str(exc))
-    return _short(reason).rstrip(".")
+    return short(reason).rstrip(".")
 
 
-def _short(exc: BaseException | str, limit: int = 200) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    """The whole message on one line (a JSON answer's ``error``), cut to ``limit`` characters."""
+    return short(" ".join(str(exc).split()) or type(exc).__name__, limit)
 
 
 # ---- HTTP ---------------------------------------------------------------------------------------------------
@@ -556,13 +555,13 @@ class Handler(BaseHTTPRequestHandler):
         except RequestError as exc:
             status, payload, headers = exc.status, {"error": exc.message}, exc.headers
         except VvframeError as exc:
-            status, payload, headers = 400, {"error": _short(exc, 500)}, {}
+            status, payload, headers = 400, {"error": _one_line(exc, 500)}, {}
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
             return
         except Exception as exc:
             log.exception("%s %s failed", self.command, self.path)
-            status, payload, headers = 500, {"error": f"internal error: {type(exc).__name__}: {_short(exc)}"}, {}
+            status, payload, headers = 500, {"error": f"internal error: {type(exc).__name__}: {_one_line(exc)}"}, {}
         try:
             self._send(status, payload, headers, close=status >= 500)
         except (BrokenPipeError, ConnectionResetError):
@@ -700,7 +699,7 @@ def make_server(
     backlog: int = DEFAULT_BACKLOG,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> Server:
-    """A bound, not yet serving HTTP server for ``model`` (a :class:`vvframe.inference.api.SpeakerModel`); run it with
+    """A bound, not yet serving HTTP server for ``model`` (a :class:`vvframe.inference.model.SpeakerModel`); run it with
     ``serve_forever()`` (in a thread if need be) and stop it with ``shutdown()`` and ``server_close()``.
     ``port`` 0 picks a free port: ``server.server_address[1]`` says which. The limits are ``vvframe serve``'s
     options of the same names."""
@@ -713,194 +712,3 @@ def make_server(
 def url(server: Server) -> str:
     host, port = server.server_address[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-# ---- the command --------------------------------------------------------------------------------------------
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """``52428800``, ``50M``, ``50MB``, ``512k``, ``1G`` (binary units) -> bytes."""
-    match = _SIZE.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 50M, 512k, 1G or a number of bytes)")
-    value = float(match.group(1)) * 1024 ** " kmg".index((match.group(2) or " ").lower())
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least one byte")
-    return int(value)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number of seconds")
-    return value
-
-
-def _count(least: int):
-    """An argparse type: a whole number >= ``least``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"{value}: must be at least {least}")
-        return value
-
-    return parse
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value}: a port is 0 (any free one) to 65535")
-    return value
-
-
-def main(rest: list[str]) -> int:
-    """``vvframe serve RUN [--host H] [--port N] ...``: serve until Ctrl-C (exit 0)."""
-    parser = argparse.ArgumentParser(
-        prog="vvframe serve",
-        description="an HTTP verification service for a trained run or an exported model",
-        epilog="endpoints: POST /verify (multipart fields a, b; ?threshold=NAME|NUMBER), POST /embed (field audio),"
-        " GET /health.  Example: curl -F a=@x.wav -F b=@y.wav http://127.0.0.1:8000/verify",
-    )
-    parser.add_argument("model", metavar="RUN", help="a run directory or an exported model file")
-    parser.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)",
-    )
-    parser.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0: any free port)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda, cuda:N")
-    parser.add_argument("--checkpoint", metavar="FILE", help="other weights for a run directory")
-    parser.add_argument(
-        "--trust-recipe",
-        action="store_true",
-        help="allow the run's recipe to name Python objects (module:attr): only for runs you trust",
-    )
-    parser.add_argument(
-        "--threshold",
-        default="eer",
-        help="the default threshold: a tuned one's name (eer, mindcf@0.01, far@0.001) or a number",
-    )
-    parser.add_argument(
-        "--max-bytes",
-        type=parse_size,
-        default=DEFAULT_MAX_BYTES,
-        metavar="SIZE",
-        help="largest request body (default 50M); larger uploads get 413",
-    )
-    parser.add_argument(
-        "--max-seconds",
-        type=_seconds,
-        default=DEFAULT_MAX_SECONDS,
-        metavar="S",
-        help="longest audio per file in seconds (default 600)",
-    )
-    parser.add_argument(
-        "--min-seconds",
-        type=_seconds,
-        default=DEFAULT_MIN_SECONDS,
-        metavar="S",
-        help="shortest audio per file in seconds (default: only the model's own minimum, 0.1 s)",
-    )
-    limits = parser.add_argument_group("limits under load")
-    limits.add_argument(
-        "--workers",
-        type=_count(1),
-        default=DEFAULT_WORKERS,
-        metavar="N",
-        help=f"requests worked on at once (default {DEFAULT_WORKERS}); each holds up to --max-bytes",
-    )
-    limits.add_argument(
-        "--queue",
-        type=_count(0),
-        default=DEFAULT_QUEUE,
-        metavar="N",
-        help=f"requests that may wait for a worker (default {DEFAULT_QUEUE}); a request beyond"
-        f" --workers + --queue gets 503 with Retry-After: {RETRY_AFTER} at once",
-    )
-    limits.add_argument(
-        "--max-connections",
-        type=_count(1),
-        default=DEFAULT_MAX_CONNECTIONS,
-        metavar="N",
-        help=f"connections served at once, one thread each (default {DEFAULT_MAX_CONNECTIONS});"
-        " further ones wait in the listen backlog",
-    )
-    limits.add_argument(
-        "--backlog",
-        type=_count(1),
-        default=DEFAULT_BACKLOG,
-        metavar="N",
-        help=f"connections the system holds while all are busy (default {DEFAULT_BACKLOG}; capped"
-        " by net.core.somaxconn)",
-    )
-    limits.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=DEFAULT_TIMEOUT,
-        metavar="S",
-        help=f"seconds a connection may stay silent (an idle keep-alive, a stalled upload: 408)"
-        f" before it is closed (default {DEFAULT_TIMEOUT:g})",
-    )
-    opts = parser.parse_args(rest)
-
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
-    from vvframe.inference.api import load
-
-    model = load(opts.model, device=opts.device, checkpoint=opts.checkpoint, trust_recipe=opts.trust_recipe)
-    try:
-        model.threshold(opts.threshold)
-    except BadValue as exc:
-        if model.thresholds:
-            raise BadValue(f"--threshold: {exc}{did_you_mean(opts.threshold, model.thresholds)}") from None
-        log.warning(
-            "%s has no tuned thresholds: POST /verify needs ?threshold=NUMBER (or start with --threshold NUMBER)",
-            model.source,
-        )
-    try:
-        server = make_server(
-            model,
-            opts.host,
-            opts.port,
-            threshold=opts.threshold,
-            max_bytes=opts.max_bytes,
-            max_seconds=opts.max_seconds,
-            min_seconds=opts.min_seconds,
-            workers=opts.workers,
-            queue=opts.queue,
-            max_connections=opts.max_connections,
-            backlog=opts.backlog,
-            timeout=opts.timeout,
-        )
-    except OSError as exc:
-        print(f"error: cannot listen on {opts.host}:{opts.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-
-    def stop(signum, frame):  # Ctrl-C, and SIGTERM (docker stop, systemd): stop cleanly
-        raise KeyboardInterrupt
-
-    # set SIGINT too: a shell starts background jobs with it ignored, which would leave Ctrl-C/kill -INT no way in
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
-    print(f"serving {model.source} on {url(server)} ({ENDPOINTS})", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        log.info("stopping")
-    finally:
-        server.server_close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0

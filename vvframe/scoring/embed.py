@@ -9,6 +9,9 @@ Embeddings are returned as ``(D,)`` float32 CPU tensors, not normalised (see :fu
 :func:`subtract_mean`). With ``cache_dir`` each embedding is also stored in
 ``cache_dir/<model_id>/<sha1 of the path>.pt`` so that prepare, eval and test stages never embed a file twice;
 ``model_id`` must identify the weights *and* the extraction settings (``max_seconds``, ``crops``, ...).
+
+:class:`EmbedSettings` (the back-end stages' ``embed:`` section) holds the one set of defaults for how utterances
+are cut; a model card without them means these.
 """
 
 from __future__ import annotations
@@ -18,19 +21,37 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
 
 import torch
 from torch import Tensor, nn
 
 from vvframe.core.atomic import atomic_path
 from vvframe.core.run import RUN_LAYOUT
+from vvframe.core.schema import Range
 from vvframe.data import audio
 from vvframe.training import checkpoint
 from vvframe.training.launch import Dist
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbedSettings:
+    """``embed:``: which weights, and how utterances become embeddings (the back-end stages' section; its
+    defaults are also what a model card's missing ``embed`` settings mean)."""
+
+    checkpoint: str | None = None  # a checkpoint file or a run directory; default: this run's avg/best/last
+    crops: Annotated[int, Range(0, 1000)] = (
+        0  # > 0: average this many evenly spaced crops (voxceleb_trainer's test mode)
+    )
+    crop_seconds: Annotated[float, Range(gt=0)] = 3.0
+    max_seconds: Annotated[float, Range(gt=0)] | None = None
+    mean_subtract: bool = True  # subtract the cohort mean (from prepare) before L2 normalisation
+    device: str = "auto"
 
 
 class Extractor:
@@ -43,6 +64,8 @@ class Extractor:
     required with ``cache_dir``). ``dist``: with ``world_size > 1`` every rank must call with the same paths; the
     ranks split the work (every ``world_size``-th file after sorting by length), gather it, and every rank
     returns the full dict. The cache is looked up by rank 0 only, so it need not be shared between nodes.
+    ``progress``: show a bar (on rank 0, on a terminal), or a factory of bars such as ``RunContext.progress``;
+    ``False`` also logs the summary at debug level only.
     """
 
     def __init__(
@@ -53,14 +76,14 @@ class Extractor:
         sample_rate: int,
         *,
         device: torch.device | str = "cpu",
-        max_seconds: float | None = None,
-        crops: int = 0,
-        crop_seconds: float = 3.0,
+        max_seconds: float | None = EmbedSettings.max_seconds,
+        crops: int = EmbedSettings.crops,
+        crop_seconds: float = EmbedSettings.crop_seconds,
         batch_seconds: float = 120.0,
         cache_dir: str | Path | None = None,
         model_id: str = "",
         dist: Dist | None = None,
-        progress: bool = True,
+        progress: bool | Callable[..., Any] = True,
     ):
         if crops < 0:
             raise ValueError(f"crops={crops}: must be 0 (whole utterances) or a positive number of crops")
@@ -123,7 +146,8 @@ class Extractor:
         self.memory.update(found)
         if pending and dist.is_main:
             elapsed = max(time.monotonic() - start, 1e-9)
-            log.info(
+            log.log(
+                logging.INFO if self.progress else logging.DEBUG,  # quiet where a caller embeds as a side task
                 "embedded %d files (%d cached) in %.1f s: %.1f files/s",
                 len(pending),
                 len(wanted) - len(pending),
@@ -211,18 +235,16 @@ class Extractor:
         if not order:
             return out
         load = load or self._waves
-        from tqdm import tqdm
-
         modes = (self.frontend.training, self.model.training)
         self.frontend.eval()
         self.model.eval()
-        bar = tqdm(
-            total=len(order),
-            desc="embed",
-            unit="file",
-            leave=False,
-            disable=not (self.progress and self.dist.is_main and sys.stderr.isatty()),
-        )
+        if callable(self.progress):  # a run context's progress bars (rank 0, on a terminal)
+            bar = self.progress(total=len(order), desc="embed", unit="file", leave=False)
+        else:
+            from tqdm import tqdm
+
+            shown = self.progress and self.dist.is_main and sys.stderr.isatty()
+            bar = tqdm(total=len(order), desc="embed", unit="file", leave=False, disable=not shown)
         try:
             with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
                 for batch in self._batches(order, lengths):
@@ -312,25 +334,36 @@ class Embedder(nn.Module):
 
 
 # ---- what the back end leaves in a run directory (DESIGN section 6), read again by the stages and the API ----
-def _cohort_files(run_dir: str | Path) -> tuple[Path, Path]:
+def cohort_files(run_dir: str | Path) -> tuple[Path, Path]:
+    """Where :func:`save_cohort` puts the cohort embeddings and the mean embedding of a run: ``cohort/*.pt``."""
     folder = Path(run_dir) / RUN_LAYOUT["cohort"]
     return folder / "embeddings.pt", folder / "mean.pt"
 
 
 def save_cohort(run_dir: str | Path, speakers: list[str], embeddings: Tensor, mean: Tensor) -> None:
     """The cohort's unit-length embeddings (with their speakers) and the mean embedding, as ``cohort/*.pt``."""
-    embeddings_file, mean_file = _cohort_files(run_dir)
+    embeddings_file, mean_file = cohort_files(run_dir)
     checkpoint.save(embeddings_file, {"speakers": speakers, "embeddings": embeddings})
     checkpoint.save(mean_file, {"mean": mean})
 
 
-def load_cohort(run_dir: str | Path) -> tuple[Tensor | None, Tensor | None]:
-    """``(cohort embeddings, mean)`` saved by :func:`save_cohort`; None for what the run does not have."""
-    found = [
-        checkpoint.load(path)[key] if path.is_file() else None
-        for path, key in zip(_cohort_files(run_dir), ("embeddings", "mean"))
-    ]
+def read_cohort(
+    embeddings_file: str | Path | None, mean_file: str | Path | None
+) -> tuple[Tensor | None, Tensor | None]:
+    """``(cohort embeddings, mean)`` from files written by :func:`save_cohort`; None for a file not given.
+    A file that is not one of them is a ``CheckpointError`` naming it."""
+    found: list[Tensor | None] = []
+    for path, key in ((embeddings_file, "embeddings"), (mean_file, "mean")):
+        state = None if path is None else checkpoint.load(path)
+        if state is not None and not isinstance(state.get(key), Tensor):
+            raise checkpoint.CheckpointError(f"{path}: not a cohort file of the prepare stage (no '{key}' tensor)")
+        found.append(None if state is None else state[key])
     return found[0], found[1]
+
+
+def load_cohort(run_dir: str | Path) -> tuple[Tensor | None, Tensor | None]:
+    """``(cohort embeddings, mean)`` saved by :func:`save_cohort` in ``run_dir``; None for what it does not have."""
+    return read_cohort(*(path if path.is_file() else None for path in cohort_files(run_dir)))
 
 
 def thresholds_file(run_dir: str | Path) -> Path:

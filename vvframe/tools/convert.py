@@ -18,17 +18,15 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import functools
 import io
 import logging
-import multiprocessing
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,14 +34,20 @@ import numpy as np
 import soundfile as sf
 
 from vvframe.core.atomic import atomic_path, atomic_write
-from vvframe.core.errors import BadValue
+from vvframe.core.errors import BadValue, short
+from vvframe.data import lists
+from vvframe.data.workers import one_torch_thread, process_pool
 
 log = logging.getLogger(__name__)
 
-SNDFILE_SUFFIXES = (".wav", ".flac", ".ogg")
+# convert reads more than vvframe does: libsndfile decodes ogg too (vvframe reads only the lists' suffixes, whose
+# files seek exactly), ffmpeg the compressed formats such as VoxCeleb2's m4a
+SNDFILE_SUFFIXES = (*lists.AUDIO_SUFFIXES, ".ogg")
 FFMPEG_SUFFIXES = (".m4a", ".mp3", ".aac", ".opus", ".wma", ".webm", ".mka", ".mp4")
 AUDIO_SUFFIXES = SNDFILE_SUFFIXES + FFMPEG_SUFFIXES
-FORMATS = {"wav": "WAV", "flac": "FLAC"}
+NEEDS_CONVERTING = tuple(s for s in AUDIO_SUFFIXES if s not in lists.AUDIO_SUFFIXES)  # audio no list may name
+# and writes what vvframe reads: the extension -> libsndfile's format name ({"wav": "WAV", "flac": "FLAC"})
+FORMATS = {s[1:]: s[1:].upper() for s in lists.AUDIO_SUFFIXES}
 
 
 @dataclass
@@ -176,44 +180,6 @@ def convert_tree(
     return report
 
 
-def pcm16(wave: np.ndarray) -> np.ndarray:
-    """Float samples in [-1, 1] as int16, clipped (scale 32768, so 16-bit input read as float comes back exact)."""
-    return np.clip(np.round(np.asarray(wave, dtype=np.float64) * 32768.0), -32768, 32767).astype(np.int16)
-
-
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Run the block with one torch thread, then restore the count.
-
-    Per-file work (a resample, a silence check) is small: threads only add synchronisation, which costs 20-50x
-    on a busy machine (a 4 s, 16 kHz resample on 2 loaded cores: 31 ms with 2 threads, 0.6 ms with 1).
-    """
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def process_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
-    """A pool of fresh ("spawn") processes with one torch thread each.
-
-    Not "fork": a child forked after the parent ran a multi-threaded torch operation can deadlock in OpenMP.
-    """
-    return concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
-    )
-
-
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)  # the pool is the parallelism; threads per process would oversubscribe the cores
-
-
 def _convert_one(
     paths: tuple[str, str], sample_rate: int, fmt: str, overwrite: bool, ffmpeg: str | None
 ) -> tuple[str, str]:
@@ -231,23 +197,21 @@ def _convert_one(
             )
         if rate != sample_rate:
             wave = _resample(wave, rate, sample_rate)
+        from vvframe.data.audio import pcm16  # (imports torch, which a conversion has loaded already)
+
         with atomic_path(output) as tmp:
             sf.write(str(tmp), pcm16(wave), sample_rate, format=FORMATS[fmt], subtype="PCM_16")
         return "converted", ""
     except _Failure as exc:
         return "failed", str(exc)
     except (RuntimeError, sf.LibsndfileError) as exc:
-        return "failed", f"unreadable ({_short(exc)})"
+        return "failed", f"unreadable ({short(exc, 500)})"  # 500: libsndfile names the whole path before why
     except Exception as exc:  # noqa: BLE001 - OSError and the like: one odd file must not end the conversion
         return "failed", f"{type(exc).__name__}: {exc}"
 
 
 class _Failure(Exception):
     """A source that cannot be converted; the message is the reason in the report."""
-
-
-def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 def _up_to_date(source: Path, output: Path, sample_rate: int, fmt: str) -> bool:
@@ -277,8 +241,9 @@ def _decode(source: Path, sample_rate: int, ffmpeg: str | None) -> tuple[np.ndar
                 f"{suffix.lstrip('.')} needs ffmpeg, which is not on PATH (install it, e.g. apt install ffmpeg)"
             )
         data, rate = _ffmpeg_decode(ffmpeg, source, sample_rate)
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
+    from vvframe.data.audio import mono  # (imports torch, which a conversion has loaded already)
+
+    return mono(data), int(rate)
 
 
 def _ffmpeg_decode(ffmpeg: str, source: Path, sample_rate: int) -> tuple[np.ndarray, int]:
@@ -302,7 +267,8 @@ def _ffmpeg_decode(ffmpeg: str, source: Path, sample_rate: int) -> tuple[np.ndar
     except OSError as exc:
         raise _Failure(f"ffmpeg ({ffmpeg}) could not be started: {exc}") from exc
     if done.returncode != 0:
-        message = _short(done.stderr.decode("utf-8", "replace"))[-500:] or "no message"
+        # ffmpeg says why last, after the lines of what it was doing: the end of its messages, as one line
+        message = " ".join(done.stderr.decode("utf-8", "replace").split())[-500:] or "no message"
         raise _Failure(f"ffmpeg could not decode it (exit status {done.returncode}): {message}")
     if not done.stdout:
         raise _Failure("ffmpeg decoded no audio")
@@ -310,13 +276,14 @@ def _ffmpeg_decode(ffmpeg: str, source: Path, sample_rate: int) -> tuple[np.ndar
     try:
         data, rate = sf.read(io.BytesIO(done.stdout), dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError) as exc:
-        raise _Failure(f"ffmpeg's output is not readable wav ({_short(exc)})") from exc
+        raise _Failure(f"ffmpeg's output is not readable wav ({short(exc, 500)})") from exc
     return data, rate
 
 
 def _resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """The samples at ``target`` Hz, through the resampler that reading at another rate uses."""
     import torch
-    import torchaudio
 
-    out = torchaudio.functional.resample(torch.from_numpy(wave).unsqueeze(0), rate, target)
-    return out.squeeze(0).numpy()
+    from vvframe.data.audio import resampler
+
+    return resampler(rate, target)(torch.from_numpy(wave)).numpy()

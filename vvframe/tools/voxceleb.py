@@ -32,6 +32,7 @@ from pathlib import Path
 
 from vvframe.core.errors import BadValue
 from vvframe.data import lists
+from vvframe.tools.convert import NEEDS_CONVERTING
 
 VOX1_SEARCH = ("voxceleb1/wav", "voxceleb1", "vox1/wav", "wav")
 VOX1_SPLIT_SEARCH = (
@@ -56,7 +57,7 @@ TRIAL_LISTS = {  # written list -> (cleaned official file, original official fil
     "vox1_E.txt": ("list_test_all2.txt", "list_test_all.txt"),
     "vox1_H.txt": ("list_test_hard2.txt", "list_test_hard.txt"),
 }
-UNREADABLE = (".m4a", ".aac", ".mp4", ".opus", ".mp3")  # VoxCeleb2 as distributed (and the like): convert first
+UNREADABLE = NEEDS_CONVERTING  # VoxCeleb2 as distributed (.m4a) and the like: audio to convert first
 SHOW_MISSING = 5
 RECIPE = "recipes/voxceleb_resnet.yaml"
 DEFAULT_OUT = Path("data/voxceleb")
@@ -119,7 +120,7 @@ def prepare(
     root, out = Path(root), Path(out)
     if not root.is_dir():
         raise BadValue(
-            f"{root}: {'not a folder' if root.exists() else 'no such folder'}; expected the folder that"
+            f"{root}: {_not_a_folder(root)}; expected the folder that"
             " holds the VoxCeleb data sets (e.g. voxceleb1/wav and voxceleb2/dev/aac)"
         )
     if cohort_per_speaker < 0:
@@ -212,7 +213,7 @@ def _find_vox2(root: Path, given: str | Path | None) -> tuple[Tree | None, list[
 def _given_tree(root: Path, folder: Path, pattern: re.Pattern, option: str, ids: str, usual: str) -> Tree:
     if not folder.is_dir():
         raise BadValue(
-            f"{option} {folder}: {'not a folder' if folder.exists() else 'no such folder'}; expected the"
+            f"{option} {folder}: {_not_a_folder(folder)}; expected the"
             f" folder that holds the speaker folders {ids} (such as ROOT/{usual})"
         )
     tree = _tree(root, folder, pattern)
@@ -499,11 +500,10 @@ def _plan_vox1(
 
 
 def _missing_message(root: Path, official: Path, missing: dict[str, int], files: int, trees: list[Tree]) -> str:
-    shown = "\n  ".join(f"line {line}: {path}" for path, line in list(missing.items())[:SHOW_MISSING])
-    more = f"\n  ... and {len(missing) - SHOW_MISSING} more" if len(missing) > SHOW_MISSING else ""
+    shown = lists.first_lines([f"line {line}: {path}" for path, line in missing.items()], SHOW_MISSING)
     text = (
         f"{official}: {len(missing)} of its {files} audio files {'is' if len(missing) == 1 else 'are'} missing"
-        f" from the VoxCeleb1 tree ({_listing(t.folder for t in trees)}) under {root}:\n  {shown}{more}"
+        f" from the VoxCeleb1 tree ({_listing(t.folder for t in trees)}) under {root}:{shown}"
     )
     speakers = {p.split("/", 1)[0] for p in missing}
     if any(_is_test_speaker(s) for s in speakers):
@@ -528,7 +528,7 @@ def _check_musan(path: str | Path) -> str:
     folder = Path(path)
     if not folder.is_dir():
         raise BadValue(
-            f"--musan {path}: {'not a folder' if folder.exists() else 'no such folder'}; expected MUSAN's"
+            f"--musan {path}: {_not_a_folder(folder)}; expected MUSAN's"
             " folder, the one holding music/, speech/ and noise/"
         )
     problems = []
@@ -550,7 +550,7 @@ def _check_rirs(path: str | Path) -> str:
     folder = Path(path)
     if not folder.is_dir():
         raise BadValue(
-            f"--rirs {path}: {'not a folder' if folder.exists() else 'no such folder'}; expected"
+            f"--rirs {path}: {_not_a_folder(folder)}; expected"
             " RIRS_NOISES (its simulated_rirs/ is used) or a folder of room impulse responses"
         )
     used = folder / "simulated_rirs" if (folder / "simulated_rirs").is_dir() else folder
@@ -636,6 +636,11 @@ def _report(
     if os.path.abspath(out) != os.path.abspath(DEFAULT_OUT):
         print(f"note: the VoxCeleb recipes read their lists from {DEFAULT_OUT}/; point their list paths at {out}/")
     print(f"next: vvframe run {RECIPE} data.root={os.path.abspath(root)}")
+
+
+def _not_a_folder(path: Path) -> str:
+    """Why ``path`` cannot serve as a folder: ``not a folder`` (something else is there) or ``no such folder``."""
+    return "not a folder" if path.exists() else "no such folder"
 
 
 def _listing(paths: Iterable[str | Path]) -> str:

@@ -96,7 +96,7 @@ def load_latest(directory: str | Path, map_location: str | torch.device = "cpu")
     """The newest loadable checkpoint among last.pt and epoch_N.pt in `directory` (last.pt first, then epoch_N.pt newest first by N); a corrupt one is skipped with a warning naming it; None if there is none."""
     directory = Path(directory)
     candidates = [directory / LAST] if (directory / LAST).is_file() else []
-    candidates += [p for _, p in sorted(_epoch_files(directory), key=lambda item: item[0], reverse=True)]
+    candidates += [p for _, p in reversed(epoch_files(directory))]
     for path in candidates:
         try:
             return load(path, map_location), path
@@ -167,7 +167,7 @@ def prune(directory: str | Path, keep: int) -> list[Path]:
     """Delete epoch_N.pt beyond the newest `keep` (never last.pt, best.pt, avg.pt); returns the deleted paths."""
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
         raise BadValue(f"prune: keep must be a whole number >= 0, not {keep!r}")
-    epochs = sorted(_epoch_files(Path(directory)), key=lambda item: item[0])
+    epochs = epoch_files(directory)
     doomed = [p for _, p in epochs[: max(0, len(epochs) - keep)]]
     for path in doomed:
         path.unlink(missing_ok=True)
@@ -246,15 +246,20 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _epoch_files(directory: Path) -> list[tuple[int, Path]]:
+def epoch_name(epoch: int) -> str:
+    """The file name of the checkpoint saved after ``epoch`` (counted from 1): ``epoch_N.pt``."""
+    return f"epoch_{epoch}.pt"
+
+
+def epoch_files(directory: str | Path) -> list[tuple[int, Path]]:
+    """``(N, path)`` of every ``epoch_N.pt`` in ``directory``, by N."""
+    directory = Path(directory)
     if not directory.is_dir():
         return []
-    found = []
-    for path in directory.iterdir():
-        match = _EPOCH.match(path.name)
-        if match and path.is_file():
-            found.append((int(match.group(1)), path))
-    return found
+    found = [
+        (int(m.group(1)), path) for path in directory.iterdir() if (m := _EPOCH.match(path.name)) and path.is_file()
+    ]
+    return sorted(found)
 
 
 def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
@@ -344,3 +349,27 @@ def _unplain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return tuple(_unplain(v) for v in value)
     return value
+
+
+def latest_run(folder: str | Path, needs: str = "checkpoints") -> Path | None:
+    """The newest usable run directory under ``folder`` (``runs/<recipe name>``: timestamped runs): one that
+    holds ``needs`` (for ``checkpoints``: at least one checkpoint file, so a failed or empty attempt never
+    counts); ``folder`` itself when it is such a run; None when there is none. The choice is logged."""
+    folder = Path(folder)
+
+    def usable(run: Path) -> bool:
+        target = run / needs
+        if needs == "checkpoints":
+            return target.is_dir() and any(p.suffix == ".pt" for p in target.iterdir())
+        return target.exists()
+
+    if usable(folder):
+        return folder
+    runs = (
+        sorted((p for p in folder.iterdir() if p.is_dir() and usable(p)), key=lambda p: p.name)
+        if folder.is_dir()
+        else []
+    )
+    if runs:
+        log.info("%s: using its newest usable run, %s", folder, runs[-1])
+    return runs[-1] if runs else None

@@ -3,45 +3,52 @@
 ``launch(fn, args, launcher)`` calls ``fn(dist, *args)`` where ``dist`` is a :class:`Dist`: this process's
 rank, world size, local rank and device, with collective helpers that are no-ops for a single process.
 
-For ``ddp`` outside torchrun the ranks are new processes (start method ``spawn``), so ``fn`` must be a
-module-level function and ``args`` picklable; rank 0's return value comes back to the caller through a pickle
-file in a temporary directory (keep it small: metrics, paths, not models). A rank that raises brings the others
-down and the caller gets a :class:`LaunchError` carrying that rank's exception and traceback.
+For ``ddp`` outside torchrun the ranks are new processes started by torch's elastic launcher (the engine of
+torchrun: ``torch.distributed.launcher.api.elastic_launch``, start method ``spawn``), so ``fn`` must be a
+module-level function and ``args`` picklable; rank 0's return value comes back pickled (keep it small: metrics,
+paths, not models). A rank that raises brings the others down and the caller gets a :class:`LaunchError`
+carrying that rank's exception and traceback.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
 import datetime as _dt
+import json
 import logging
 import os
 import pickle
-import socket
+import signal
 import sys
 import tempfile
-import time
-import traceback
-from collections.abc import Callable
+import threading
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 import torch.distributed as tdist
-import torch.multiprocessing as mp
 from torch import nn
-from torch.multiprocessing.spawn import ProcessException
 
 from vvframe.core.errors import BadValue, VvframeError
+
+if TYPE_CHECKING:
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 log = logging.getLogger(__name__)
 
 LAUNCHERS = ("single", "dp", "ddp")
 DEFAULT_TIMEOUT_S = 1800.0  # collective timeout (init_process_group): a rank that waits longer fails
-_GRACE_S = 2.0  # after a rank fails: how long the others may take to end by themselves before SIGTERM, then SIGKILL
-_PORT_TRIES = 3  # a free port picked in the parent may be taken before rank 0 binds it: try again this often
-_RESULT = "result.pkl"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the run's log file: with timestamps
+_GRACE_S = 2  # after a signal: how long the ranks may take to end after it before SIGKILL (failures: torch waits 30 s)
 _TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")
+_ELASTIC_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")  # the elastic launcher handles these
+_ELASTIC_SIGNALS_ENV = "TORCHELASTIC_SIGNALS_TO_HANDLE"  # ... and names them here, in this process's environment
+_ELASTIC_LOGGERS = ("torch.distributed.elastic", "torch.distributed.launcher", "torch.multiprocessing")
 _CPUINFO = Path("/proc/cpuinfo")  # read by native_bf16_cpu where torch has no probe of its own
 _ALLOCATOR_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD")  # keep_freed_memory leaves these be
 
@@ -113,9 +120,19 @@ class Dist:
         return torch.device("cpu")
 
 
+def torchrun_rank() -> tuple[int, int] | None:
+    """(rank, world size) when torchrun, or a launcher like it, started this process; None otherwise.
+
+    A launcher like torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR; all four must be there.
+    """
+    if not all(os.environ.get(name) for name in _TORCHRUN_ENV):
+        return None
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+
 def under_torchrun() -> bool:
     """Whether torchrun (or another launcher setting RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR) started this process."""
-    return all(os.environ.get(name) for name in _TORCHRUN_ENV)
+    return torchrun_rank() is not None
 
 
 def launch(
@@ -133,45 +150,59 @@ def launch(
     - ``dp``: in this process too (DataParallel is a model wrapper: :func:`wrap_model`); 'auto' = cuda:0 or cpu.
     - ``ddp``: under torchrun, join its process group (nccl on GPUs, gloo on cpu) and run this process's rank
       (``nproc`` is ignored: torchrun's ``--nproc_per_node`` decides; each process returns its own rank's value);
-      otherwise spawn ``nproc`` ranks here (``fn`` must be a module-level function and ``args`` picklable; the
-      result travels back pickled). A failing rank ends the others and raises :class:`LaunchError` here.
-      ``timeout_s`` bounds every collective (a rank waiting longer than that fails).
+      otherwise start ``nproc`` ranks here with torch's elastic launcher (``fn`` must be a module-level function
+      and ``args`` picklable; the result travels back pickled). A failing rank ends the others and raises
+      :class:`LaunchError` here. ``timeout_s`` bounds every collective (a rank waiting longer than that fails).
     """
     if launcher not in LAUNCHERS:
         raise BadValue(f"launcher '{launcher}' is not one of {', '.join(repr(n) for n in LAUNCHERS)}")
+    started = torchrun_rank()
     if launcher != "ddp":
-        if under_torchrun() and os.environ["WORLD_SIZE"] != "1":
+        if started is not None and started[1] != 1:
             log.warning(
                 "started by torchrun (rank %s of %s) with launcher '%s': every process runs the whole job;"
                 " use launcher ddp",
-                os.environ["RANK"],
-                os.environ["WORLD_SIZE"],
+                *started,
                 launcher,
             )
         dist = Dist(0, 1, 0, pick_device(device))
         log.debug("launcher %s on %s", launcher, dist.device)
         return fn(dist, *args)
     use_cuda = _ddp_uses_cuda(device)
-    if under_torchrun():
-        return _run_torchrun_rank(fn, args, use_cuda, timeout_s)
+    if started is not None:
+        return _run_rank(fn, args, use_cuda, timeout_s)
     return _spawn(fn, args, use_cuda, nproc, timeout_s)
 
 
-def setup_rank_logging(dist: Dist, log_file: Path | None = None, *, verbose: bool = False) -> None:
-    """Rank 0 logs INFO to the console and to ``log_file`` (when given); other ranks log WARNING and up, prefixed [rank N]."""
-    from vvframe.core.run import LOG_FILE, setup_logging
+def setup_logging(log_file: Path | None, *, rank: int = 0, verbose: bool = False) -> None:
+    """Log to the console (rank 0: INFO; other ranks: WARNING, prefixed [rank N]) and, on rank 0, to ``log_file``.
 
-    log_file = Path(log_file) if log_file is not None else None
-    if log_file is not None and log_file.name == LOG_FILE:
-        setup_logging(log_file.parent, rank=dist.rank, verbose=verbose)
-        return
-    setup_logging(None, rank=dist.rank, verbose=verbose)
-    if log_file is not None and dist.is_main:
+    The file gets timestamps; ``verbose`` lets DEBUG through. The handlers set up here are marked, so that a
+    second call replaces them (another rank, another run directory, or none).
+    """
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_vvframe", False)]:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(message)s" if rank == 0 else f"[rank {rank}] %(message)s"))
+    handlers: list[logging.Handler] = [console]
+    if log_file is not None and rank == 0:
+        log_file = Path(log_file)
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_file, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handler._vvframe = True  # type: ignore[attr-defined]  # so that setup_logging replaces it next time
-        logging.getLogger().addHandler(handler)
+        file = logging.FileHandler(log_file, encoding="utf-8")
+        file.setFormatter(logging.Formatter(LOG_FORMAT))
+        handlers.append(file)
+    for handler in handlers:
+        handler._vvframe = True  # type: ignore[attr-defined]  # the mark: the next call replaces it
+        root.addHandler(handler)
+
+
+def setup_rank_logging(dist: Dist, log_file: Path | None = None, *, verbose: bool = False) -> None:
+    """:func:`setup_logging` for ``dist``'s rank: rank 0 logs INFO to the console and ``log_file``, the others warn."""
+    setup_logging(log_file, rank=dist.rank, verbose=verbose)
 
 
 def wrap_model(module: nn.Module, launcher: str, dist: Dist) -> nn.Module:
@@ -273,7 +304,6 @@ def keep_freed_memory() -> bool:
     return bool(mapped and mallopt(m_trim_threshold, 1 << 30))
 
 
-# ----------------------------------------------------------------------------------------------------------
 def pick_device(device: str | torch.device) -> torch.device:
     """'auto' → cuda:0 if available else cpu; 'cuda' → cuda:0; otherwise the named device, which must exist."""
     name = str(device)
@@ -302,13 +332,6 @@ def _ddp_uses_cuda(device: str | torch.device) -> bool:
     return dev.type == "cuda"
 
 
-def _free_port() -> int:
-    """A TCP port that nothing listens on now (the OS picks it; another process may take it before rank 0 does)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _init_group(dist: Dist, backend: str, timeout_s: float) -> bool:
     """Join the process group (from the environment); False if one exists already (then it is not ours to end)."""
     if tdist.is_initialized():
@@ -325,179 +348,140 @@ def _init_group(dist: Dist, backend: str, timeout_s: float) -> bool:
     return True
 
 
-def _run_torchrun_rank(fn: Callable[..., Any], args: tuple, use_cuda: bool, timeout_s: float) -> Any:
+def _run_rank(fn: Callable[..., Any], args: tuple, use_cuda: bool, timeout_s: float, *, spawned: bool = False) -> Any:
+    """This process's rank as the environment describes it (torchrun's, or the elastic launcher's of :func:`_spawn`)."""
     rank, world, local = (int(os.environ[n]) for n in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     dist = Dist(rank, world, local, torch.device("cuda", local) if use_cuda else torch.device("cpu"))
     owned = _init_group(dist, "nccl" if use_cuda else "gloo", timeout_s)
-    log.info("ddp under torchrun: rank %d of %d on %s", rank, world, dist.device)
-    result = fn(dist, *args)  # on failure torchrun ends the other ranks; the group dies with the process
+    if not spawned:
+        log.info("ddp under torchrun: rank %d of %d on %s", rank, world, dist.device)
+    result = fn(dist, *args)  # on failure the launcher ends the other ranks; the group dies with the process
     if owned:
         tdist.destroy_process_group()
     return result
 
 
 def _spawn(fn: Callable[..., Any], args: tuple, use_cuda: bool, nproc: int, timeout_s: float) -> Any:
+    """Start ``nproc`` ranks with torch's elastic launcher (torchrun's engine, here in-process); rank 0's value."""
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise BadValue(f"nproc must be a whole number >= 1, not {nproc!r}")
     if use_cuda and nproc > torch.cuda.device_count():
         raise BadValue(
             f"ddp with {nproc} ranks needs {nproc} GPUs; {torch.cuda.device_count()} visible (set nproc, or device=cpu)"
         )
-    backend = "nccl" if use_cuda else "gloo"
     verbose = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
-    with tempfile.TemporaryDirectory(prefix="vvframe-launch-") as tmp:
-        for attempt in range(1, _PORT_TRIES + 1):
-            folder = Path(tmp, f"attempt{attempt}")
-            folder.mkdir()
-            port = _free_port()
-            log.info("ddp: spawning %d %s ranks (127.0.0.1:%d)", nproc, backend, port)
-            context = mp.start_processes(
-                _rank_main,
-                nprocs=nproc,
-                join=False,
+    log.info("ddp: starting %d %s ranks", nproc, "nccl" if use_cuda else "gloo")
+    try:
+        with tempfile.TemporaryDirectory(prefix="vvframe-launch-") as logs, _signals_kept(), _elastic_quiet(verbose):
+            config = LaunchConfig(
+                min_nodes=1,
+                max_nodes=1,
+                nproc_per_node=nproc,
+                run_id=uuid.uuid4().hex,
+                rdzv_backend="c10d",  # the launcher hosts the ranks' store itself, on a port the OS picks
+                rdzv_endpoint="127.0.0.1:0",
+                local_addr="127.0.0.1",
+                max_restarts=0,
                 start_method="spawn",
-                args=(nproc, port, backend, use_cuda, timeout_s, str(folder), fn, args, verbose),
+                logs_specs=DefaultLogsSpecs(log_dir=logs),  # each rank's error.json, read by _failure
+                shutdown_timeout=_GRACE_S,
             )
             try:
-                while not context.join(grace_period=_GRACE_S):
-                    pass
-            except ProcessException as exc:
-                error = _failure(folder, nproc, exc)
-                if attempt < _PORT_TRIES and _port_taken(folder):
-                    log.warning("ddp: port %d was taken before rank 0 could use it; trying another", port)
-                    continue
-                raise error from None
-            except BaseException:  # KeyboardInterrupt in the parent: take the ranks down with it
-                _stop(context)
-                raise
-            return _result(folder, nproc)
-    raise AssertionError("unreachable")  # pragma: no cover
+                returned = elastic_launch(config, _rank_main)(fn, args, use_cuda, timeout_s, verbose)
+            except ChildFailedError as exc:
+                raise _failure(exc, Path(logs), nproc) from None
+    except SignalException as exc:  # SIGINT, SIGTERM ...: the ranks are down; the signal now does what it did before
+        signal.raise_signal(exc.sigval)  # e.g. KeyboardInterrupt, or the handler of the command line
+        raise KeyboardInterrupt(str(exc)) from None  # a signal that this process ignores
+    return pickle.loads(returned[0])
 
 
-def _rank_main(
-    index: int,
-    nproc: int,
-    port: int,
-    backend: str,
-    use_cuda: bool,
-    timeout_s: float,
-    folder: str,
-    fn: Callable[..., Any],
-    args: tuple,
-    verbose: bool,
-) -> None:
-    """One spawned rank: join the group, run ``fn``, hand rank 0's result back; on failure record it and exit 1."""
-    os.environ.update(
-        RANK=str(index),
-        WORLD_SIZE=str(nproc),
-        LOCAL_RANK=str(index),
-        LOCAL_WORLD_SIZE=str(nproc),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    dist = Dist(index, nproc, index, torch.device("cuda", index) if use_cuda else torch.device("cpu"))
-    setup_rank_logging(dist, None, verbose=verbose)
-    stage = "init"
+def _rank_main(fn: Callable[..., Any], args: tuple, use_cuda: bool, timeout_s: float, verbose: bool) -> bytes | None:
+    """One rank started by :func:`_spawn`: run it as under torchrun; rank 0's value, pickled, or its error recorded."""
+    from torch.distributed.elastic.multiprocessing.errors import get_error_handler
+
+    rank, world = torchrun_rank() or (0, 1)
+    setup_logging(None, rank=rank, verbose=verbose)
     try:
-        _init_group(dist, backend, timeout_s)
         if not use_cuda and "OMP_NUM_THREADS" not in os.environ:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-            torch.set_num_threads(max(1, cores // nproc))  # ranks share the cores they may use, as torchrun does
-        stage = "run"
-        result = fn(dist, *args)
-        if index == 0:
-            stage = "return"
-            tmp = Path(folder, _RESULT + ".tmp")
-            with open(tmp, "wb") as f:
-                pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, Path(folder, _RESULT))
-        stage = "finish"
-        tdist.destroy_process_group()
+            torch.set_num_threads(max(1, cores // world))  # ranks share the cores they may use, as torchrun does
+        result = _run_rank(fn, args, use_cuda, timeout_s, spawned=True)
+        returned = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL) if rank == 0 else None
     except BaseException as exc:  # noqa: BLE001 - a rank reports whatever ended it
-        record = {
-            "rank": index,
-            "stage": stage,
-            "time": time.time(),
-            "type": type(exc).__name__,
-            "message": str(exc),
-            "traceback": "".join(traceback.format_exception(exc)),
-        }
-        with open(Path(folder, f"error{index}.pkl"), "wb") as f:
-            pickle.dump(record, f)
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)  # not a normal exit: destructors of a process group with peers mid-collective may block
-    # the rank's work is done and saved: leave without the interpreter's teardown, where gloo's threads can still
-    # be running and abort the process now and then ("terminate called without an active exception")
+        with contextlib.suppress(Exception):  # the error.json that _failure reads (what @record writes)
+            get_error_handler().record_exception(exc)
+        _leave(1)  # no interpreter teardown: a process group's destructor may wait for peers mid-collective
+    # once the launcher has the value, leave without the interpreter's teardown, where gloo's threads can still be
+    # running and abort the process now and then ("terminate called without an active exception")
+    atexit.register(_leave, 0)
+    return returned
+
+
+def _leave(code: int) -> NoReturn:
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)
 
 
-def _errors(folder: Path) -> list[dict]:
-    records = []
-    for path in folder.glob("error*.pkl"):
+def _failure(exc: ChildFailedError, logs: Path, nproc: int) -> LaunchError:
+    """The error of the rank that failed first: the oldest error.json (its peers fail after it, e.g. 'connection
+    closed by peer', and the launcher names whichever it noticed first)."""
+    found = []
+    for path in sorted(logs.glob("*/attempt_*/*/error.json"), key=lambda p: p.stat().st_mtime_ns):
         try:
-            with open(path, "rb") as f:
-                records.append(pickle.load(f))
-        except Exception:  # noqa: BLE001 - a rank killed while writing: its record is lost, the others still say what happened
+            record = json.loads(path.read_text(encoding="utf-8"))["message"]
+            found.append((int(path.parent.name), record["message"], record["extraInfo"]["py_callstack"]))
+        except (OSError, ValueError, KeyError, TypeError):  # a rank killed while writing: the others still tell
             continue
-    return sorted(records, key=lambda r: r["time"])
+    if not found:
+        rank, failure = exc.get_first_failure()
+        how = f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"exit code {failure.exitcode}"
+        return LaunchError(f"ddp rank {rank} of {nproc} died without a Python exception ({how})", rank=rank)
+    (rank, message, trace), *later = found
+    lines = [f"ddp rank {rank} of {nproc} failed: {message}"]
+    lines += [f"(then rank {r} failed too: {m.splitlines()[0] if m else ''})" for r, m, _ in later]
+    lines += [f"traceback of rank {rank}:", trace.rstrip()]
+    return LaunchError("\n".join(lines), rank=rank, remote_traceback=trace)
 
 
-def _failure(folder: Path, nproc: int, exc: ProcessException) -> LaunchError:
-    """The error of the rank that failed first (others often fail after it, e.g. 'connection closed by peer')."""
-    records = _errors(folder)
-    if not records:
-        return LaunchError(
-            f"ddp rank {exc.error_index} of {nproc} died without a Python exception: {exc}", rank=exc.error_index
-        )
-    first = records[0]
-    doing = {"init": "joining the process group", "return": "handing back its result"}.get(first["stage"])
-    lines = [
-        f"ddp rank {first['rank']} of {nproc} failed{' while ' + doing if doing else ''}:"
-        f" {first['type']}: {first['message']}"
-    ]
-    lines += [
-        f"(then rank {r['rank']} failed too: {r['type']}: {r['message'].splitlines()[0] if r['message'] else ''})"
-        for r in records[1:]
-    ]
-    lines += [f"traceback of rank {first['rank']}:", first["traceback"].rstrip()]
-    return LaunchError("\n".join(lines), rank=first["rank"], remote_traceback=first["traceback"])
+@contextlib.contextmanager
+def _elastic_quiet(verbose: bool) -> Iterator[None]:
+    """Keep the elastic launcher's own log lines (a failed rank's traceback, 'Closing process ...') off the console
+    unless ``verbose``: :class:`LaunchError` says what happened, once."""
+    loggers = [] if verbose else [logging.getLogger(name) for name in _ELASTIC_LOGGERS]
+    kept = [(logger, logger.propagate) for logger in loggers]
+    quiet = logging.NullHandler()
+    for logger in loggers:
+        logger.propagate = False
+        logger.addHandler(quiet)
+    try:
+        yield
+    finally:
+        for logger, propagate in kept:
+            logger.removeHandler(quiet)
+            logger.propagate = propagate
 
 
-def _port_taken(folder: Path) -> bool:
-    records = _errors(folder)
-    if not records or records[0]["stage"] != "init":
-        return False
-    text = records[0]["message"].lower()
-    return "address already in use" in text or "eaddrinuse" in text
-
-
-def _result(folder: Path, nproc: int) -> Any:
-    path = folder / _RESULT
-    if not path.is_file():
-        records = _errors(folder)
-        if records:
-            first = records[0]
-            raise LaunchError(
-                f"ddp rank {first['rank']} of {nproc} was interrupted: {first['type']}",
-                rank=first["rank"],
-                remote_traceback=first["traceback"],
-            )
-        raise LaunchError(f"ddp rank 0 of {nproc} ended without handing back a result", rank=0)
-    with open(path, "rb") as f:
-        return pickle.load(f)
-
-
-def _stop(context: Any) -> None:
-    for process in context.processes:
-        if process.is_alive():
-            process.terminate()
-    for process in context.processes:
-        process.join(_GRACE_S)
-        if process.is_alive():
-            process.kill()
-            process.join()
+@contextlib.contextmanager
+def _signals_kept() -> Iterator[None]:
+    """Give back this process's signal handlers (and environment) after the elastic launcher replaced them."""
+    names = [name for name in _ELASTIC_SIGNALS if hasattr(signal, name)]
+    main = threading.current_thread() is threading.main_thread()
+    handlers = {name: signal.getsignal(getattr(signal, name)) for name in names} if main else {}
+    env = os.environ.get(_ELASTIC_SIGNALS_ENV)
+    try:
+        yield
+    finally:
+        for name, handler in handlers.items():
+            if handler is not None:
+                signal.signal(getattr(signal, name), handler)
+        if env is None:
+            os.environ.pop(_ELASTIC_SIGNALS_ENV, None)
+        else:
+            os.environ[_ELASTIC_SIGNALS_ENV] = env

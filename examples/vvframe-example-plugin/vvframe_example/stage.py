@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
-from vvframe import Component, RunContext
+from vvframe import Component, RunContext, kind
 
 
 @dataclass
@@ -19,7 +20,7 @@ class CountSettings:
     batch: int = 2
 
 
-def count_params(ctx: RunContext, model: Component, count: CountSettings):
+def count_params(ctx: RunContext, model: Annotated[Component, kind("models")], count: CountSettings):
     """Build ``model``, run one batch through it and write ``params.json`` into the run directory."""
 
     def run() -> None:
