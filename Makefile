@@ -8,12 +8,14 @@ PIP = $(VENV)/bin/pip
 # than pip. uv is told the indexes, local wheel folders and constraints that pip is configured with, so both take
 # the same files; plain pip does it when uv cannot be installed or fails, or with NO_UV=1. Everything else is
 # installed by pip, whose choice among several indexes' wheels of one version (the most specific platform tag) uv
-# does not make the same way (it took a soundfile wheel without libsndfile).
+# does not make the same way (it took a soundfile wheel without libsndfile). uv compiles the bytecode as pip does
+# (--compile-bytecode): where PYTHONDONTWRITEBYTECODE is set, nothing would compile it later, and every process
+# that imports torch would compile it again (it made the suite half as slow again on a clean clone).
 UV = $(VENV)/bin/uv
 UV_OPTS = $(shell $(PIP) config list 2>/dev/null | sed -nE "s/^[^.]*\.(find-links|extra-index-url|index-url|constraint)='(.*)'$$/\1 \2/p" \
 	| awk '{o = ($$1 == "constraint") ? "constraints" : $$1; for (i = 2; i <= NF; i++) printf "--%s %s ", o, $$i}')
 INSTALL_TORCH = if [ -z "$(NO_UV)" ] && { [ -x $(UV) ] || $(PIP) install -q uv; } \
-	&& $(UV) pip install --python $(VENV)/bin/python --index-strategy unsafe-best-match $(UV_OPTS) $(TORCH_PINS); \
+	&& $(UV) pip install --python $(VENV)/bin/python --compile-bytecode --index-strategy unsafe-best-match $(UV_OPTS) $(TORCH_PINS); \
 	then :; else echo "installing torch with pip"; $(PIP) install $(TORCH_PINS); fi
 
 .PHONY: quickstart test bench check-plugins clean
