@@ -13,8 +13,9 @@ import torch
 from conftest import vvframe_cli
 from test_embed import tiny
 
+from vvframe.cli import OutputExists
 from vvframe.cli import data as data_commands
-from vvframe.core.errors import BadValue, OutputExists
+from vvframe.core.errors import BadValue
 from vvframe.data import audio, lists
 from vvframe.data.audio import MIN_SECONDS, AudioError
 from vvframe.data.dataset import CropDataset

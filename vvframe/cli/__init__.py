@@ -10,6 +10,7 @@ import argparse
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 from vvframe import __version__
 from vvframe.core.errors import VvframeError
@@ -54,6 +55,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+class OutputExists(VvframeError, FileExistsError):
+    """An output that is there already: no command replaces one unless given ``--force``."""
+
+
+def refuse_existing(path: str | Path, force: bool, flag: str = "--out") -> None:
+    """Raise ``OutputExists`` when ``path`` exists and ``force`` is not set, naming the path and the way out."""
+    if Path(path).exists() and not force:
+        raise OutputExists(f"{path} exists; choose another {flag} or pass --force to replace it")
 
 
 def _recipe_parser(command: str) -> argparse.ArgumentParser:

@@ -13,7 +13,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from vvframe.core.errors import BadValue, refuse_existing
+from vvframe.cli import refuse_existing
+from vvframe.core.errors import BadValue
 from vvframe.data import lists
 
 AUDIO = [suffix.lstrip(".") for suffix in lists.AUDIO_SUFFIXES]  # ["wav", "flac"]: what scans find, convert writes

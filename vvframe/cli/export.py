@@ -7,8 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from vvframe.cli import refuse_existing
 from vvframe.core.atomic import atomic_path
-from vvframe.core.errors import refuse_existing
 from vvframe.inference import export as writer
 from vvframe.inference.api import load
 from vvframe.inference.card import ModelError

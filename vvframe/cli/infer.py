@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from vvframe.core.errors import BadValue, refuse_existing
+from vvframe.cli import refuse_existing
+from vvframe.core.errors import BadValue
 
 _MODEL_HELP = "a run directory (its weights, cohort and tuned thresholds) or a file from `vvframe export`"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 
 class VvframeError(Exception):
@@ -32,10 +31,6 @@ class ContractError(VvframeError, TypeError):
     """A plugin whose callable cannot serve as a component (no readable signature, ``**kwargs``, ...)."""
 
 
-class OutputExists(VvframeError, FileExistsError):
-    """An output that is there already: no command replaces one unless given ``--force``."""
-
-
 @dataclass(frozen=True)
 class Problem:
     """One mistake in a recipe: where it is (``loss.margin``), where the value came from, and what is wrong."""
@@ -56,12 +51,6 @@ class RecipeError(VvframeError, ValueError):
         self.source, self.problems = source, list(problems)
         head = f"{source}: {len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}"
         super().__init__("\n  ".join([head, *map(str, self.problems)]))
-
-
-def refuse_existing(path: str | Path, force: bool, flag: str = "--out") -> None:
-    """Raise ``OutputExists`` when ``path`` exists and ``force`` is not set, naming the path and the way out."""
-    if Path(path).exists() and not force:
-        raise OutputExists(f"{path} exists; choose another {flag} or pass --force to replace it")
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
