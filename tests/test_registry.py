@@ -11,7 +11,6 @@ from ranged_components import marked_module
 from vvframe.cli.plugins import describe, listing
 from vvframe.core import registry
 from vvframe.core.errors import ArgumentError, BadValue, ComponentNotFound, PluginImportError, RecipeError
-from vvframe.testing import check_entry_points
 
 
 def test_every_kind_of_the_design_is_known_with_what_the_engine_supplies():
@@ -171,32 +170,6 @@ def test_describe_shows_parameters_supplied_values_and_docstring(fake_registry):
     ]
 
 
-def test_check_all_flags_each_broken_contract(fake_registry):
-    fake_registry(
-        {
-            "models": {
-                "tiny": "fake_components:Model",
-                "Bad-Name": "fake_components:Model",
-                "broken": "broken_plugin:Net",
-            },
-            "augmentors": {"bag": "fake_components:with_kwargs", "wrong_supply": "fake_components:needs_embed_dim"},
-            "model": {"typo_group": "fake_components:Model"},
-        }
-    )
-    problems = check_entry_points()
-    text = "\n".join(problems)
-    assert len(problems) == 5, text
-    assert "vvframe.models 'Bad-Name'" in text and "lowercase snake_case" in text
-    assert "models 'broken' (broken_plugin:Net, from -) failed to import" in text
-    assert "takes **extra" in text
-    assert "required parameter 'embed_dim' is supplied by vvframe only to other kinds" in text
-    assert "vvframe.model 'typo_group'" in text and "did you mean 'models'" in text
-
-
-def test_check_all_passes_on_good_components(fake_registry):
-    assert check_entry_points() == []
-
-
 # --- ranges and kind limits -------------------------------------------------------------------------------
 
 RANGED = {
@@ -246,14 +219,6 @@ def test_build_with_a_bad_value_is_a_bad_value_naming_the_component(fake_registr
         registry.build("augmentors", {"name": "hiss", "prob": 1.5}, sample_rate=8000)
     assert str(info.value) == "augmentors 'hiss': 1 problem\n  augmentors.prob: expected a number in [0, 1], got 1.5"
     assert isinstance(info.value, RecipeError)
-
-
-def test_check_all_flags_a_default_outside_its_own_range(fake_registry):
-    fake_registry({"augmentors": {"hiss": "ranged_components:hiss", "bad": "ranged_components:bad_default"}})
-    assert check_entry_points() == [
-        "vvframe.augmentors 'bad' (ranged_components:bad_default, from -): the default prob=2.0 is outside its own"
-        " annotation (float in [0, 1]): expected a number in [0, 1], got 2.0"
-    ]
 
 
 # --- references: trusted in a recipe, refused where data is loaded ----------------------------------------

@@ -386,14 +386,13 @@ def _losses(s: _Subject) -> None:
         _expect(math.isfinite(value) and 0.0 <= value <= 1.0, f"accuracy {value} is not a fraction in [0, 1]")
 
 
-MUSAN_LAYOUT = ("noise", "music", "speech")  # MUSAN's folders
-
-
 def make_noise_folder(folder: str | Path) -> Path:
     """A tiny MUSAN-like folder of 16 kHz noise, music and speech files in ``folder``, for augmentors that read
     them; returns ``folder``."""
     import numpy as np
     import soundfile as sf
+
+    from vvframe.tools.voxceleb import MUSAN_LAYOUT  # MUSAN's folders
 
     folder, rng = Path(folder), np.random.default_rng(0)
     for category in MUSAN_LAYOUT:

@@ -108,9 +108,7 @@ def check_validation_trials(path: str, root: str) -> None:
 
 def _train_rank(dist: Dist, job: Job) -> None:
     """One rank's training, with this rank's view of the run context (a spawned rank opens its own writer)."""
-    ctx = job.ctx
-    if (ctx.rank, ctx.world_size) != (dist.rank, dist.world_size):
-        ctx = ctx.for_rank(dist.rank, dist.world_size)
+    ctx = job.ctx.for_rank(dist.rank, dist.world_size)
     if dist.world_size > 1:  # a spawned or torchrun rank: rank 0 logs to the run's log.txt, the others warn only
         setup_rank_logging(dist, Path(ctx.run_dir) / LOG_FILE)
     try:

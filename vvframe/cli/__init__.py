@@ -67,6 +67,20 @@ def refuse_existing(path: str | Path, force: bool, flag: str = "--out") -> None:
         raise OutputExists(f"{path} exists; choose another {flag} or pass --force to replace it")
 
 
+def model_options(parser: argparse.ArgumentParser, *, device: bool = True) -> None:
+    """The options of every command that loads a trained run or an exported model: ``--device``,
+    ``--checkpoint`` and ``--trust-recipe``."""
+    if device:
+        parser.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda, cuda:N")
+    parser.add_argument("--checkpoint", metavar="FILE", help="other weights for the run (a checkpoint file)")
+    parser.add_argument(
+        "--trust-recipe",
+        action="store_true",
+        help="allow the run's model card (or the model file) to name Python objects (module:attr):"
+        " only for runs you trust",
+    )
+
+
 def _recipe_parser(command: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"vvframe {command}", description=COMMANDS[command])
     parser.add_argument(

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vvframe.cli import refuse_existing
+from vvframe.cli import model_options, refuse_existing
 from vvframe.core.atomic import atomic_path
 from vvframe.inference import export as writer
 from vvframe.inference.api import load
@@ -35,15 +35,9 @@ def main(rest: list[str]) -> int:
         " onnxruntime to load: pip install 'vvframe[onnx]') or torchscript",
     )
     parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="the file to write")
-    parser.add_argument("--checkpoint", metavar="FILE", help="other weights for the run (a checkpoint file)")
     parser.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: the exporter's choice)")
     parser.add_argument("--force", action="store_true", help="replace FILE if it exists")
-    parser.add_argument(
-        "--trust-recipe",
-        action="store_true",
-        help="allow the run's model card (or the model file) to name Python objects (module:attr):"
-        " only for runs you trust",
-    )
+    model_options(parser, device=False)
     opts = parser.parse_args(rest)
     if opts.opset is not None and opts.format != "onnx":
         parser.error("--opset applies to --format onnx only")

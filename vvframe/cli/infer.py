@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vvframe.cli import refuse_existing
+from vvframe.cli import model_options, refuse_existing
 from vvframe.core.errors import BadValue
 
 _MODEL_HELP = "a run directory (its weights, cohort and tuned thresholds) or a file from `vvframe export`"
@@ -15,14 +15,7 @@ _MODEL_HELP = "a run directory (its weights, cohort and tuned thresholds) or a f
 def _parser(command: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"vvframe {command}", description=description)
     parser.add_argument("model", metavar="RUN", help=_MODEL_HELP)
-    parser.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda, cuda:N")
-    parser.add_argument("--checkpoint", metavar="FILE", help="other weights for the run (a checkpoint file)")
-    parser.add_argument(
-        "--trust-recipe",
-        action="store_true",
-        help="allow the run's model card (or the model file) to name Python objects (module:attr):"
-        " only for runs you trust",
-    )
+    model_options(parser)
     return parser
 
 

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 
+from vvframe.cli import model_options
 from vvframe.core.errors import BadValue, did_you_mean
 from vvframe.inference.serve import (
     DEFAULT_BACKLOG,
@@ -93,14 +94,7 @@ def main(rest: list[str]) -> int:
         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)",
     )
     parser.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0: any free port)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda, cuda:N")
-    parser.add_argument("--checkpoint", metavar="FILE", help="other weights for a run directory")
-    parser.add_argument(
-        "--trust-recipe",
-        action="store_true",
-        help="allow the run's model card (or the model file) to name Python objects (module:attr):"
-        " only for runs you trust",
-    )
+    model_options(parser)
     parser.add_argument(
         "--threshold",
         default="eer",

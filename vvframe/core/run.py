@@ -93,7 +93,10 @@ class RunContext:
         return {**self.__dict__, "_writer": None}
 
     def for_rank(self, rank: int, world_size: int) -> RunContext:
-        """This context as seen by one rank of a distributed run (only rank 0 writes files and logs progress)."""
+        """This context as seen by one rank of a distributed run (only rank 0 writes files and logs progress);
+        itself when it is that rank's already."""
+        if (rank, world_size) == (self.rank, self.world_size):
+            return self
         other = copy.copy(self)
         other.rank, other.world_size, other._writer = rank, world_size, None
         return other
