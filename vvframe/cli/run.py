@@ -17,6 +17,7 @@ from vvframe import __version__
 from vvframe.cli.plugins import compare_plugins
 from vvframe.core import recipe as recipes
 from vvframe.core import run as runs
+from vvframe.core.atomic import atomic_write
 from vvframe.core.errors import VvframeError
 from vvframe.core.run import RECIPE_FILE, RunError
 
@@ -67,7 +68,7 @@ def main(rest: list[str], parser) -> int:
     previous = signal.signal(signal.SIGTERM, _terminated)  # a SIGTERM ends the run the way Ctrl-C does
     try:
         if ctx.is_main:
-            runs.write_snapshot(ctx)
+            write_snapshot(ctx)
         runs.execute(ctx, opts.stage)
     except runs.StageFailed as exc:
         print(f"error: {exc.summary()}", file=sys.stderr)
@@ -144,3 +145,19 @@ def resume_recipe_path(run_dir: str | Path) -> Path:
     if not (run_dir / RECIPE_FILE).is_file():
         raise RunError(f"--resume {run_dir}: not a run directory (no {RECIPE_FILE} in it)")
     return run_dir / RECIPE_FILE
+
+
+def write_snapshot(ctx: runs.RunContext) -> None:
+    """Write the resolved recipe into the run directory; never overwrite one (a changed recipe is saved beside it)."""
+    text = f"# resolved by vvframe from {ctx.resolved.recipe.source}\n" + recipes.dump(ctx.recipe)
+    target = ctx.run_dir / RECIPE_FILE
+    if target.exists():
+        if _body(target.read_text(encoding="utf-8")) == _body(text):
+            return
+        target = ctx.run_dir / f"recipe.{_dt.datetime.now().strftime('%Y-%m-%d_%H-%M-%S')}.yaml"
+        ctx.log.warning("the recipe differs from the one this run started with; saved as %s", target.name)
+    atomic_write(target, text)
+
+
+def _body(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.startswith("#"))

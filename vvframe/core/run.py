@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vvframe.core import recipe as recipes
-from vvframe.core.atomic import atomic_json, atomic_write
+from vvframe.core.atomic import atomic_json
 from vvframe.core.errors import VvframeError, add_note
 
 STATUS_FILE = "run.json"
@@ -106,22 +106,6 @@ class RunContext:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-
-
-def write_snapshot(ctx: RunContext) -> None:
-    """Write the resolved recipe into the run directory; never overwrite one (a changed recipe is saved beside it)."""
-    text = f"# resolved by vvframe from {ctx.resolved.recipe.source}\n" + recipes.dump(ctx.recipe)
-    target = ctx.run_dir / RECIPE_FILE
-    if target.exists():
-        if _body(target.read_text(encoding="utf-8")) == _body(text):
-            return
-        target = ctx.run_dir / f"recipe.{_dt.datetime.now().strftime('%Y-%m-%d_%H-%M-%S')}.yaml"
-        ctx.log.warning("the recipe differs from the one this run started with; saved as %s", target.name)
-    atomic_write(target, text)
-
-
-def _body(text: str) -> str:
-    return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:
