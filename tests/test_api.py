@@ -92,6 +92,16 @@ def test_embed_many_matches_one_at_a_time(model, trained_run):
     assert torch.allclose(batched[7], alone[0], atol=1e-5)
 
 
+def test_embed_many_over_ranks_takes_files_only(model, trained_run):
+    from vvframe.training.launch import Dist
+
+    paths = sorted(trained_run["audio"].rglob("*.wav"))[:3]
+    # one rank: the plain path, the same embeddings
+    assert torch.equal(model.embed_many(paths, dist=Dist()), model.embed_many(paths))
+    with pytest.raises(BadValue, match=r"embed_many\(dist=...\) splits files over the ranks: give file paths"):
+        model.embed_many([paths[0], sf.read(paths[0], dtype="float32")[0]], dist=Dist(rank=1, world_size=2))
+
+
 def test_enroll_and_identify(model, trained_run):
     audio = trained_run["audio"]
     speakers = sorted(p.name for p in audio.iterdir() if p.name.startswith("eval"))

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from conftest import ROOT, vvframe_cli
 
-from vvframe.core import recipe
+from vvframe.core import recipe, registry
 from vvframe.core.errors import RecipeError
 from vvframe.data import lists
 from vvframe.tools.synth import synthesize
@@ -241,3 +241,47 @@ def test_the_resnet_recipe_and_its_fine_tuning_run_on_a_voxceleb_shaped_tree(tmp
     assert fine.returncode == 0, fine.stderr
     lm_log = (work / "runs/lm/log.txt").read_text()
     assert "init_from" in lm_log and "voxceleb_resnet/a" in lm_log and "speed-perturbed classes" in lm_log
+
+
+OWN_DATA = RECIPES / "own_data.yaml"
+
+
+def test_own_data_checks_on_a_small_unequal_corpus_without_a_word_about_wasted_epochs(tmp_path):
+    """30 speakers of 6 to 300 short clips: the recipe's batch of 8 speakers uses nearly every clip each epoch."""
+    rng = np.random.default_rng(0)
+    counts = [6, *rng.integers(20, 300, 29).tolist()]
+    train = [lists.Utterance(f"spk{s:02d}", f"spk{s:02d}/{i:04d}.wav") for s, n in enumerate(counts) for i in range(n)]
+    held = [lists.Utterance(f"eval{s}", f"eval{s}/{i}.wav") for s in range(4) for i in range(4)]
+    lists.write_utterances(tmp_path / "train.txt", train)
+    lists.write_utterances(tmp_path / "val.txt", train[::50])
+    lists.write_trials(tmp_path / "val_trials.txt", lists.make_trials(train[::50], 1))
+    lists.write_trials(tmp_path / "trials.txt", lists.make_trials(held, 1))
+    overrides = [
+        f"data.root={tmp_path}",
+        f"data.train_list={tmp_path / 'train.txt'}",
+        f"data.val_trials={tmp_path / 'val_trials.txt'}",
+        f"cohort.list={tmp_path / 'val.txt'}",
+        f"eval.trials=[{tmp_path / 'trials.txt'}]",
+    ]
+    result = vvframe_cli("check", str(OWN_DATA), *overrides)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"ok: {OWN_DATA}: stages train, prepare, eval;")
+    assert "an epoch uses" not in result.stderr
+    r = resolved("own_data.yaml", *overrides)
+    sampler = registry.build(
+        "samplers",
+        r["sampler"],
+        labels=np.repeat(np.arange(30), counts).tolist(),
+        batch_size=r["trainer"]["batch_size"],
+        rank=0,
+        world_size=1,
+        seed=0,
+    )
+    assert sampler.used >= 0.9 * sum(counts)
+    assert r["trainer"]["precision"] == "auto" and r["trainer"]["launcher"] == "single"
+    assert r["sampler"]["name"] == "speaker_balanced" and r["sampler"]["max_per_speaker"] is None
+    augment = {a["name"]: a["prob"] for a in r["augment"]}
+    assert {"channel", "colored_noise"} <= set(augment) and max(augment["channel"], augment["colored_noise"]) <= 0.5
+    frontend = registry.build("frontends", r["frontend"], sample_rate=16000)
+    model = registry.build("models", r["model"], in_dim=frontend.out_dim, sample_rate=16000)
+    assert sum(p.numel() for p in model.parameters()) < 3_000_000  # small enough to train on a CPU in minutes

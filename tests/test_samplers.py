@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -201,3 +202,118 @@ def test_bad_engine_values_are_clear_errors(name, args):
         build(name, FEW, 4, rank=2, world_size=2, **args)
     with pytest.raises(ValueError, match="do not fill one batch|cannot fill one batch"):
         build(name, list(range(5)), 4, world_size=2, **args)
+
+
+def unequal(smallest: int = 6, speakers: int = 30, seed: int = 0) -> list[int]:
+    """``speakers`` speakers with 20 to 300 utterances, except one with ``smallest``: a small real corpus."""
+    rng = np.random.default_rng(seed)
+    counts = np.concatenate([[smallest], rng.integers(20, 300, speakers - 1)])
+    return rng.permutation(np.repeat(np.arange(speakers), counts)).tolist()
+
+
+SMALL_LOG = "vvframe_plugins.samplers.speaker_balanced"
+
+
+def small_epoch_records(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "an epoch uses" in r.getMessage() and r.levelno == logging.INFO]
+
+
+def test_an_epoch_of_less_than_half_the_list_is_reported_once_with_the_numbers_and_the_fix(caplog):
+    """30 speakers, batch 30: every batch holds every speaker, so the one with 6 utterances sets the epoch."""
+    labels = unequal()
+    with caplog.at_level(logging.INFO, logger=SMALL_LOG):
+        sampler = build("speaker_balanced", labels, 30, max_per_speaker=None)
+        assert small_epoch_records(caplog) == []  # building says nothing: the run's first epoch does
+        for e in range(3):
+            epoch(sampler, e)
+    assert sampler.used == 180 == sum(len(b) for b in epoch(sampler, 3))
+    (message,) = small_epoch_records(caplog)  # once, not once per epoch
+    assert message == f"speaker_balanced: {sampler.small_epoch()}"
+    assert f"an epoch uses 180 of the {len(labels)} listed utterances (" in message
+    assert "every one of the 30, so the smallest speaker's 6 utterances set the epoch at 6 batches" in message
+    assert "sampler: random" in message
+    # every change it names uses what it says, and at least half the list
+    batch, used = map(int, re.search(r"batch_size (\d+) \(\d+ speakers a batch\) uses (\d+)", message).groups())
+    assert batch < 30 and build("speaker_balanced", labels, batch, max_per_speaker=None).used == used
+    assert (
+        used >= len(labels) / 2 and build("speaker_balanced", labels, batch, max_per_speaker=None).small_epoch() is None
+    )
+    per, used = map(int, re.search(r"per_speaker: (\d+) \(15 speakers a batch\) uses (\d+)", message).groups())
+    assert build("speaker_balanced", labels, 30, per_speaker=per, max_per_speaker=None).used == used >= len(labels) / 2
+
+
+def test_a_balanced_list_or_a_batch_of_fewer_speakers_says_nothing(caplog):
+    balanced = np.repeat(np.arange(30), 20).tolist()
+    with caplog.at_level(logging.INFO, logger=SMALL_LOG):
+        for labels, batch in [(balanced, 30), (unequal(), 16), (skewed(), 8)]:
+            sampler = build("speaker_balanced", labels, batch, max_per_speaker=None)
+            assert sampler.small_epoch() is None and sampler.used >= len(labels) / 2
+            epoch(sampler)
+        assert build("random", unequal(), 30).small_epoch() is None
+    assert small_epoch_records(caplog) == []
+
+
+def test_the_cap_as_the_reason_names_max_per_speaker():
+    labels = np.repeat(np.arange(10), 1000).tolist()
+    sampler = build("speaker_balanced", labels, 4, max_per_speaker=100)
+    message = sampler.small_epoch()
+    assert message.startswith(
+        "an epoch uses 1000 of the 10000 listed utterances (10%): 9000 beyond max_per_speaker 100"
+    )
+    assert "max_per_speaker: null uses 10000" in message
+
+
+def test_only_rank_0_reports_and_the_batch_it_names_is_the_global_one(caplog):
+    labels = unequal()
+    with caplog.at_level(logging.INFO, logger=SMALL_LOG):
+        shares = [build("speaker_balanced", labels, 30, rank=r, world_size=2, max_per_speaker=None) for r in range(2)]
+        for sampler in shares:
+            epoch(sampler)
+    (message,) = small_epoch_records(caplog)
+    assert "6 batches" not in message and "3 batches on each of 2 ranks" in message
+    batch = int(re.search(r"batch_size (\d+) over 2 ranks", message).group(1))
+    assert build("speaker_balanced", labels, batch // 2, world_size=2, max_per_speaker=None).small_epoch() is None
+
+
+def test_a_changed_epoch_length_is_reported_again(caplog):
+    from vvframe_plugins.samplers.random import EpochBatchSampler
+
+    class Shrinking(EpochBatchSampler):
+        def __len__(self) -> int:
+            return 1
+
+        def rank_batches(self, rng):
+            return [list(range(self.batch_size))]
+
+        def small_epoch_advice(self) -> str:
+            return f"{self.used} this time"
+
+    sampler = Shrinking(list(range(100)), 4, 0, 1, 0)
+    with caplog.at_level(logging.INFO):
+        for e, used in enumerate([60, 40, 40, 40, 30, 30]):
+            sampler.used = used
+            sampler.set_epoch(e)
+    assert small_epoch_records(caplog) == [
+        "sampler: an epoch uses 40 of the 100 listed utterances (40%): 40 this time",
+        "sampler: an epoch uses 30 of the 100 listed utterances (30%): 30 this time",
+    ]
+
+
+@pytest.mark.parametrize("per_speaker, world_size, cap", [(1, 1, None), (2, 1, 50), (3, 2, None), (1, 3, 20)])
+def test_used_is_what_epoch_utterances_computes_from_the_counts(per_speaker, world_size, cap):
+    from vvframe_plugins.samplers.speaker_balanced import epoch_utterances
+
+    labels = skewed(seed=per_speaker + world_size)
+    sampler = build(
+        "speaker_balanced",
+        labels,
+        6 * per_speaker,
+        world_size=world_size,
+        per_speaker=per_speaker,
+        max_per_speaker=cap,
+        skip_small=True,
+    )
+    counts = np.bincount(labels)
+    counts = counts[counts >= per_speaker]
+    assert sampler.used == epoch_utterances(counts, 6 * per_speaker, per_speaker, cap, world_size)
+    assert sampler.used + sampler.capped + sampler.skipped + sampler.unfilled <= len(labels)

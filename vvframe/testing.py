@@ -422,10 +422,15 @@ def make_rir_folder(folder: str | Path) -> Path:
 
 def _augmentors(s: _Subject) -> None:
     """Built with the sample rate and ``prob: 1``, it says where it runs (``on``) and how many labels it makes
-    (``label_multiplier``); on a batch it keeps the shape and dtype, stays finite, gives the same batch for the
-    same generator seed whatever the global generators, and the same after a round trip through pickle; with
-    ``prob: 0`` it leaves the batch as it was."""
+    (``label_multiplier``); on a batch (with its speaker labels when its call takes ``labels``) it keeps the shape
+    and dtype, stays finite, gives the same batch for the same generator seed whatever the global generators, and
+    the same after a round trip through pickle; with ``prob: 0`` it leaves the batch as it was. One that runs on
+    the device (``runs_on: 'device'``, or built with ``on: device`` when it takes ``on``) has ``plan`` and
+    ``apply``, and ``apply(x, plan(x, generator))`` gives what its call, and the same augmentor in the loader
+    workers, give for the same seed."""
     import torch
+
+    from vvframe.data.dataset import PLACES, call_augmentor
 
     _expect(s.param("prob") is not None, "it takes no prob, the probability that an utterance is augmented")
     aug = s.build({"prob": 1.0}, sample_rate=SAMPLE_RATE)
@@ -438,10 +443,9 @@ def _augmentors(s: _Subject) -> None:
     )
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(2, 8000, generator=gen) * 0.1 if on == "waveform" else torch.randn(2, 40, 50, generator=gen)
+    labels = torch.tensor([0, 1])  # two speakers: an augmentor mixing in other speakers has one to take
 
-    def run(augmentor: Any, seed: int, rng: int, what: str) -> tuple[Any, Any]:
-        with _global_rng(rng), _step(f"augmenting a batch {_shape(x)} ({what})"):
-            result = augmentor(x.clone(), torch.Generator().manual_seed(seed))
+    def checked(result: Any, what: str) -> tuple[Any, Any]:
         k = None
         if multiplier > 1:
             _expect(
@@ -461,6 +465,30 @@ def _augmentors(s: _Subject) -> None:
         _expect(torch.isfinite(result).all(), f"the augmented batch is not all finite ({what})")
         return result, k
 
+    def run(augmentor: Any, seed: int, rng: int, what: str) -> tuple[Any, Any]:
+        with _global_rng(rng), _step(f"augmenting a batch {_shape(x)} ({what})"):
+            result = call_augmentor(augmentor, x.clone(), torch.Generator().manual_seed(seed), labels)
+        return checked(result, what)
+
+    def on_device(augmentor: Any, seed: int, what: str) -> tuple[Any, Any]:
+        """``apply(x, plan(x, g))``: the device path, run here on the CPU."""
+        for method in ("plan", "apply"):
+            _expect(callable(getattr(augmentor, method, None)), f"it runs on the device but has no {method} method")
+        with _global_rng(1), _step(f"planning a batch {_shape(x)} ({what})"):
+            plan = call_augmentor(augmentor.plan, x.clone(), torch.Generator().manual_seed(seed), labels)
+        with _global_rng(2), _step(f"applying the plan ({what})"):
+            result = augmentor.apply(x.clone(), plan)
+        k = None
+        if multiplier > 1:
+            _expect(isinstance(plan, dict) and "k" in plan, "it changes labels but its plan holds no 'k'")
+            k = plan["k"]
+        return checked((result, k) if multiplier > 1 else result, what)
+
+    def same(a: tuple[Any, Any], b: tuple[Any, Any]) -> bool:
+        tolerance = 1e-5 * (1.0 + float(a[0].abs().max()))
+        close = bool((a[0] - b[0]).abs().max() <= tolerance)
+        return close and (a[1] is None or torch.equal(a[1].cpu(), b[1].cpu()))
+
     first, k = run(aug, 0, 1, "seed 0")
     again, k_again = run(aug, 0, 2, "seed 0 again, other global generators")
     _expect(
@@ -479,6 +507,20 @@ def _augmentors(s: _Subject) -> None:
     _expect(torch.equal(kept, x), "with prob 0 it still changed the batch")
     if k_kept is not None:
         _expect(not k_kept.any(), f"with prob 0 it still gave labels k={k_kept.tolist()}, not all 0")
+    if on != "waveform":
+        return
+    place = getattr(aug, "runs_on", "workers")
+    _expect(place in PLACES, f"runs_on is {place!r}; it says where it runs: 'workers' or 'device'")
+    if place == "device":
+        _expect(same(on_device(aug, 0, "seed 0"), (first, k)), "apply(x, plan(x, generator)) differs from its call")
+    if s.param("on") is not None:
+        device = s.build({"prob": 1.0, "on": "device"}, sample_rate=SAMPLE_RATE)
+        _expect(
+            getattr(device, "runs_on", None) == "device",
+            f"built with on: device, its runs_on is {getattr(device, 'runs_on', None)!r}, not 'device'",
+        )
+        moved = on_device(pickle.loads(pickle.dumps(device)), 0, "on: device, seed 0")
+        _expect(same(moved, (first, k)), "built with on: device it gives another batch than in the loader workers")
 
 
 def _samplers(s: _Subject) -> None:

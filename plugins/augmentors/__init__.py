@@ -1,1 +1,1 @@
-"""Augmentors (kind ``augmentors``): waveform batches in loader workers, feature batches on the device."""
+"""Augmentors (kind ``augmentors``): waveform batches in loader workers or on the device (``on``), features on the device."""

@@ -10,6 +10,7 @@ import torch
 from vvframe import BadValue
 from vvframe.core import registry
 from vvframe.core.schema import Range
+from vvframe.data.dataset import call_augmentor
 
 from .common import Probability, check_prob, chosen_rows
 
@@ -43,6 +44,17 @@ class Choice:
                 f"choice: every option must run on the same input (all 'waveform' or all 'features'); got {where}"
             )
         self.on = kinds.pop()
+        places = {getattr(opt, "runs_on", "workers") for opt in self.options}
+        if len(places) != 1:
+            where = ", ".join(f"{n} ({getattr(o, 'runs_on', 'workers')})" for n, o in zip(self.names, self.options))
+            raise BadValue(
+                f"choice: every option must run in the same place (all on: workers or all on: device); got {where}"
+            )
+        self.runs_on = places.pop()
+        if self.runs_on == "device":
+            lacking = [n for n, o in zip(self.names, self.options) if not (hasattr(o, "plan") and hasattr(o, "apply"))]
+            if lacking:
+                raise BadValue(f"choice: {', '.join(lacking)} cannot run on the device (no plan and apply methods)")
         changing = [n for n, o in zip(self.names, self.options) if getattr(o, "label_multiplier", 1) != 1]
         if changing:
             raise BadValue(
@@ -70,8 +82,33 @@ class Choice:
         ).cpu()
         return torch.where(chosen, pick, torch.full_like(pick, -1))
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Each chosen utterance of the batch augmented by its one drawn option."""
+    def plan(self, x: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None) -> dict[str, Any]:
+        """``{"pick": (B,), "options": [plan or {} per option]}``: each utterance's option, and each option's
+        plan for the utterances it got (drawn in the options' order, as a call draws them)."""
+        pick = self.draw(x.shape[0], generator)
+        plans: list[Any] = []
+        for index, option in enumerate(self.options):
+            rows = (pick == index).nonzero().flatten()
+            part = labels[rows] if labels is not None else None
+            plans.append(call_augmentor(option.plan, x[rows.to(x.device)], generator, part) if len(rows) else {})
+        return {"pick": pick, "options": plans}
+
+    def apply(self, x: torch.Tensor, plan: dict[str, Any]) -> torch.Tensor:
+        """``x`` with each utterance augmented by its planned option, on ``x``'s device."""
+        pick = plan["pick"].to(x.device)
+        out = x
+        for index, (option, part) in enumerate(zip(self.options, plan["options"])):
+            rows = (pick == index).nonzero().flatten()
+            if not len(rows):
+                continue
+            if out is x:
+                out = x.clone()
+            out[rows] = option.apply(x[rows], part)
+        return out
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Each chosen utterance of the batch augmented by its one drawn option (an option that takes ``labels``
+        gets those of its utterances: ``babble`` in a choice mixes talkers from among them)."""
         pick = self.draw(x.shape[0], generator)
         out = x
         for index, option in enumerate(self.options):
@@ -80,7 +117,8 @@ class Choice:
                 continue
             if out is x:
                 out = x.clone()
-            out[rows.to(x.device)] = option(x[rows.to(x.device)], generator)
+            part = labels[rows] if labels is not None else None
+            out[rows.to(x.device)] = call_augmentor(option, x[rows.to(x.device)], generator, part)
         return out
 
     def __repr__(self) -> str:

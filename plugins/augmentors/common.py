@@ -24,6 +24,19 @@ The contract:
     ``label_multiplier > 1`` and returns ``(x, k)``, ``k`` a ``(B,)`` long tensor in
     ``[0, label_multiplier)``; the trainer maps ``label -> label + k * num_speakers``, and ``k = 0`` means
     "the speaker as recorded".
+- ``labels`` (optional): an augmentor whose ``__call__`` (and ``plan``) has a parameter named ``labels`` is
+  called ``aug(x, generator, labels=labels)``, ``labels`` the ``(B,)`` long tensor of the batch's speakers as
+  recorded (``babble`` mixes only other speakers' utterances); one without it is called ``aug(x, generator)``
+  as before (:func:`vvframe.data.dataset.call_augmentor`).
+- **On the device** (optional, waveform augmentors): attribute ``runs_on: str``, ``"workers"`` (the default
+  when absent) or ``"device"``. One that runs on the device has two methods whose composition is its call:
+  ``plan(x, generator) -> plan`` draws every random number of the call and reads any files it needs (noise
+  crops, impulse responses), in the loader worker, returning CPU tensors (in dicts and lists) that depend on
+  ``x``'s shape only; ``apply(x, plan) -> Tensor`` does the arithmetic (FFT convolution, mixing, filtering,
+  resampling) on whatever device ``x`` and ``plan`` are on, drawing nothing. ``aug(x, g)`` is
+  ``apply(x, plan(x, g))``; a label-changing one puts its ``k`` in ``plan["k"]`` and ``apply`` returns the
+  batch alone. vvframe's own waveform augmentors take the recipe argument ``on: workers | device`` and keep
+  it as ``runs_on`` (their attribute ``on`` stays the input they take, ``"waveform"``).
 - A bad argument (an empty folder, a range upside down) is an error at construction, a ``vvframe.BadValue``
   that names the value and what was expected, never a failure in a worker hours later.
 """
@@ -31,8 +44,9 @@ The contract:
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 
@@ -45,6 +59,7 @@ log = logging.getLogger(__name__)
 ON = ("waveform", "features")
 
 Probability = Annotated[float, Range(0, 1)]  # every augmentor's prob: `vvframe check` refuses prob: 2
+Place = Literal["workers", "device"]  # the recipe's `on`: where a waveform augmentor runs (its runs_on)
 
 
 def check_prob(prob: float, owner: str) -> float:
@@ -53,6 +68,13 @@ def check_prob(prob: float, owner: str) -> float:
     if not 0.0 <= prob <= 1.0:
         raise BadValue(f"{owner}: prob={prob} is not a probability; expected a value in [0, 1]")
     return prob
+
+
+def check_place(on: str, owner: str) -> str:
+    """``on`` (the recipe's ``workers`` or ``device``), or a ``BadValue`` naming ``owner``."""
+    if on not in ("workers", "device"):
+        raise BadValue(f"{owner}: on={on!r}; expected 'workers' (in the loader workers) or 'device'")
+    return on
 
 
 def check_range(low: float, high: float, what: str) -> tuple[float, float]:
@@ -94,10 +116,34 @@ def randint(low: int, high: int, size: int, generator: torch.Generator) -> torch
     return torch.randint(low, high + 1, (size,), generator=generator, device=generator.device).cpu()
 
 
+def log_uniform(low: float, high: float, size: int, generator: torch.Generator) -> torch.Tensor:
+    """``size`` floats log-uniform in ``[low, high)`` (``0 < low``) on the CPU (float64): for frequencies."""
+    return torch.exp(uniform(math.log(low), math.log(high), size, generator))
+
+
+def rows_of(mask: torch.Tensor) -> torch.Tensor:
+    """The indices where the ``(B,)`` bool ``mask`` is true, a ``(n,)`` long tensor on its device."""
+    return mask.nonzero().flatten()
+
+
+def fast_fft_size(n: int) -> int:
+    """The smallest ``m >= n`` whose prime factors are 2, 3 and 5 (FFTs of such sizes are fast)."""
+    best = 1 << max(0, (n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35 * (1 << max(0, (-(-n // p35) - 1).bit_length()))  # the power of two bringing p35 to >= n
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
 def check_batch(x: torch.Tensor, on: str, owner: str) -> None:
     """A ``ValueError`` unless ``x`` is a floating batch of the shape ``on`` implies."""
-    want = 2 if on == "waveform" else 3
-    shape = "(B, T) waveform" if on == "waveform" else "(B, n_feats, frames) feature"
+    want = 3 if on == "features" else 2
+    shape = "(B, n_feats, frames) feature" if on == "features" else "(B, T) waveform"
     if not isinstance(x, torch.Tensor) or x.dim() != want or not x.is_floating_point():
         got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{owner} works on a {shape} batch of floats, got {got}")

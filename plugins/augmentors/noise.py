@@ -13,7 +13,18 @@ from vvframe import BadValue
 from vvframe.core.schema import Range
 from vvframe.data.audio import AudioError, random_crop
 
-from .common import Probability, audio_files, check_batch, check_prob, check_range, chosen_rows, randint, uniform
+from .common import (
+    Place,
+    Probability,
+    audio_files,
+    check_batch,
+    check_place,
+    check_prob,
+    check_range,
+    chosen_rows,
+    randint,
+    uniform,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +79,12 @@ class Noise:
         categories: dict[str, tuple[float, float]] = DEFAULT_CATEGORIES,
         babble: Annotated[tuple[int, int], Range(1, 100)] = (3, 7),
         prob: Probability = 0.6,
+        on: Place = "workers",
     ):
         self.sample_rate = int(sample_rate)
         self.root = str(root)
         self.prob = check_prob(prob, "noise")
+        self.runs_on = check_place(on, "noise")
         wanted = dict(categories)  # a copy: the shared default is never modified
         if not wanted:
             raise BadValue("noise: categories is empty; expected e.g. {noise: [0, 15], music: [5, 15]}")
@@ -134,26 +147,44 @@ class Noise:
             draws.append(NoiseDraw(row, name, low + (high - low) * u, tuple(files[i] for i in picks)))
         return draws
 
-    def mix(self, x: torch.Tensor, draws: list[NoiseDraw], generator: torch.Generator) -> torch.Tensor:
-        """``x`` with each draw's noise added at its SNR (crop positions come from ``generator``)."""
-        check_batch(x, self.on, "noise")
-        if not draws:
-            return x
-        frames = x.shape[1]
-        out = x.clone()
-        for d in draws:
-            noise = torch.zeros(frames, dtype=torch.float64)
+    def read(self, frames: int, draws: list[NoiseDraw], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """The plan of ``draws``: ``{"rows": (n,), "noise": (n, frames) float32, "snr_db": (n,) float64}``, each
+        row's noise read from its files (crop positions from ``generator``; babble talkers at the same level)."""
+        noise = torch.zeros(len(draws), frames, dtype=torch.float64)
+        for i, d in enumerate(draws):
             for path in d.files:
                 crop = self._crop(path, d.category, frames, generator).double()
                 if len(d.files) > 1:  # babble: each talker at the same level, then summed
                     crop = crop / crop.pow(2).mean().sqrt().clamp_min(1e-10)
-                noise += crop
-            out[d.row] = add_noise(x[d.row], noise.to(x.device), d.snr_db)
+                noise[i] += crop
+        return {
+            "rows": torch.tensor([d.row for d in draws], dtype=torch.long),
+            "noise": noise.float(),
+            "snr_db": torch.tensor([d.snr_db for d in draws], dtype=torch.float64),
+        }
+
+    def plan(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """What a call draws and reads (see :meth:`read`), for :meth:`apply` here or on the device."""
+        check_batch(x, self.on, "noise")
+        return self.read(x.shape[1], self.draw(x.shape[0], generator), generator)
+
+    def apply(self, x: torch.Tensor, plan: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``x`` with each planned row's noise added at its SNR, on ``x``'s device."""
+        rows = plan["rows"].to(x.device)
+        if not len(rows):
+            return x
+        out = x.clone()
+        out[rows] = add_noise(x[rows], plan["noise"].to(x.device), plan["snr_db"].to(x.device))
         return out
+
+    def mix(self, x: torch.Tensor, draws: list[NoiseDraw], generator: torch.Generator) -> torch.Tensor:
+        """``x`` with each draw's noise added at its SNR (crop positions come from ``generator``)."""
+        check_batch(x, self.on, "noise")
+        return self.apply(x, self.read(x.shape[1], draws, generator))
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Noise added to a random share (``prob``) of the ``(B, T)`` batch."""
-        return self.mix(x, self.draw(x.shape[0], generator), generator)
+        return self.apply(x, self.plan(x, generator))
 
     def _crop(self, path: str, category: str, frames: int, generator: torch.Generator) -> torch.Tensor:
         """A random crop of ``path``; an unreadable or silent file is reported and another one tried."""
@@ -167,4 +198,7 @@ class Noise:
         raise AudioError(path, f"noise: {ATTEMPTS} attempts in {category}/ gave no readable crop; check the folder")
 
     def __repr__(self) -> str:
-        return f"Noise(root={self.root!r}, categories={self.categories}, babble={list(self.babble)}, prob={self.prob})"
+        return (
+            f"Noise(root={self.root!r}, categories={self.categories}, babble={list(self.babble)}, prob={self.prob},"
+            f" on={self.runs_on!r})"
+        )

@@ -9,7 +9,17 @@ from torchaudio.functional import fftconvolve
 
 from vvframe.data.audio import info, read
 
-from .common import Probability, audio_files, check_batch, check_prob, chosen_rows, randint
+from .common import (
+    Place,
+    Probability,
+    audio_files,
+    check_batch,
+    check_place,
+    check_prob,
+    chosen_rows,
+    fast_fft_size,
+    randint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,46 +46,44 @@ def reverberate(wave: torch.Tensor, rir: torch.Tensor) -> torch.Tensor:
     return full.gather(-1, index).to(dtype)
 
 
-def _smooth(n: int) -> int:
-    """The smallest ``m >= n`` whose prime factors are 2, 3 and 5 (FFTs of such sizes are fast)."""
-    best = 1 << max(0, (n - 1).bit_length())
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            m = p35 * (1 << max(0, (-(-n // p35) - 1).bit_length()))  # the power of two bringing p35 to >= n
-            best = min(best, m)
-            p35 *= 3
-        p5 *= 5
-    return best
-
-
 class Reverb:
     """Reverberation with a randomly chosen, energy-normalised room impulse response aligned to its direct path."""
 
     on = "waveform"
     label_multiplier = 1
 
-    def __init__(self, sample_rate: int, root: str, prob: Probability = 0.6):
+    def __init__(self, sample_rate: int, root: str, prob: Probability = 0.6, on: Place = "workers"):
         self.sample_rate = int(sample_rate)
         self.root = str(root)
         self.prob = check_prob(prob, "reverb")
+        self.runs_on = check_place(on, "reverb")
         self.files = audio_files(self.root, "reverb: root (room impulse responses)")
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """A random share (``prob``) of the ``(B, T)`` batch reverberated, each utterance with its own RIR."""
+    def plan(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """``{"rows": (n,), "rirs": (n, L)}``: the chosen utterances and their RIRs, read and zero-padded to one
+        length ``L`` (at most the batch's length + 1 s) that makes a fast FFT size."""
         check_batch(x, self.on, "reverb")
         rows = chosen_rows(x.shape[0], self.prob, generator).nonzero().flatten()
         if not len(rows):
-            return x
+            return {"rows": rows, "rirs": torch.zeros(0, 1)}
         picks = randint(0, len(self.files) - 1, len(rows), generator).tolist()
         frames = x.shape[1]
         rirs = [self._rir(self.files[i], frames) for i in picks]
-        longest = _smooth(frames + max(len(r) for r in rirs) - 1) - frames + 1  # an FFT size with small factors
-        bank = torch.stack([torch.nn.functional.pad(r, (0, longest - len(r))) for r in rirs])
+        longest = fast_fft_size(frames + max(len(r) for r in rirs) - 1) - frames + 1  # an FFT size with small factors
+        return {"rows": rows, "rirs": torch.stack([torch.nn.functional.pad(r, (0, longest - len(r))) for r in rirs])}
+
+    def apply(self, x: torch.Tensor, plan: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``x`` with each planned row reverberated by its RIR (FFT convolution on ``x``'s device)."""
+        rows = plan["rows"].to(x.device)
+        if not len(rows):
+            return x
         out = x.clone()
-        out[rows] = reverberate(x[rows], bank)
+        out[rows] = reverberate(x[rows], plan["rirs"].to(x.device))
         return out
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A random share (``prob``) of the ``(B, T)`` batch reverberated, each utterance with its own RIR."""
+        return self.apply(x, self.plan(x, generator))
 
     def _rir(self, path: str, frames: int) -> torch.Tensor:
         """The first ``frames`` + 1 s of an RIR at the recipe's rate (a longer tail cannot reach the kept output).
@@ -87,4 +95,4 @@ class Reverb:
         return read(path, self.sample_rate, 0, max(1, min(total, frames + self.sample_rate)))
 
     def __repr__(self) -> str:
-        return f"Reverb(root={self.root!r}, {len(self.files)} files, prob={self.prob})"
+        return f"Reverb(root={self.root!r}, {len(self.files)} files, prob={self.prob}, on={self.runs_on!r})"

@@ -11,7 +11,7 @@ from torchaudio.functional import resample
 from vvframe import BadValue
 from vvframe.core.schema import Range
 
-from .common import Probability, check_batch, check_prob, chosen_rows, randint
+from .common import Place, Probability, check_batch, check_place, check_prob, chosen_rows, randint
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,11 @@ class Speed:
         factors: Annotated[tuple[float, ...], Range(gt=0, le=10)] = (0.9, 1.0, 1.1),
         prob: Probability = 1.0,
         new_speakers: bool = False,
+        on: Place = "workers",
     ):
         self.sample_rate = int(sample_rate)
         self.prob = check_prob(prob, "speed")
+        self.runs_on = check_place(on, "speed")
         factors = tuple(float(f) for f in factors)
         if not factors or any(f <= 0 for f in factors):
             raise BadValue(
@@ -95,13 +97,15 @@ class Speed:
         keep = self.factors.index(1.0) if 1.0 in self.factors else -1
         return torch.where(chosen, k, torch.full_like(k, keep))
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """The ``(B, T)`` batch with each utterance's speed changed, cut or repeated back to ``T`` samples.
-
-        Returns ``(x, k)`` when ``new_speakers`` (``k``: the ``(B,)`` factor indices, 0 for 1.0), else ``x``.
-        """
+    def plan(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """``{"k": (B,) long}``: each utterance's index into ``factors`` (1.0's, or -1 without 1.0, if not chosen)."""
         check_batch(x, self.on, "speed")
-        k = self.draw(x.shape[0], generator)
+        return {"k": self.draw(x.shape[0], generator)}
+
+    def apply(self, x: torch.Tensor, plan: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``x`` with each utterance resampled by its planned factor and cut or repeated back to ``T`` samples, on
+        ``x``'s device."""
+        k = plan["k"].to(x.device)
         out = x
         for index, factor in enumerate(self.factors):
             rows = (k == index).nonzero().flatten()
@@ -110,9 +114,21 @@ class Speed:
             if out is x:
                 out = x.clone()
             out[rows] = _fit(speed_perturb(x[rows], factor, self.sample_rate), x.shape[1])
+        return out
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The ``(B, T)`` batch with each utterance's speed changed, cut or repeated back to ``T`` samples.
+
+        Returns ``(x, k)`` when ``new_speakers`` (``k``: the ``(B,)`` factor indices, 0 for 1.0), else ``x``.
+        """
+        plan = self.plan(x, generator)
+        out = self.apply(x, plan)
         if self.new_speakers:
-            return out, k.to(device=x.device, dtype=torch.long)
+            return out, plan["k"].to(device=x.device, dtype=torch.long)
         return out
 
     def __repr__(self) -> str:
-        return f"Speed(factors={list(self.factors)}, prob={self.prob}, new_speakers={self.new_speakers})"
+        return (
+            f"Speed(factors={list(self.factors)}, prob={self.prob}, new_speakers={self.new_speakers},"
+            f" on={self.runs_on!r})"
+        )

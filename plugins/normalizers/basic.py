@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import Side, check, normalized
+from .common import Side, check, normalized, symmetric
 
 
 class Identity:
@@ -47,4 +47,4 @@ class SNorm:
 
     def __call__(self, scores: torch.Tensor, enroll: Side, test: Side, cohort: torch.Tensor | None) -> torch.Tensor:
         check("snorm", scores, enroll, test, cohort)
-        return 0.5 * (normalized(scores, enroll, cohort) + normalized(scores, test, cohort))
+        return symmetric(scores, enroll, test, cohort)

@@ -1,7 +1,8 @@
 """``random``: every utterance once per epoch in a seeded random order, split across ranks.
 
 Also home of ``EpochBatchSampler``, the machinery both first-party samplers share: seeding from (seed, epoch),
-the split of an epoch's batches across ranks, and resuming an epoch part-way through.
+the split of an epoch's batches across ranks, resuming an epoch part-way through, and the note (logged at info
+level on rank 0, once for each epoch length) when an epoch uses less than half the listed utterances.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class EpochBatchSampler:
     """
 
     per_speaker: int = 1
+    title = "sampler"  # the name its log lines start with
+    used: int | None = None  # utterances an epoch yields, all ranks together; None where a subclass does not know
+    SMALL_EPOCH = 0.5  # an epoch that uses less than this fraction of the listed utterances is reported
 
     def __init__(self, labels: Sequence[int], batch_size: int, rank: int, world_size: int, seed: int):
         self.labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -38,12 +42,31 @@ class EpochBatchSampler:
         self.dropped = 0  # utterances the current epoch leaves out (across all ranks)
         self._start = 0
         self._cached: tuple[int, list[list[int]]] | None = None
+        self._reported: int | None = None  # the epoch length last reported by ``small_epoch``
+
+    def small_epoch(self) -> str | None:
+        """When an epoch uses less than half the listed utterances: how many of them, why, and what to change;
+        else None."""
+        listed = int(self.labels.size)
+        if self.used is None or self.used >= self.SMALL_EPOCH * listed:
+            return None
+        share = f"{100 * self.used / listed:.2g}%"
+        return f"an epoch uses {self.used} of the {listed} listed utterances ({share}): {self.small_epoch_advice()}"
+
+    def small_epoch_advice(self) -> str:
+        """Why an epoch is short and what to change (for ``small_epoch``); subclasses that set ``used`` define it."""
+        return "see the sampler's arguments"
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Use the batches of ``epoch``; the next iteration skips its first ``start`` batches (to resume exactly)."""
         if start < 0:
             raise BadValue(f"start must be >= 0, got {start}")
         self.epoch, self._start = int(epoch), int(start)
+        if self.rank == 0 and self.used != self._reported:  # once a run, again only if the epoch length changes
+            self._reported = self.used
+            message = self.small_epoch()
+            if message:
+                logging.getLogger(type(self).__module__).info("%s: %s", self.title, message)
 
     def rng(self) -> np.random.Generator:
         """The random generator of the current epoch: the same (seed, epoch) gives the same stream on every rank."""
@@ -77,6 +100,7 @@ class RandomSampler(EpochBatchSampler):
     """All utterances once per epoch in a seeded random order, split evenly across ranks (speakers ignored)."""
 
     per_speaker = 1
+    title = "random"
 
     def __init__(
         self,
@@ -98,6 +122,7 @@ class RandomSampler(EpochBatchSampler):
         rest = total - self.full_rounds * per_round
         self.tail = 0 if drop_last else rest // self.world_size  # size of the last, smaller batch on each rank
         self.dropped = total - self.full_rounds * per_round - self.tail * self.world_size
+        self.used = total - self.dropped  # above half: what is left out is less than one round, and one is used
         if len(self) == 0:
             raise BadValue(
                 f"{total} utterances do not fill one batch of {self.batch_size} on each of "

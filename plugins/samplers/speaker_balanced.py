@@ -18,7 +18,9 @@ How an epoch is drawn, from a generator seeded by (seed, epoch) and so the same 
 4. Rank ``r`` takes batches ``r, r + world_size, ...``: disjoint utterances and the same number of batches.
 
 Only the groups that no full batch can take (and the rounding to ``world_size``) are left out; ``dropped`` says
-how many utterances within the cap that is per epoch (the same every epoch).
+how many utterances within the cap that is per epoch (the same every epoch). When an epoch uses less than half the
+listed utterances (a batch of nearly as many speakers as there are, and a small speaker), the first ``set_epoch``
+logs at info level how many, why, and the batch size, ``per_speaker`` or ``max_per_speaker`` that would use more.
 """
 
 from __future__ import annotations
@@ -50,6 +52,19 @@ def max_batches(groups: np.ndarray, per_batch: int) -> int:
     return lo
 
 
+def epoch_utterances(
+    counts: np.ndarray, batch_size: int, per_speaker: int, max_per_speaker: int | None, world_size: int = 1
+) -> int:
+    """The utterances an epoch uses, all ranks together, for speakers with ``counts`` utterances (each at least
+    ``per_speaker``) and a batch of ``batch_size`` on each of ``world_size`` ranks: 0 where no batch fills."""
+    per_batch = batch_size // per_speaker
+    if counts.size < per_batch:
+        return 0
+    capped = counts if max_per_speaker is None else np.minimum(counts, max_per_speaker)
+    batches = max_batches(capped // per_speaker, per_batch) // world_size * world_size
+    return batches * per_batch * per_speaker
+
+
 def divisors(n: int) -> list[int]:
     """The divisors of ``n`` in increasing order."""
     return [d for d in range(1, n + 1) if n % d == 0]
@@ -57,6 +72,8 @@ def divisors(n: int) -> list[int]:
 
 class SpeakerBalancedSampler(EpochBatchSampler):
     """Batches of distinct speakers, ``per_speaker`` utterances each, capped per speaker; deferred, never dropped."""
+
+    title = "speaker_balanced"
 
     def __init__(
         self,
@@ -129,6 +146,8 @@ class SpeakerBalancedSampler(EpochBatchSampler):
             )
         self.used = self.batches_per_epoch * self.batch_size  # utterances an epoch yields, all ranks together
         self.capped = int((self._counts - capped).sum())  # utterances beyond max_per_speaker, left out by design
+        self.skipped = int(counts[small].sum())  # utterances of speakers too small for a group (skip_small)
+        self.unfilled = int(self._groups.sum()) * self.per_speaker - self.used  # groups no full batch can take
         self.dropped = int(counts[small].sum()) + int(capped.sum()) - self.used
         log.debug(
             "speaker_balanced: %d batches per epoch on each of %d rank(s) use %d utterances; %d beyond "
@@ -143,6 +162,53 @@ class SpeakerBalancedSampler(EpochBatchSampler):
 
     def __len__(self) -> int:
         return self.batches_per_epoch // self.world_size
+
+    def small_epoch_advice(self) -> str:
+        """Where the unused utterances go (largest share first), why, and the changes that would use more."""
+        counts, size, per, cap = self._counts, self.batch_size, self.per_speaker, self.max_per_speaker
+        smallest, groups = int(counts.min()), self.groups_per_batch
+        rest = self.labels.size - self.used - self.capped - self.skipped - self.unfilled  # incomplete groups
+        shares = [
+            (self.unfilled, "that no full batch of distinct speakers can take"),
+            (self.capped, f"beyond max_per_speaker {cap} (a different subset each epoch)"),
+            (self.skipped, f"of the {self.small_speakers} speakers with fewer than per_speaker={per}"),
+            (rest, f"short of a whole group of {per}"),
+        ]
+        left = ", ".join(f"{n} {what}" for n, what in sorted(shares, key=lambda s: -s[0]) if n > 0)
+        batches = f"{len(self)} batch{'es' if len(self) != 1 else ''}"
+        batches += f" on each of {self.world_size} ranks" if self.world_size > 1 else ""
+        unit = "speakers" if per == 1 else f"speakers ({per} utterances each)"
+        if groups == self.speakers:
+            why = (
+                f"a batch of {size} holds {groups} distinct {unit}, every one of the {self.speakers}, so the"
+                f" smallest speaker's {smallest} utterances set the epoch at {batches}"
+            )
+        else:
+            why = (
+                f"a batch of {size} holds {groups} distinct {unit} of the {self.speakers} (the smallest has"
+                f" {smallest} utterances, the median {float(np.median(counts)):g}): {batches}"
+            )
+        fixes = []
+        better = 1.5 * self.used  # a change worth naming uses half as many again
+
+        def usage(batch: int, per_speaker: int, max_per_speaker: int | None) -> int:
+            return epoch_utterances(counts, batch, per_speaker, max_per_speaker, self.world_size)
+
+        smaller = {b: usage(b, per, cap) for b in range(size - per, 0, -per)}
+        if smaller and max(smaller.values()) >= better:  # the largest batch within 10% of the best
+            best = max(smaller.values())
+            b = next(b for b, n in smaller.items() if n >= 0.9 * best)
+            over = f" over {self.world_size} ranks" if self.world_size > 1 else ""  # the global batch a recipe sets
+            fixes.append(f"batch_size {b * self.world_size}{over} ({b // per} speakers a batch) uses {smaller[b]}")
+        grouped = {p: usage(size, p, cap) for p in divisors(size) if per < p <= smallest}
+        if grouped and max(grouped.values()) >= better:
+            best = max(grouped.values())
+            p = next(p for p, n in grouped.items() if n >= 0.9 * best)
+            fixes.append(f"per_speaker: {p} ({size // p} speakers a batch) uses {grouped[p]}")
+        if cap is not None and (uncapped := usage(size, per, None)) >= better:
+            fixes.append(f"max_per_speaker: null uses {uncapped}")
+        fixes.append("sampler: random uses every utterance (speakers ignored; per_speaker 1)")
+        return f"{left} are left out; {why}. To use more: {'; or '.join(fixes)}"
 
     def rank_batches(self, rng: np.random.Generator) -> list[list[int]]:
         groups, per_batch = self._groups, self.groups_per_batch

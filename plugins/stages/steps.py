@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vvframe.data.dataset import PendingWaves
 from vvframe.training.launch import Dist
 from vvframe_plugins.stages.assembly import Parts, TrainingError
 from vvframe_plugins.stages.checkpoints import Progress
@@ -41,14 +42,17 @@ class Steps:
         self.parts.optimizer.zero_grad(set_to_none=True)
         self.window, self.pending, self.in_epoch = None, False, 0
 
-    def __call__(self, waves: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> tuple[float, Any]:
+    def __call__(
+        self, waves: torch.Tensor | PendingWaves, labels: torch.Tensor, indices: torch.Tensor
+    ) -> tuple[float, Any]:
         """Forward and backward one batch, and the optimizer step when it ends an accumulation window: (loss, acc)."""
         parts, cfg, dist, batch = self.parts, self.cfg, self.dist, self.progress.batch_in_epoch
         buffers = list(parts.inner.buffers())
         before = [b.clone() for b in buffers]  # a few vectors per BatchNorm layer: cheap beside the forward
         if self.window is None or batch % cfg.accumulate == 0:
             self.window = before
-        waves = waves.to(dist.device, non_blocking=True)
+        # augmentors with `on: device` run here, on the batch moved to the device (a plain batch passes as it is)
+        waves = parts.corpus.collate.apply_on_device(waves.to(dist.device, non_blocking=True))
         labels = labels.to(dist.device, non_blocking=True)
         seed = self.batch_seed()
         torch.manual_seed(seed)

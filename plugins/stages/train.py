@@ -19,10 +19,10 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from vvframe import Component, RunContext
+from vvframe import Component, RunContext, VvframeError
 from vvframe.core.run import LOG_FILE
 from vvframe.data.audio import utterance_info
-from vvframe.data.lists import ListError, check_files, read_trials, read_utterances, trial_files
+from vvframe.data.lists import ListError, check_files, read_trials, read_utterances, speaker_labels, trial_files
 from vvframe.inference import card
 from vvframe.training.launch import Dist, launch, setup_rank_logging
 from vvframe_plugins.stages.assembly import Job, Net, TrainingError
@@ -40,7 +40,7 @@ from vvframe_plugins.stages.settings import (
 )
 from vvframe_plugins.stages.trainer import Trainer
 
-__all__ = ["Job", "Net", "Trainer", "TrainingError", "check", "check_validation_trials", "train"]
+__all__ = ["Job", "Net", "Trainer", "TrainingError", "check", "check_validation_trials", "small_epoch_warning", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +80,45 @@ def train(
     return run
 
 
-def check(loss: Component | None = None, sampler: Component | None = None) -> list[tuple[str, str]]:
+def check(
+    loss: Component | None = None,
+    sampler: Component | None = None,
+    data: DataSettings | None = None,
+    trainer: TrainerSettings | None = None,
+) -> list[tuple[str, str]]:
     """The agreements between the train stage's components, for ``vvframe check``: the sampler gives the loss
-    enough utterances of a speaker in a batch."""
-    return per_speaker_problems(loss, sampler)
+    enough utterances of a speaker in a batch. Not a problem but a warning (logged): an epoch that would use less
+    than half of ``data.train_list`` (``small_epoch_warning``)."""
+    problems = per_speaker_problems(loss, sampler)
+    if not problems and (warning := small_epoch_warning(sampler, data, trainer)):
+        log.warning("%s", warning)
+    return problems
+
+
+def small_epoch_warning(
+    sampler: Component | None, data: DataSettings | None, trainer: TrainerSettings | None
+) -> str | None:
+    """What the sampler's ``small_epoch`` says of ``data.train_list`` at ``trainer.batch_size``, before training:
+    the list's speaker labels only (no audio), for a sampler class that has ``small_epoch``; None when it uses
+    half the utterances or more, or when it cannot be told here (no list yet, or a list or batch the train stage
+    will refuse with its own message)."""
+    if sampler is None or data is None or trainer is None or not data.train_list:
+        return None
+    if not callable(getattr(sampler.factory, "small_epoch", None)):
+        return None
+    world_size = trainer.nproc if trainer.launcher == "ddp" else 1
+    try:
+        labels, _ = speaker_labels(read_utterances(data.train_list))
+        built = sampler.build(
+            labels=labels, batch_size=trainer.batch_size // world_size, rank=0, world_size=world_size, seed=0
+        )
+        message = built.small_epoch()
+    except (VvframeError, ValueError):  # the train stage reports these before any work
+        return None
+    if not message:
+        return None
+    where = f"data.train_list {data.train_list}, trainer.batch_size {trainer.batch_size}, samplers '{sampler.name}'"
+    return f"{where}: {message}"
 
 
 train.check = check

@@ -7,6 +7,8 @@ Exit codes: 0 success; 2 a mistake in the recipe or the arguments (a message, no
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
 import traceback
 from collections.abc import Sequence
@@ -20,7 +22,7 @@ COMMANDS = {
     "check": "validate and resolve a recipe; build nothing",
     "show": "print the resolved recipe with defaults filled in",
     "plugins": "list installed components, describe one, or --check them all",
-    "data": "prepare data: lists, trials, voxceleb, convert, shards, synth (`vvframe data -h`)",
+    "data": "prepare data: lists, trials, voxceleb, convert, shards, synth, vad (`vvframe data -h`)",
     "embed": "embeddings of audio files with a trained run or an exported model",
     "verify": "score two audio files and decide: same speaker or not",
     "export": "a trained run as one TorchScript or ONNX file (features, network, mean, metadata)",
@@ -81,6 +83,37 @@ def model_options(parser: argparse.ArgumentParser, *, device: bool = True) -> No
     )
 
 
+@contextlib.contextmanager
+def checking_warnings():
+    """Collect the warnings logged while a recipe is checked (a stage's ``check`` hook may log some, e.g. an epoch
+    that would use a small part of the list): a list of messages, filled when the block ends."""
+    found: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found.append(record.getMessage())
+
+    handler, root = Collect(logging.WARNING), logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield found
+    finally:
+        root.removeHandler(handler)
+
+
+def vad_option(parser: argparse.ArgumentParser) -> None:
+    """``--vad [DETECTOR]`` of the commands that embed audio (``embed``, ``verify``, ``serve``)."""
+    parser.add_argument(
+        "--vad",
+        nargs="?",
+        const="energy",
+        choices=("energy", "silero", "off"),
+        metavar="DETECTOR",
+        help="cut each utterance to its speech first: energy (built in, what a bare --vad means), silero"
+        " (pip install 'vvframe[vad]') or off; default: as the run's back end did (its embed.vad)",
+    )
+
+
 def _recipe_parser(command: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"vvframe {command}", description=COMMANDS[command])
     parser.add_argument(
@@ -116,8 +149,9 @@ def _resolve(command: str, rest: list[str]):
     from vvframe.cli.plugins import compare_plugins
     from vvframe.core import recipe as recipes
 
-    resolved = recipes.check(path, overrides)
-    for warning in compare_plugins(resolved):
+    with checking_warnings() as warnings:
+        resolved = recipes.check(path, overrides)
+    for warning in [*warnings, *compare_plugins(resolved)]:
         print(f"warning: {warning}", file=sys.stderr)
     return path, resolved
 

@@ -26,6 +26,7 @@ COMMANDS = {
     "shards": "pack an utterance list into tar shards for streaming",
     "voxceleb": "the VoxCeleb recipes' lists and trials from the official VoxCeleb folder layout under ROOT",
     "synth": "a synthetic multi-speaker corpus with its lists and trials (tests, the quickstart)",
+    "vad": "every audio file under SRC cut to its speech, mirroring the tree under DST, or a list of its speech",
 }
 
 
@@ -171,7 +172,37 @@ def main(rest: list[str]) -> int:
         "--force", action="store_true", help="replace the lists if OUT has them (its audio is written again)"
     )
 
+    p = sub.add_parser(
+        "vad",
+        help=COMMANDS["vad"],
+        description=COMMANDS["vad"] + " segments (voice activity detection); files without speech are listed",
+    )
+    p.add_argument("src", type=Path, metavar="SRC")
+    p.add_argument(
+        "dst",
+        type=Path,
+        nargs="?",
+        metavar="DST",
+        help="where the trimmed copies go: the same relative paths, rate and format, mono 16-bit",
+    )
+    p.add_argument(
+        "--segments",
+        type=Path,
+        metavar="FILE",
+        help="write the speech segments: '<path> <start> <end>' per segment (seconds; paths relative to SRC)",
+    )
+    p.add_argument(
+        "--detector",
+        choices=("energy", "silero"),
+        default="energy",
+        help="energy (built in, the default) or silero (pip install 'vvframe[vad]')",
+    )
+    p.add_argument("--jobs", type=int, default=1, metavar="N")
+    p.add_argument("--force", action="store_true", help="replace the segment FILE and copies that DST has already")
+
     opts = parser.parse_args(rest)
+    if opts.command == "vad" and opts.dst is None and opts.segments is None:
+        p.error("give DST (trimmed copies), --segments FILE, or both")
     return globals()[f"_{opts.command}"](opts)
 
 
@@ -342,3 +373,54 @@ def _synth(opts: argparse.Namespace) -> int:
         notes.append(f"removed the earlier {', '.join(stale)}")
     print("wrote " + "; ".join(notes))
     return 0
+
+
+class NoSpeechAnywhere(BadValue):
+    """``vvframe data vad`` on a tree in which no file holds speech (or none could be read)."""
+
+
+def _vad(opts: argparse.Namespace) -> int:
+    from vvframe.data import vad
+
+    files = vad.audio_files(opts.src)
+    if not files:
+        raise BadValue(f"{opts.src}: no audio files found (*.{'|'.join(AUDIO)})")
+    if opts.dst is not None:
+        src_real, dst_real = opts.src.resolve(), opts.dst.resolve()
+        if dst_real == src_real or src_real in dst_real.parents:
+            raise BadValue(
+                f"DST {opts.dst} is inside SRC {opts.src}: choose a folder outside it (sources are never modified)"
+            )
+        for rel in files:
+            refuse_existing(opts.dst / rel, opts.force, "DST")
+    if opts.segments is not None:
+        lists.check_no_whitespace(files, opts.segments)
+        refuse_existing(opts.segments, opts.force, "--segments FILE")
+    with _bar(len(files), "detecting speech") as update:
+        report = vad.trim_tree(opts.src, files, opts.dst, opts.detector, opts.jobs, update)
+    for what, entries in (("no speech", report.no_speech), ("failed", report.failures)):
+        for path, reason in entries[:10]:
+            print(f"  {what}: {path}: {reason}", file=sys.stderr)
+        if len(entries) > 10:
+            print(f"  ... and {len(entries) - 10} more {what}", file=sys.stderr)
+    if not report.segments:
+        raise NoSpeechAnywhere(
+            f"{opts.src}: the {opts.detector} detector found speech in none of its {len(files)} audio files"
+            f" ({len(report.no_speech)} without speech, {len(report.failures)} unreadable); nothing written"
+        )
+    written = []
+    if opts.segments is not None:
+        from vvframe.core.atomic import atomic_write
+
+        atomic_write(opts.segments, report.segment_lines())
+        count = sum(len(v) for v in report.segments.values())
+        written.append(f"{opts.segments} ({count} segments)")
+    if opts.dst is not None:
+        written.append(f"{len(report.segments)} trimmed copies under {opts.dst}")
+    share = report.kept_seconds / report.seconds if report.seconds else 0.0
+    print(
+        f"wrote {', '.join(written)}: {report.kept_seconds:.1f} of {report.seconds:.1f} s kept ({share:.0%});"
+        f" {len(report.no_speech)} file{'s' if len(report.no_speech) != 1 else ''} without speech,"
+        f" {len(report.failures)} failed ({opts.detector} detector)"
+    )
+    return 1 if report.failures else 0

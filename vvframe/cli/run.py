@@ -24,7 +24,7 @@ from vvframe.core.run import RECIPE_FILE, RunError
 
 def main(rest: list[str], parser) -> int:
     """Run the recipe (or resume the run) that ``rest`` names; ``parser`` is the command's argument parser."""
-    from vvframe.cli import _split
+    from vvframe.cli import _split, checking_warnings
     from vvframe.training.launch import setup_logging, torchrun_rank
 
     parser.add_argument(
@@ -47,7 +47,8 @@ def main(rest: list[str], parser) -> int:
     if torchrun and not (opts.resume or opts.run_dir):
         parser.error("under torchrun, give every process the same --run-dir DIR (or --resume RUN_DIR)")
     path = path or resume_recipe_path(opts.resume)
-    resolved = recipes.check(path, overrides)
+    with checking_warnings() as warnings:
+        resolved = recipes.check(path, overrides)
     made = None  # folders this command made (a mistake found before any work removes them): how many parents
     if opts.resume:
         run_dir = resume_recipe_path(opts.resume).parent
@@ -63,7 +64,7 @@ def main(rest: list[str], parser) -> int:
     setup_logging(run_dir / runs.LOG_FILE, rank=rank)
     ctx = runs.RunContext(resolved, run_dir, resumed=bool(opts.resume), rank=rank, world_size=world_size)
     ctx.log.info("vvframe %s: %s %s in %s", __version__, "resuming" if opts.resume else "running", path, run_dir)
-    for warning in compare_plugins(resolved):
+    for warning in [*warnings, *compare_plugins(resolved)]:
         ctx.log.warning(warning)
     previous = signal.signal(signal.SIGTERM, _terminated)  # a SIGTERM ends the run the way Ctrl-C does
     try:

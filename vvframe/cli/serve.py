@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 
-from vvframe.cli import model_options
+from vvframe.cli import model_options, vad_option
 from vvframe.core.errors import BadValue, did_you_mean
 from vvframe.inference.serve import (
     DEFAULT_BACKLOG,
@@ -95,6 +95,7 @@ def main(rest: list[str]) -> int:
     )
     parser.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0: any free port)")
     model_options(parser)
+    vad_option(parser)
     parser.add_argument(
         "--threshold",
         default="eer",
@@ -191,6 +192,7 @@ def main(rest: list[str]) -> int:
             max_connections=opts.max_connections,
             backlog=opts.backlog,
             timeout=opts.timeout,
+            vad=opts.vad,
         )
     except OSError as exc:
         print(f"error: cannot listen on {opts.host}:{opts.port}: {exc.strerror or exc}", file=sys.stderr)

@@ -8,14 +8,18 @@ with the list, since then something is wrong with the data rather than with a fi
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from vvframe.core.errors import VvframeError
+from vvframe.core.errors import ContractError, VvframeError
 from vvframe.data.audio import AudioError, read, utterance_info
 from vvframe.data.lists import Utterance, speaker_labels
 
@@ -97,12 +101,91 @@ class CropDataset(torch.utils.data.Dataset):
             ) from exc
 
 
+PLACES = ("workers", "device")  # where a waveform augmentor runs: its ``runs_on`` (the recipe's ``on``)
+
+
+def runs_on(augmentor: Any) -> str:
+    """Where a waveform augmentor runs: its ``runs_on`` attribute (``"workers"`` or ``"device"``), ``"workers"``
+    for one without it; a ``ContractError`` for another value."""
+    place = getattr(augmentor, "runs_on", "workers")
+    if place not in PLACES:
+        raise ContractError(f"augmentor {augmentor!r}: runs_on is {place!r}; expected 'workers' or 'device'")
+    return place
+
+
+def takes_labels(fn: Callable) -> bool:
+    """Whether ``fn`` (an augmentor, or its ``plan``) has a parameter named ``labels``: the batch's speakers."""
+    try:
+        return "labels" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a callable without a signature gets what every augmentor gets
+        return False
+
+
+def call_augmentor(fn: Callable, x: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None) -> Any:
+    """``fn(x, generator)``, with ``labels=labels`` as well when ``fn``'s signature names ``labels``.
+
+    So an augmentor written before labels were offered (``aug(x, generator)``) keeps working unchanged, and one
+    that needs the batch's speakers (``babble``) declares ``labels`` and gets them.
+    """
+    if labels is not None and takes_labels(fn):
+        return fn(x, generator, labels=labels)
+    return fn(x, generator)
+
+
+def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``obj`` (tensors in dicts, lists and tuples, other values as they are) with ``fn`` applied to each tensor."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: _map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_tensors(v, fn) for v in obj)
+    return obj
+
+
+@dataclass
+class PendingWaves:
+    """A batch's crops ``(B, T)`` whose augmentors with ``runs_on == "device"`` are still to run: their ``plans``
+    (what each drew in the loader worker, and any noise or impulse responses it read), applied on the device by
+    :meth:`AugmentingCollate.apply_on_device`. Moves and pins like a tensor (``to``, ``pin_memory``, ``shape``)."""
+
+    waves: torch.Tensor
+    plans: list[Any]
+
+    @property
+    def shape(self) -> torch.Size:
+        """The crops' shape ``(B, T)``."""
+        return self.waves.shape
+
+    @property
+    def device(self) -> torch.device:
+        """Where the crops are."""
+        return self.waves.device
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> PendingWaves:
+        """The crops and plans on ``device``."""
+        move = functools.partial(torch.Tensor.to, device=device, non_blocking=non_blocking)
+        return PendingWaves(move(self.waves), _map_tensors(self.plans, move))
+
+    def pin_memory(self) -> PendingWaves:
+        """The crops and plans in pinned memory (the DataLoader calls it with ``pin_memory=True``)."""
+        return PendingWaves(self.waves.pin_memory(), _map_tensors(self.plans, torch.Tensor.pin_memory))
+
+
 class AugmentingCollate:
     """A loader ``collate_fn``: stack crops and labels, then apply the waveform augmentors, in the loader worker.
 
-    Randomness comes from ``(seed, epoch, the batch's indices)``, so a resumed epoch augments the same way. An augmentor with ``label_multiplier > 1``
-    (speed perturbation as new speakers) returns ``(wave, k)``, and the label becomes ``label + k * num_speakers``
-    (the speakers before it in the list multiply the count for those after).
+    Randomness comes from ``(seed, epoch, the batch's indices)``, so a resumed epoch augments the same way. An
+    augmentor with ``label_multiplier > 1`` (speed perturbation as new speakers) returns ``(wave, k)``, and the label
+    becomes ``label + k * num_speakers`` (the speakers before it in the list multiply the count for those after).
+    An augmentor whose signature names ``labels`` gets the batch's speaker labels as recorded (``babble``).
+
+    An augmentor with ``runs_on == "device"`` (the recipe's ``on: device``) only draws in the worker: its
+    ``plan(x, generator)`` holds every random choice of the call, and any noise or impulse responses it reads, and
+    travels with the batch (:class:`PendingWaves`); the train step applies it on the device with
+    :meth:`apply_on_device` (``apply(x, plan)``). The plans are drawn in the list's order from the same generator
+    as in the workers, so a batch comes out the same either way, to float rounding, when the device augmentors
+    come last in the list; a workers augmentor listed after a device one runs before it.
     """
 
     def __init__(self, augmentors: Sequence, num_speakers: int, seed: int = 0):
@@ -110,6 +193,24 @@ class AugmentingCollate:
         self.num_speakers = num_speakers
         self.seed = seed
         self.epoch = 0
+        self.device_augmentors = [a for a in self.augmentors if runs_on(a) == "device"]
+        for aug in self.device_augmentors:
+            missing = [m for m in ("plan", "apply") if not callable(getattr(aug, m, None))]
+            if missing:
+                raise ContractError(
+                    f"augmentor {aug!r} says it runs on the device (runs_on 'device') but has no"
+                    f" {' and no '.join(missing)} method; it needs plan(x, generator) -> plan and apply(x, plan)"
+                )
+        late = [
+            a
+            for i, a in enumerate(self.augmentors)
+            if runs_on(a) == "workers" and any(runs_on(b) == "device" for b in self.augmentors[:i])
+        ]
+        if late:
+            log.info(
+                "augment: %s run in the loader workers, before the device augmentors listed ahead of them",
+                ", ".join(map(repr, late)),
+            )
 
     @property
     def num_classes(self) -> int:
@@ -120,23 +221,48 @@ class AugmentingCollate:
         return total
 
     def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose randomness ``__call__`` draws."""
         self.epoch = epoch
 
     def __call__(
         self, items: Sequence[tuple[torch.Tensor, int, int]]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(waves (B, T), labels (B,), utterance indices (B,))``, augmented."""
+    ) -> tuple[torch.Tensor | PendingWaves, torch.Tensor, torch.Tensor]:
+        """``(waves (B, T), labels (B,), utterance indices (B,))``, augmented; ``waves`` is a :class:`PendingWaves`
+        when augmentors run on the device."""
         waves = torch.stack([w for w, _, _ in items])
         labels = torch.tensor([label for _, label, _ in items], dtype=torch.long)
+        speakers = labels  # what an augmentor asking for labels gets: the speakers as recorded
         indices = tuple(i for _, _, i in items)
         gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, indices)) & 0x7FFF_FFFF_FFFF_FFFF)
         classes = self.num_speakers
+        plans = []
         for aug in self.augmentors:
-            out = aug(waves, gen)
-            if getattr(aug, "label_multiplier", 1) > 1:
-                waves, k = out
-                labels = labels + k * classes
-                classes *= aug.label_multiplier
+            multiplier = getattr(aug, "label_multiplier", 1)
+            if runs_on(aug) == "device":
+                plan = call_augmentor(aug.plan, waves, gen, speakers)
+                plans.append(plan)
+                k = plan["k"] if multiplier > 1 else None
+            elif multiplier > 1:
+                waves, k = call_augmentor(aug, waves, gen, speakers)
             else:
-                waves = out
-        return waves, labels, torch.tensor(indices, dtype=torch.long)
+                waves, k = call_augmentor(aug, waves, gen, speakers), None
+            if k is not None:
+                labels = labels + k.to(torch.long) * classes
+                classes *= multiplier
+        batch = PendingWaves(waves, plans) if plans else waves
+        return batch, labels, torch.tensor(indices, dtype=torch.long)
+
+    def apply_on_device(self, waves: torch.Tensor | PendingWaves) -> torch.Tensor:
+        """The crops with the device augmentors applied where they are (moved to the device first), in their list
+        order; a plain tensor (no device augmentors) comes back as it is."""
+        if not isinstance(waves, PendingWaves):
+            return waves
+        if len(waves.plans) != len(self.device_augmentors):
+            raise ValueError(
+                f"a batch with {len(waves.plans)} device plans for {len(self.device_augmentors)} device augmentors"
+            )
+        x = waves.waves
+        with torch.no_grad():
+            for aug, plan in zip(self.device_augmentors, waves.plans):
+                x = aug.apply(x, plan)
+        return x

@@ -9,9 +9,9 @@
 A run directory is read through its model card (``card.json``, :mod:`vvframe.inference.card`) and nothing else of
 its recipe: the frontend and network entries, the sample rate, how utterances are cut, the weights (the card's
 ``weights``, else ``checkpoints/avg.pt``, ``best.pt``, ``last.pt``), the cohort and mean vector, the score
-normalizer and the tuned thresholds. Nothing in the recipe's data paths needs to exist, and a run written by any
-stage that writes a card loads. An exported file (``vvframe export``: TorchScript or ONNX) carries the same things
-in its metadata and loads the same way (:mod:`vvframe.inference.exported`).
+normalizer, the tuned thresholds and the score calibration. Nothing in the recipe's data paths needs to exist,
+and a run written by any stage that writes a card loads. An exported file (``vvframe export``: TorchScript or
+ONNX) carries the same things in its metadata and loads the same way (:mod:`vvframe.inference.exported`).
 """
 
 from __future__ import annotations
@@ -108,9 +108,11 @@ def _from_run(run_dir: Path, device: torch.device, checkpoint: str | Path | None
         "embed_dim": int(net.embed_dim),
         "thresholds": dict(card.thresholds),
         "tuned_on": card.tuned_on,
+        "calibration": card.calibration,
         "crops": card.crops,
         "crop_seconds": card.crop_seconds,
         "max_seconds": card.max_seconds,
+        "vad": card.vad,
         "mean_subtracted": mean is not None,
         "normalizer": card.normalizer if normalizer is not None else None,
         "weights": str(weights),

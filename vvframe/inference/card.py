@@ -9,11 +9,12 @@ Its fields, and the first-party stage that writes each::
     format, version, vvframe  every update              "vvframe-card", 1, the writing vvframe's version
     frontend, model           train (and the back end)  the entries the network was built from: {name, ...args}
     sample_rate               train (and the back end)  the rate the network takes, in Hz
-    embed                     prepare, eval, test       {crops, crop_seconds, max_seconds, mean_subtract}
+    embed                     prepare, eval, test       {crops, crop_seconds, max_seconds, mean_subtract, vad}
     weights                   prepare, eval, test       a checkpoint to use instead of the run's avg/best/last
     cohort                    prepare                   {embeddings, mean}: files relative to the run directory
     normalizer                eval                      the score normalizer's entry, or null
     thresholds, tuned_on      eval                      {name: value} (eer, mindcf@P, far@F) and the trial list
+    calibration               calibrate                 the score calibration (vvframe.scoring.calibration), or null
 
 Only ``frontend``, ``model`` and ``sample_rate`` are required; a missing ``embed`` setting takes the default of
 :class:`vvframe.scoring.embed.EmbedSettings`. Paths are relative to the run directory unless absolute.
@@ -35,7 +36,7 @@ from vvframe.core.errors import VvframeError, did_you_mean
 CARD_FILE = "card.json"
 FORMAT = "vvframe-card"  # the card's "format" field
 VERSION = 1  # its "version": what update() writes and the newest read() accepts
-EMBED_KEYS = ("crops", "crop_seconds", "max_seconds", "mean_subtract")
+EMBED_KEYS = ("crops", "crop_seconds", "max_seconds", "mean_subtract", "vad")
 
 
 class ModelError(VvframeError, ValueError):
@@ -93,6 +94,8 @@ def _embed(value: Any) -> dict[str, Any]:
                 raise ValueError(f"{key}: expected a number > 0, got {out[key]!r}")
     if "mean_subtract" in out and not isinstance(out["mean_subtract"], bool):
         raise ValueError(f"mean_subtract: expected true or false, got {out['mean_subtract']!r}")
+    if "vad" in out and not (isinstance(out["vad"], bool) or out["vad"] in ("energy", "silero")):
+        raise ValueError(f"vad: expected true, false, 'energy' or 'silero', got {out['vad']!r}")
     return out
 
 
@@ -108,6 +111,12 @@ def _thresholds(value: Any) -> dict[str, float]:
     if not isinstance(value, Mapping):
         raise ValueError(f"expected a mapping of threshold names to numbers, got {value!r}")
     return {str(k): _number(v, str(k)) for k, v in value.items()}
+
+
+def _calibration(value: Any) -> dict[str, Any] | None:
+    from vvframe.scoring.calibration import Calibration
+
+    return None if value is None else Calibration.from_dict(value, "expected a calibration").to_dict()
 
 
 def _format(value: Any) -> str:
@@ -129,6 +138,7 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "normalizer": lambda v: _entry(v, optional=True),
     "thresholds": _thresholds,
     "tuned_on": _text,
+    "calibration": _calibration,
 }
 REQUIRED = {
     "frontend": "the frontend entry the network was trained with",
@@ -200,12 +210,14 @@ class Card:
     crop_seconds: float
     max_seconds: float | None
     mean_subtract: bool
+    vad: bool | str = False  # the voice activity detector the back end cut utterances with (False: none)
     weights: Path | None = None  # None: the run's checkpoints/avg.pt, else best.pt, else last.pt
     cohort: Path | None = None  # the cohort embeddings file (prepare's)
     mean: Path | None = None  # the mean embedding file (prepare's)
     normalizer: dict[str, Any] | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
     tuned_on: str | None = None
+    calibration: dict[str, Any] | None = None  # Calibration.to_dict()
     version: int = VERSION
 
     @property
@@ -280,12 +292,14 @@ def read(run_dir: str | Path, *, trust_recipe: bool = False) -> Card:
         crop_seconds=float(embed["crop_seconds"]),
         max_seconds=None if embed["max_seconds"] is None else float(embed["max_seconds"]),
         mean_subtract=bool(embed["mean_subtract"]),
+        vad=embed["vad"],
         weights=weights,
         cohort=file(cohort.get("embeddings")),
         mean=file(cohort.get("mean")),
         normalizer=values.get("normalizer"),
         thresholds=values.get("thresholds") or {},
         tuned_on=values.get("tuned_on"),
+        calibration=values.get("calibration"),
         version=version if isinstance(version, int) else VERSION,
     )
 

@@ -10,13 +10,16 @@ Endpoints (JSON answers; every error is ``{"error": "..."}`` with a 4xx/5xx stat
 
 * ``GET /health``: the model's source, sample rate, embedding size and tuned thresholds.
 * ``POST /verify``: two audio files as ``multipart/form-data`` (fields ``a`` and ``b``; any two file parts are
-  taken in order) -> score, decision, threshold. ``?threshold=NAME`` (``eer``, ``mindcf@0.01``, ...) or a number
-  picks the threshold (a form field ``threshold`` does the same).
+  taken in order) -> score, decision, threshold. ``?threshold=NAME`` (``eer``, ``mindcf@0.01``, ``bayes@0.01``
+  with a calibrated run, ...) or a number picks the threshold (a form field ``threshold`` does the same). A
+  calibrated run also answers ``llr`` and ``posterior``, P(same speaker) for ``?prior=P`` (default: the P of
+  ``bayes@P``, else the prior the calibration was fitted at).
 * ``POST /embed``: one audio file (field ``audio``, or any single part) -> the unit-length embedding.
 
 Uploads are decoded in memory by soundfile (any rate or channel count it reads), mixed to mono and resampled to
-the model's rate. Each connection is served in its own thread; decoding happens in parallel, the model runs under
-a lock.
+the model's rate; with ``vad`` (``energy`` or ``silero``; default: the model's own setting) each is then cut to its
+speech, and one without speech gets a 400 saying what was found. Each connection is served in its own thread;
+decoding happens in parallel, the model (and the detector) runs under a lock.
 
 Limits under load (``vvframe serve --help``): at most ``--max-connections`` connections are served at once; further
 ones wait in the listen backlog (``--backlog``) until one closes. At most ``--workers`` requests are worked on at
@@ -46,6 +49,7 @@ from urllib.parse import parse_qs, urlsplit
 import soundfile as sf
 
 from vvframe.core.errors import BadValue, VvframeError, did_you_mean, short
+from vvframe.scoring.thresholds import bayes_prior
 
 log = logging.getLogger("vvframe.inference.serve")
 
@@ -200,8 +204,10 @@ def select(
 class Service:
     """The model and the request limits, shared by the handler threads; inference runs under ``lock``.
 
-    ``min_seconds`` only raises the floor: the model itself refuses audio under ``vvframe.data.audio.MIN_SECONDS``. A request is
-    worked on by one of ``workers`` at a time, after waiting (``queue`` at most) for one: :meth:`admit`."""
+    ``min_seconds`` only raises the floor: the model itself refuses audio under ``vvframe.data.audio.MIN_SECONDS``.
+    A request is worked on by one of ``workers`` at a time, after waiting (``queue`` at most) for one:
+    :meth:`admit`. ``vad``: the voice activity detector each upload is cut to its speech with (``True``/
+    ``"energy"``, ``"silero"``, ``False``; None: the model's own setting, ``model.meta["vad"]``)."""
 
     def __init__(
         self,
@@ -213,6 +219,7 @@ class Service:
         workers: int = DEFAULT_WORKERS,
         queue: int = DEFAULT_QUEUE,
         timeout: float = DEFAULT_TIMEOUT,
+        vad: bool | str | None = None,
     ):
         if max_bytes <= 0:
             raise BadValue(f"max_bytes={max_bytes}: must be > 0")
@@ -233,6 +240,12 @@ class Service:
         self.lock = threading.Lock()
         self.admitted = Slots(int(workers) + int(queue))  # working or waiting
         self.working = Slots(int(workers))
+        from vvframe.data import vad as activity  # (imports torch, which the model has loaded already)
+
+        own = activity.choice((getattr(model, "meta", None) or {}).get("vad"))
+        self.vad = own if vad is None else activity.choice(vad)
+        self.detector = None if self.vad is None else activity.default(self.vad)  # silero missing: said now
+        self._as_cut = {"vad": False} if own else {}  # decode cuts the uploads: the model must not again
 
     def admit(self) -> None:
         """Wait for a worker; 503 at once when all the workers are busy and the queue is full. Pair with
@@ -253,6 +266,7 @@ class Service:
 
     def health(self) -> dict[str, Any]:
         m = self.model
+        cal = getattr(m, "calibration", None)
         return {
             "status": "ok",
             "model": m.source,
@@ -261,10 +275,17 @@ class Service:
             "thresholds": dict(m.thresholds),
             "threshold": self.threshold,
             "normalized": m.normalizer is not None,
+            "calibration": None if cal is None else {"prior": cal.prior, "features": list(cal.features)},
+            "vad": self.vad,
         }
 
     def resolve_threshold(self, raw: str) -> tuple[str, float]:
+        """``(name, value)`` of the threshold a request names; NaN for ``bayes@P`` of a calibration with quality
+        measures (each trial is decided on its own LLR)."""
+        cal = getattr(self.model, "calibration", None)
         try:
+            if cal is not None and cal.quality and bayes_prior(raw) is not None:
+                return str(raw), float("nan")
             name, value = self.model.threshold(raw)
         except BadValue as exc:
             raise RequestError(400, f"{exc}{did_you_mean(raw, self.model.thresholds)}") from None
@@ -304,9 +325,18 @@ class Service:
         try:
             from vvframe.data.audio import mono  # torch is imported once a model is served, not before
 
-            return self.model.samples(mono(wave), rate)
+            samples = self.model.samples(mono(wave), rate)
         except BadValue as exc:
             raise RequestError(400, f"{label}: {exc}") from None
+        if self.detector is None:
+            return samples
+        from vvframe.data.vad import NoSpeech
+
+        try:
+            with self.lock:  # with the model's work, not beside it: silero keeps state, and threads share the cores
+                return self.detector.trim(samples, self.model.sample_rate, label)
+        except NoSpeech as exc:
+            raise RequestError(400, str(exc)) from None
 
     def _check_length(self, label: str, seconds: float) -> None:
         if seconds > self.max_seconds:
@@ -314,22 +344,25 @@ class Service:
                 400, f"{label}: {seconds:.1f} s of audio, more than the limit of {self.max_seconds:g} s (--max-seconds)"
             )
 
-    def verify(self, a, b, threshold: str) -> dict[str, Any]:
+    def verify(self, a, b, threshold: str, prior: float | None = None) -> dict[str, Any]:
         with self.lock:
-            result = self.model.verify(a, b, threshold=threshold)
+            result = self.model.verify(a, b, threshold=threshold, prior=prior, **self._as_cut)
         if not math.isfinite(result.score):
             raise RuntimeError(f"the model gave a non-finite score ({result.score})")
-        return {
+        answer = {
             "score": float(result.score),
             "accepted": bool(result.accepted),
             "threshold": result.threshold,
             "threshold_value": float(result.threshold_value),
             "normalized": bool(result.normalized),
         }
+        if result.llr is not None:
+            answer.update(llr=float(result.llr), posterior=float(result.posterior), prior=float(result.prior))
+        return answer
 
     def embed(self, x) -> dict[str, Any]:
         with self.lock:
-            emb = self.model.embed(x)
+            emb = self.model.embed(x, **self._as_cut)
         values = emb.tolist()  # (D,) float32 on the CPU
         if not all(math.isfinite(v) for v in values):
             raise RuntimeError("the model gave a non-finite embedding")
@@ -577,15 +610,19 @@ class Handler(BaseHTTPRequestHandler):
     def _verify(self, query: dict[str, list[str]]) -> dict[str, Any]:
         service = self.server.service
         parts = self._form()
-        _only(query, ("threshold",), "/verify")
-        threshold = query.get("threshold", [None])[-1]
-        if threshold is None:
-            fields = [p for p in parts if p.name == "threshold"]
-            threshold = fields[-1].data.decode("utf-8", "replace").strip() if fields else service.threshold
-        name, _ = service.resolve_threshold(threshold)
-        chosen = select(parts, ("a", "b"), ("threshold",), "POST /verify")
+        _only(query, ("threshold", "prior"), "/verify")
+
+        def option(key: str) -> str | None:  # the query's value, else the form field's
+            fields = [p for p in parts if p.name == key]
+            found = fields[-1].data.decode("utf-8", "replace").strip() if fields else None
+            return query.get(key, [found])[-1]
+
+        threshold = option("threshold")
+        name, _ = service.resolve_threshold(service.threshold if threshold is None else threshold)
+        prior = _prior(option("prior"))
+        chosen = select(parts, ("a", "b"), ("threshold", "prior"), "POST /verify")
         a, b = (service.decode(label, part.data) for label, part in chosen)
-        return service.verify(a, b, name)
+        return service.verify(a, b, name, prior)
 
     def _embed(self, query: dict[str, list[str]]) -> dict[str, Any]:
         service = self.server.service
@@ -593,6 +630,19 @@ class Handler(BaseHTTPRequestHandler):
         _only(query, (), "/embed")
         ((label, part),) = select(parts, ("audio",), (), "POST /embed")
         return service.embed(service.decode(label, part.data))
+
+
+def _prior(raw: str | None) -> float | None:
+    """A request's ``prior``: None when not given; 400 unless it is a probability in (0, 1)."""
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value < 1.0:
+        raise RequestError(400, f"prior {raw[:40]!r}: expected the probability of a target trial, in (0, 1)")
+    return value
 
 
 def _only(query: dict[str, list[str]], allowed: tuple[str, ...], endpoint: str) -> None:
@@ -698,12 +748,13 @@ def make_server(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     backlog: int = DEFAULT_BACKLOG,
     timeout: float = DEFAULT_TIMEOUT,
+    vad: bool | str | None = None,
 ) -> Server:
     """A bound, not yet serving HTTP server for ``model`` (a :class:`vvframe.inference.model.SpeakerModel`); run it with
     ``serve_forever()`` (in a thread if need be) and stop it with ``shutdown()`` and ``server_close()``.
     ``port`` 0 picks a free port: ``server.server_address[1]`` says which. The limits are ``vvframe serve``'s
     options of the same names."""
-    service = Service(model, threshold, max_bytes, max_seconds, min_seconds, workers, queue, timeout)
+    service = Service(model, threshold, max_bytes, max_seconds, min_seconds, workers, queue, timeout, vad=vad)
     server = (Server6 if ":" in host else Server)((host, int(port)), Handler, max_connections, backlog)
     server.service = service
     return server

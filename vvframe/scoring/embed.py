@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +33,8 @@ from vvframe.core.atomic import atomic_path
 from vvframe.core.run import RUN_LAYOUT
 from vvframe.core.schema import Range
 from vvframe.data import audio
+from vvframe.data import vad as activity
+from vvframe.scoring import ranks
 from vvframe.training import checkpoint
 from vvframe.training.launch import Dist
 
@@ -51,7 +53,10 @@ class EmbedSettings:
     crop_seconds: Annotated[float, Range(gt=0)] = 3.0
     max_seconds: Annotated[float, Range(gt=0)] | None = None
     mean_subtract: bool = True  # subtract the cohort mean (from prepare) before L2 normalisation
-    device: str = "auto"
+    vad: bool | Literal["energy", "silero"] = False  # cut each utterance to its speech first (true: energy)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (ddp: each rank on cuda:LOCAL_RANK, or the cpu)
+    launcher: Literal["single", "ddp"] = "single"  # ddp: nproc processes split the files (torchrun: always its own)
+    nproc: Annotated[int, Range(1, 1024)] = 2  # DDP processes spawned locally by launcher ddp
 
 
 class Extractor:
@@ -62,10 +67,15 @@ class Extractor:
     (N evenly spaced crops of ``crop_seconds``, short files repeated, embedded as one batch and averaged).
     ``batch_seconds``: the most audio in one batch. ``cache_dir``/``model_id``: the on-disk cache (``model_id``
     required with ``cache_dir``). ``dist``: with ``world_size > 1`` every rank must call with the same paths; the
-    ranks split the work (every ``world_size``-th file after sorting by length), gather it, and every rank
-    returns the full dict. The cache is looked up by rank 0 only, so it need not be shared between nodes.
+    ranks read the files' headers a share each, then split the batches one process would make (whole batches,
+    the most audio first to the least loaded rank) and gather the embeddings: with ``gather="all"`` every rank
+    returns the full dict, with ``"main"`` rank 0 does and the others return ``{}`` (nothing travels to them).
+    So each embedding is computed exactly as by one process (bit for bit with the same number of threads). The
+    cache is read and written by rank 0 only, so it need not be shared between nodes.
     ``progress``: show a bar (on rank 0, on a terminal), or a factory of bars such as ``RunContext.progress``;
-    ``False`` also logs the summary at debug level only.
+    ``False`` also logs the summary at debug level only. ``vad``: cut each utterance to its speech right after
+    reading it, before it is cut to ``max_seconds`` or cropped (:mod:`vvframe.data.vad`; ``True`` is the energy
+    detector); a file without speech is a ``NoSpeech`` error naming it.
     """
 
     def __init__(
@@ -83,8 +93,12 @@ class Extractor:
         cache_dir: str | Path | None = None,
         model_id: str = "",
         dist: Dist | None = None,
+        gather: Literal["all", "main"] = "all",
         progress: bool | Callable[..., Any] = True,
+        vad: bool | str | None = EmbedSettings.vad,
     ):
+        if gather not in ("all", "main"):
+            raise ValueError(f"gather={gather!r}: must be 'all' (every rank) or 'main' (rank 0)")
         if crops < 0:
             raise ValueError(f"crops={crops}: must be 0 (whole utterances) or a positive number of crops")
         if crops and crop_seconds <= 0:
@@ -108,8 +122,12 @@ class Extractor:
         self.batch_frames = batch_seconds * sample_rate
         self.cache = None if cache_dir is None else Path(cache_dir) / model_id
         self.dist = dist or Dist()
+        self.gather = gather
         self.progress = progress
         self.memory: dict[str, Tensor] = {}
+        chosen = activity.choice(vad)
+        self.vad = None if chosen is None else activity.default(chosen)
+        self.speech: dict[str, list[tuple[int, int]]] = {}  # the spans _length found, until _waves uses them
 
     def __call__(self, paths: Sequence[str]) -> dict[str, Tensor]:
         """``{path: (D,) float32 CPU embedding}`` for every path (relative to root), from cache where possible."""
@@ -125,25 +143,24 @@ class Extractor:
                     pending.append(path)
                 else:
                     found[path] = hit
-        if dist.world_size > 1:
-            pending = dist.broadcast_object(pending)
-        lengths = {path: self._length(path) for path in pending}
+        everywhere = self.gather == "all"
+        pending = dist.broadcast_object(pending)
+        # each rank reads the headers of its share (checking the files), then all know every length
+        lengths = ranks.gather_values(dist, {path: self._length(path) for path in ranks.share(pending, dist)})
         order = sorted(pending, key=lambda p: (lengths[p], p))
-        mine = order[dist.rank :: dist.world_size]
-        computed = self._embed(mine, lengths)
-        if self.cache is not None:
-            for path, emb in computed.items():
-                self._store(path, emb)
-        if dist.world_size > 1:
-            share = dict(found) if dist.is_main else {}
-            share.update(computed)
-            gathered: dict[str, Tensor] = {}
-            for part in dist.all_gather_object(share):
-                gathered.update(part)
-            found = gathered
-        else:
-            found.update(computed)
+        # the batches one process would make, dealt out whole: each embedding is computed as one process would
+        batches = list(self._batches(order, lengths))
+        owners = ranks.deal([len(b) * lengths[b[0]] * max(1, self.crops) for b in batches], dist.world_size)
+        computed = self._embed([b for b, owner in zip(batches, owners) if owner == dist.rank], lengths)
+        if everywhere and dist.is_main:
+            computed.update(found)  # the cached ones travel to the other ranks too
+        found.update(ranks.gather_rows(dist, computed, everywhere=everywhere))
+        if self.cache is not None and dist.is_main:
+            for path in pending:
+                self._store(path, found[path])
         self.memory.update(found)
+        if not (everywhere or dist.is_main):
+            return {}
         if pending and dist.is_main:
             elapsed = max(time.monotonic() - start, 1e-9)
             log.log(
@@ -185,9 +202,15 @@ class Extractor:
     def _length(self, path: str) -> int:
         """Samples this utterance yields at the recipe's rate (crops mode: the crop length)."""
         meta = audio.utterance_info(self.root / path)  # fail before any work, naming the file (or too short)
+        if self.vad is not None:  # the speech's length; a file without speech fails here, before any work
+            file = self.root / path
+            self.speech[path] = self.vad.speech(audio.read(file, self.sample_rate), self.sample_rate, file)
         if self.crops:
             return self.crop_frames
-        total = math.floor(meta.frames * self.sample_rate / meta.sample_rate)
+        if self.vad is not None:
+            total = sum(end - start for start, end in self.speech[path])
+        else:
+            total = math.floor(meta.frames * self.sample_rate / meta.sample_rate)
         return total if self.max_frames is None else min(total, self.max_frames)
 
     def _batches(self, order: list[str], lengths: dict[str, int]) -> Iterator[list[str]]:
@@ -206,6 +229,10 @@ class Extractor:
     def _waves(self, path: str, length: int) -> Tensor:
         """``(1, T)`` for a whole utterance, ``(crops, crop_frames)`` in crops mode."""
         file = self.root / path
+        if self.vad is not None:  # the spans _length found (found again where another rank measured the file)
+            wave = audio.read(file, self.sample_rate)
+            spans = self.speech.pop(path, None) or self.vad.speech(wave, self.sample_rate, file)
+            return self.rows(activity.cut(wave, spans))
         if not self.crops:
             return audio.read(file, self.sample_rate, 0, length).unsqueeze(0)
         return self.rows(audio.read(file, self.sample_rate))
@@ -223,31 +250,34 @@ class Extractor:
     def embed_waves(self, waves: Sequence[Tensor]) -> Tensor:
         """``(N, D)`` embeddings of in-memory utterances (``(T,)`` float tensors at ``sample_rate``), batched and
         cut exactly as files are, so a file and its samples get the same embedding."""
+        if self.vad is not None:
+            waves = [self.vad.trim(w, self.sample_rate, f"utterance {i}") for i, w in enumerate(waves)]
         shaped = [self.rows(w.float()) for w in waves]
         keys = [str(i) for i in range(len(shaped))]
         lengths = {k: r.shape[-1] for k, r in zip(keys, shaped)}
         order = sorted(keys, key=lambda k: (lengths[k], int(k)))
-        out = self._embed(order, lengths, lambda key, _: shaped[int(key)])
+        out = self._embed(list(self._batches(order, lengths)), lengths, lambda key, _: shaped[int(key)])
         return torch.stack([out[k] for k in keys])
 
-    def _embed(self, order: list[str], lengths: dict[str, int], load=None) -> dict[str, Tensor]:
+    def _embed(self, batches: list[list[str]], lengths: dict[str, int], load=None) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
-        if not order:
+        total = sum(len(batch) for batch in batches)
+        if not total:
             return out
         load = load or self._waves
         modes = (self.frontend.training, self.model.training)
         self.frontend.eval()
         self.model.eval()
         if callable(self.progress):  # a run context's progress bars (rank 0, on a terminal)
-            bar = self.progress(total=len(order), desc="embed", unit="file", leave=False)
+            bar = self.progress(total=total, desc="embed", unit="file", leave=False)
         else:
             from tqdm import tqdm
 
             shown = self.progress and self.dist.is_main and sys.stderr.isatty()
-            bar = tqdm(total=len(order), desc="embed", unit="file", leave=False, disable=not shown)
+            bar = tqdm(total=total, desc="embed", unit="file", leave=False, disable=not shown)
         try:
             with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
-                for batch in self._batches(order, lengths):
+                for batch in batches:
                     waves = torch.cat([load(p, lengths[p]) for p in batch]).to(self.device)
                     emb = self.model(self.frontend(waves)).float().cpu()
                     per = max(1, self.crops)
@@ -276,39 +306,8 @@ def finish(raw: dict[str, Tensor], mean: Tensor | None) -> dict[str, Tensor]:
     return {key: l2_normalize(e if mean is None else subtract_mean(e, mean)) for key, e in raw.items()}
 
 
-_PAIR_CHUNK = 65536
-
-
-def score_pairs(
-    pairs: Sequence[tuple[str, str]], emb: dict[str, Tensor], cohort: Tensor | None = None, normalizer=None
-) -> tuple[Tensor, Tensor | None]:
-    """Cosine scores of ``(enroll, test)`` key pairs over finished embeddings, and the normalized scores.
-
-    Each distinct enrollment and test embedding is stacked once; ``normalizer`` (a built score normalizer, see
-    the normalizers kind) gets them with per-pair indices and the cohort. Returns ``(raw, normalized or None)``.
-    """
-    enroll_keys = sorted({e for e, _ in pairs})
-    test_keys = sorted({t for _, t in pairs})
-    e_index = {k: i for i, k in enumerate(enroll_keys)}
-    t_index = {k: i for i, k in enumerate(test_keys)}
-    enroll = torch.stack([emb[k] for k in enroll_keys])
-    test = torch.stack([emb[k] for k in test_keys])
-    ei = torch.tensor([e_index[e] for e, _ in pairs], dtype=torch.long)
-    ti = torch.tensor([t_index[t] for _, t in pairs], dtype=torch.long)
-    # dot products of each pair's two rows, a chunk at a time: 1M pairs of 256-d would take 1 GB a side at once
-    raw = (
-        torch.cat(
-            [
-                (enroll[ei[i : i + _PAIR_CHUNK]] * test[ti[i : i + _PAIR_CHUNK]]).sum(-1)
-                for i in range(0, len(ei), _PAIR_CHUNK)
-            ]
-        )
-        if len(ei)
-        else torch.zeros(0)
-    )
-    if normalizer is None:
-        return raw, None
-    return raw, normalizer(raw, (enroll, ei), (test, ti), cohort)
+# scoring trial pairs lives in scores.py (sparse dot products at the trials, one matrix for both sides)
+from vvframe.scoring.scores import score_pairs  # noqa: E402, F401  (re-exported: the public name stays here)
 
 
 class Embedder(nn.Module):
