@@ -1,14 +1,15 @@
 """Training-step speed of the first-party train path: utterances per second and milliseconds per step.
 
 One step is what the train stage does with a batch already in memory: `Net` (fbank frontend, model, loss head)
-forward under autocast, backward, an Adam step and zeroing the gradients; reading and augmenting crops is
-`bench/loader.py`'s. Batches of 2-second crops of noise, labels among 5,994 speakers (VoxCeleb2's), an
-`aamsoftmax` head. On the CPU: ECAPA-TDNN C=256 with 40 fbanks (the quickstart's model) at batch 16 and
-ResNet34 with 80 fbanks at batch 4, each in float32 and under bfloat16 autocast, ResNet34 also with channels_last
-weights; each variant is compared with float32. On CUDA when there is one: ECAPA-TDNN C=512 and ResNet34 at
-batch 128. The variants of a model take turns, one step each, after their warm-up steps, and each keeps its
-fastest step (on a shared machine other work only ever adds time, and taking turns spreads it over all
-variants). Quick mode: smaller batches, one timed step.
+forward under autocast, backward, an Adam step (fused where torch has the kernel, as the train stage builds it)
+and zeroing the gradients; reading and augmenting crops is `bench/loader.py`'s. Batches of 2-second crops of noise,
+labels among 5,994 speakers (VoxCeleb2's), an `aamsoftmax` head. On the CPU: ECAPA-TDNN C=256 with 40 fbanks (the
+quickstart's model) at batch 16 and ResNet34 with 80 fbanks at batch 4, each in float32 and under bfloat16
+autocast, ResNet34 also with channels_last weights in both; each variant is compared with float32
+(`bench/train_vs_plain.py` compares the whole train stage with a plain loop). On CUDA when there is one:
+ECAPA-TDNN C=512 and ResNet34 at batch 128. The variants of a model take turns, one step each, after their
+warm-up steps, and each keeps its fastest step (on a shared machine other work only ever adds time, and taking
+turns spreads it over all variants). Quick mode: smaller batches, one timed step.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from common import Row, devices, standalone, timed, versus
 
 from vvframe.core import registry
+from vvframe_plugins.stages.assembly import fused_optimizer
 from vvframe_plugins.stages.train import Net
 
 RATE, SECONDS, SPEAKERS = 16000, 2.0, 5994
@@ -28,7 +30,8 @@ RESNET = ("ResNet34", {"name": "resnet34", "embed_dim": 256}, 80)
 
 
 def build(model: dict, n_mels: int, device: str, channels_last: bool) -> tuple[Net, torch.optim.Optimizer]:
-    """The train stage's ``Net`` (no feature augmentation, one utterance per speaker) and its Adam optimizer."""
+    """The train stage's ``Net`` (no feature augmentation, one utterance per speaker) and its Adam optimizer, fused
+    where it can be (as the train stage builds it)."""
     frontend = registry.build("frontends", {"name": "fbank", "n_mels": n_mels}, sample_rate=RATE)
     network = registry.build("models", model, in_dim=frontend.out_dim, sample_rate=RATE)
     loss = registry.build(
@@ -37,11 +40,8 @@ def build(model: dict, n_mels: int, device: str, channels_last: bool) -> tuple[N
     net = Net(frontend, network, loss, [], per_speaker=1).to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
-    optimizer = registry.build(
-        "optimizers",
-        {"name": "adam", "lr": 1e-3, "weight_decay": 1e-5},
-        params=[p for p in net.parameters() if p.requires_grad],
-    )
+    adam, _ = registry.resolve("optimizers", {"name": "adam", "lr": 1e-3, "weight_decay": 1e-5})
+    optimizer = fused_optimizer(adam, [p for p in net.parameters() if p.requires_grad])
     return net.train(), optimizer
 
 
@@ -88,7 +88,7 @@ def run(quick: bool = False) -> list[Row]:
         if device == "cpu":
             plans = [
                 (ECAPA_CPU, 8 if quick else 16, 2, 1 if quick else 3, [fp32, bf16]),
-                (RESNET, 2 if quick else 4, 1, 1 if quick else 3, [fp32, bf16, (None, True)]),
+                (RESNET, 2 if quick else 4, 1, 1 if quick else 3, [fp32, bf16, (None, True), (torch.bfloat16, True)]),
             ]
         else:
             plans = [

@@ -175,6 +175,9 @@ def test_torchrun_rank_is_rank_and_world_size_or_none(monkeypatch):
 def test_native_bf16_cpu_asks_torch_and_else_reads_cpuinfo(monkeypatch, tmp_path):
     import vvframe.training.launch as launch_module
 
+    monkeypatch.setattr(launch_module, "_kernel_capability", lambda: "AVX512")  # whatever this machine's
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert launch_module.native_bf16_cpu() == "amx_bf16"
@@ -189,6 +192,39 @@ def test_native_bf16_cpu_asks_torch_and_else_reads_cpuinfo(monkeypatch, tmp_path
     assert launch_module.native_bf16_cpu() == "avx512_bf16"
     cpuinfo.unlink()  # not Linux
     assert launch_module.native_bf16_cpu() is None
+
+
+def test_native_bf16_cpu_is_none_where_torch_or_onednn_kernels_are_held_below_bf16(monkeypatch):
+    import vvframe.training.launch as launch_module
+
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    monkeypatch.setattr(launch_module, "_kernel_capability", lambda: "AVX512")
+    assert launch_module.native_bf16_cpu() == "avx512_bf16"
+    for capped in ("AVX2", "DEFAULT"):  # ATEN_CPU_CAPABILITY=avx2 or default: torch's own bf16 kernels are emulated
+        monkeypatch.setattr(launch_module, "_kernel_capability", lambda capped=capped: capped)
+        assert launch_module.native_bf16_cpu() is None
+        assert launch_module.auto_precision("cpu") == ("fp32", "no native bf16 on this CPU")
+    monkeypatch.setattr(launch_module, "_kernel_capability", lambda: None)  # a torch that does not say: the probes
+    assert launch_module.native_bf16_cpu() == "avx512_bf16"
+    for isa, native in [
+        ("AVX2", None),
+        ("avx512_core", None),
+        ("AVX512_CORE_BF16", "avx512_bf16"),
+        ("ALL", "avx512_bf16"),
+    ]:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)  # oneDNN's convolutions held to an instruction set
+        assert launch_module.native_bf16_cpu() == native, isa
+
+
+def test_kernel_capability_follows_aten_cpu_capability():
+    code = "import vvframe.training.launch as l; print(l._kernel_capability(), l.native_bf16_cpu())"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    capability, native = out.split()
+    assert capability != "AVX512" and native == "None"
 
 
 def test_auto_precision_on_cpu_and_cuda(monkeypatch):
@@ -225,6 +261,27 @@ def test_keep_freed_memory_tunes_glibc_unless_the_environment_chose(monkeypatch)
     monkeypatch.delenv("LD_PRELOAD")
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
     assert not keep_freed_memory()
+
+
+def test_release_freed_memory_hands_freed_memory_back_on_glibc():
+    import platform
+
+    from vvframe.training.launch import keep_freed_memory, release_freed_memory
+
+    if not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"):
+        assert not release_freed_memory()
+        return
+
+    def resident() -> int:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    if not keep_freed_memory():  # freed memory stays with malloc ...
+        pytest.skip("the environment chose malloc's settings or another allocator")
+    block = torch.ones(16 << 20)  # 64 MiB, from the heap
+    del block
+    kept = resident()
+    assert release_freed_memory()  # ... until it is handed back
+    assert resident() < kept - (32 << 20)
 
 
 def test_setup_rank_logging(tmp_path):

@@ -88,6 +88,14 @@ def test_missing_cohort_is_a_bad_value(name):
         registry.build("normalizers", {"name": name})(scores, enroll, test, None)
 
 
+@pytest.fixture(autouse=True)
+def fresh_cohort_warnings(monkeypatch):
+    """asnorm says a cohort is too small once per process: each test starts with nothing said."""
+    from vvframe_plugins.normalizers import asnorm
+
+    monkeypatch.setattr(asnorm, "_WARNED", set())
+
+
 def test_top_k_above_cohort_clamps_and_logs_once(caplog):
     scores, enroll, test, cohort = make(cohort=15)
     norm = registry.build("normalizers", {"name": "asnorm", "top_k": 300})

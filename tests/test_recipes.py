@@ -93,7 +93,7 @@ QUICKSTART = RECIPES / "quickstart.yaml"
         (
             "model=null",
             "model (command-line override 1 (model=null)): section 'model' is null, but stages 'train',"
-            " 'prepare', 'eval', 'test' require it: name a component there, e.g. model: {name: ...}"
+            " 'prepare', 'calibrate', 'eval', 'test' require it: name a component there, e.g. model: {name: ...}"
             " (`vvframe plugins models` lists choices)",
         ),
         (
@@ -121,7 +121,7 @@ QUICKSTART = RECIPES / "quickstart.yaml"
         (
             "frontend=null",
             "frontend (command-line override 1 (frontend=null)): section 'frontend' is null, but stages"
-            " 'train', 'prepare', 'eval', 'test' require it: name a component there, e.g. frontend:"
+            " 'train', 'prepare', 'calibrate', 'eval', 'test' require it: name a component there, e.g. frontend:"
             " {name: ...} (`vvframe plugins frontends` lists choices)",
         ),
     ],

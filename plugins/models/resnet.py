@@ -104,6 +104,8 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """WeSpeaker's ResNet, 18 to 293 layers: 2-D residual stages, stats pooling, linear embedding (Wespeaker, 2023)."""
 
+    channels_last = True  # trainer.memory_format auto on CUDA: its 2-D convolutions train faster so
+
     def __init__(
         self,
         in_dim: int,

@@ -107,6 +107,8 @@ def _init(module: nn.Module) -> None:
 class ResNetSE34L(nn.Module):
     """voxceleb_trainer's ResNetSE34L: thin SE ResNet-34, widths 16-128, 1.4 M parameters (Chung et al., 2020)."""
 
+    channels_last = True  # trainer.memory_format auto on CUDA: its 2-D convolutions train faster so
+
     def __init__(self, in_dim: int, embed_dim: Width = 512, pooling: Pooling = "sap"):
         super().__init__()
         _check("ResNetSE34L", in_dim, embed_dim)
@@ -127,6 +129,8 @@ class ResNetSE34L(nn.Module):
 
 class ResNetSE34V2(nn.Module):
     """voxceleb_trainer's ResNetSE34V2: half-width SE ResNet-34, widths 32-256, 8 M parameters (Heo et al., 2020)."""
+
+    channels_last = True  # trainer.memory_format auto on CUDA: its 2-D convolutions train faster so
 
     def __init__(self, in_dim: int, embed_dim: Width = 512, pooling: Pooling = "asp"):
         super().__init__()

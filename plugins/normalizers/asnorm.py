@@ -43,11 +43,14 @@ def small_cohort(top_k: int, cohort_size: int) -> list[str]:
     return problems
 
 
+_WARNED: set[tuple[int, int]] = set()  # (cohort size, top_k) said already in this process: once, not once a stage
+
+
 class ASNorm:
     """Adaptive s-norm over each side's top-k cohort scores (Matejka et al. 2017; Cumani et al. 2011).
 
     Each side's statistics are the mean and standard deviation of its ``top_k`` highest cohort scores, which needs
-    a cohort large enough on two counts, each warned about (once per normalizer, at the first call, with what a
+    a cohort large enough on two counts, each warned about (once per process for a cohort size and top_k, with what a
     good cohort is) when it fails: ``top_k`` scores must be enough to estimate a standard deviation (from ``k``
     roughly normal values its relative standard error is about ``1 / sqrt(2k)``: 10 % at :data:`MIN_TOP_K` = 50,
     so fewer is warned about), and the top ``top_k`` must be a selection, the cohort entries nearest the
@@ -60,13 +63,12 @@ class ASNorm:
         if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1:
             raise BadValue(f"asnorm: top_k={top_k!r} must be a whole number >= 1")
         self.top_k = int(top_k)
-        self._cohort_logged = False
 
     def __call__(self, scores: torch.Tensor, enroll: Side, test: Side, cohort: torch.Tensor | None) -> torch.Tensor:
         check("asnorm", scores, enroll, test, cohort)
         size = cohort.shape[0]
         problems = small_cohort(self.top_k, size)
-        if problems and not self._cohort_logged:
+        if problems and (size, self.top_k) not in _WARNED:
             log.warning(
                 "asnorm: a cohort of %d embeddings is too small for top-%d statistics: %s; %s",
                 size,
@@ -74,5 +76,5 @@ class ASNorm:
                 "; ".join(problems),
                 GOOD_COHORT,
             )
-            self._cohort_logged = True
+            _WARNED.add((size, self.top_k))
         return symmetric(scores, enroll, test, cohort, min(self.top_k, size))

@@ -47,7 +47,7 @@ class DataSettings:
 
 @dataclass
 class TrainerSettings:
-    """``trainer:``: how the train stage runs (launcher, precision, batches, checkpoints, validation)."""
+    """``trainer:``: how the train stage runs (launcher, precision, memory format, batches, checkpoints, validation)."""
 
     epochs: Count = 10
     batch_size: Annotated[int, Range(1, 65536)] = 128  # the global batch: divided among DDP ranks
@@ -55,6 +55,9 @@ class TrainerSettings:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     nproc: Annotated[int, Range(1, 1024)] = 2  # DDP processes spawned locally (torchrun decides its own)
     precision: Literal["fp32", "fp16", "bf16", "auto"] = "fp32"  # auto: vvframe.training.launch.auto_precision
+    # auto: channels_last for a model that asks for it (a true `channels_last` attribute: the 2-D ResNets)
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
+    compile: bool = False  # torch.compile the training forward (on a CPU compiling takes minutes: see bench/)
     workers: Annotated[int, Range(0, 256)] = 2  # loader worker processes per rank
     accumulate: Count = 1  # batches per optimizer step
     grad_clip: Annotated[float, Range(gt=0)] | None = None  # max gradient norm

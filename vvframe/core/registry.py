@@ -48,7 +48,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
     Kind("frontends", ("sample_rate",), "nn.Module: waveform (B, T) -> features (B, n_feats, frames); attribute out_dim"),
     Kind("models", ("in_dim", "sample_rate"), "nn.Module: features (B, in_dim, frames) -> embeddings (B, embed_dim)"),
     Kind("losses", ("embed_dim", "num_classes"), "nn.Module: embeddings (B, P, D), labels (B,) -> (loss, accuracy)"),
-    Kind("augmentors", ("sample_rate",), "picklable callable on a waveform batch (B, T) with a torch.Generator"),
+    Kind("augmentors", ("sample_rate",), "picklable callable on a waveform batch (B, T) with a torch.Generator"
+         " (and labels= when its call names labels); in the loader workers, or on the device (runs_on)"),
     Kind("samplers", ("labels", "batch_size", "rank", "world_size", "seed"), "yields lists of indices; set_epoch(e)"),
     Kind("normalizers", (), "N(scores, enroll, test, cohort) -> normalized scores"),
     Kind("optimizers", ("params",), "a torch.optim.Optimizer",  # torch checks these only when it is built
