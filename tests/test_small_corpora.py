@@ -43,7 +43,13 @@ def test_the_check_warns_before_training_naming_the_numbers_and_the_fix(tmp_path
     train = write_list(tmp_path / "train.txt", counts)
     with caplog.at_level(logging.INFO):
         resolved = recipe.check(QUICKSTART, [f"data.train_list={train}", "trainer.batch_size=30"])
-    assert [s.name for s in resolved.stages] == ["train", "prepare", "calibrate", "eval", "test"]  # a warning, not a problem
+    assert [s.name for s in resolved.stages] == [
+        "train",
+        "prepare",
+        "calibrate",
+        "eval",
+        "test",
+    ]  # a warning, not a problem
     (message,) = warnings_of(caplog)
     assert message.startswith(f"data.train_list {train}, trainer.batch_size 30, samplers 'speaker_balanced': ")
     assert f"an epoch uses 180 of the {sum(counts)} listed utterances" in message
