@@ -79,11 +79,3 @@ def short(exc: BaseException | str, limit: int = 200) -> str:
     """The first line of an exception's message (or of a text), cut to ``limit`` characters: for one-line reports."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def add_note(exc: BaseException, note: str) -> None:
-    """``exc.add_note(note)`` (Python 3.11+); on 3.10 the note is kept in ``__notes__`` all the same."""
-    if hasattr(exc, "add_note"):
-        exc.add_note(note)
-    else:  # pragma: no cover - Python 3.10
-        exc.__notes__ = [*getattr(exc, "__notes__", []), note]

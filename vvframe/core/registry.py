@@ -4,6 +4,7 @@ The entry-point metadata *is* the registry: listing imports nothing; a component
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib.metadata as metadata
@@ -12,17 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from vvframe.core.errors import (
-    ArgumentError,
-    BadValue,
-    ComponentNotFound,
-    ContractError,
-    PluginImportError,
-    Problem,
-    RecipeError,
-    add_note,
-    did_you_mean,
-)
+from vvframe.core import errors
+from vvframe.core.errors import ArgumentError, ComponentNotFound, ContractError, PluginImportError, did_you_mean
 from vvframe.core.schema import Param, Range, bind, parameters
 
 GROUP_PREFIX = "vvframe."
@@ -95,15 +87,12 @@ def entry_points(kind_name: str | None = None) -> list[metadata.EntryPoint]:
 
 def distribution(ep: metadata.EntryPoint) -> tuple[str, str]:
     """``(name, version)`` of the distribution that declares ``ep`` (or provides its module), or ``('-', '')``."""
-    if getattr(ep, "dist", None) is not None:
+    if ep.dist is not None:
         return ep.dist.metadata["Name"], ep.dist.version
-    names = _packages().get(ep.value.split(":")[0].split(".")[0], [])
-    if not names:
-        return "-", ""
-    try:
+    names = _packages().get(ep.value.split(":")[0].split(".")[0]) or ["-"]
+    with contextlib.suppress(metadata.PackageNotFoundError):
         return names[0], metadata.version(names[0])
-    except metadata.PackageNotFoundError:
-        return names[0], ""
+    return names[0], ""
 
 
 @functools.cache
@@ -215,7 +204,7 @@ class Component:
         try:
             return self.factory(**self.args, **passed)
         except Exception as exc:
-            add_note(exc, f"while building {self.kind} '{self.name}' ({self.where()})")
+            exc.add_note(f"while building {self.kind} '{self.name}' ({self.where()})")
             raise
 
     def where(self) -> str:
@@ -249,7 +238,7 @@ def resolve(kind_name: str, entry: Any, path: str = "", *, references: bool = Tr
     return Component(kind_name, name, coerced, path, ep), [(f"{path}.{p}" if path else p, m) for p, m in problems]
 
 
-class EntryError(RecipeError, BadValue):
+class EntryError(errors.RecipeError, errors.BadValue):
     """Everything wrong with one entry given to ``build`` (a ``RecipeError`` and a ``BadValue``)."""
 
 
@@ -259,7 +248,7 @@ def build(kind_name: str, entry: Any, *, references: bool = True, **supplied: An
     if problems:
         name = entry if isinstance(entry, str) else entry.get("name") if isinstance(entry, Mapping) else None
         label = f"{kind_name} '{name}'" if isinstance(name, str) else f"{kind_name} entry"
-        raise EntryError(label, [Problem(p, "", m) for p, m in problems])
+        raise EntryError(label, [errors.Problem(p, "", m) for p, m in problems])
     if comp is None:
         raise ArgumentError(f"{kind_name} entry is null: nothing to build")
     return comp.build(**supplied)

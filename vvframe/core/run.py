@@ -17,7 +17,7 @@ from typing import Any
 
 from vvframe.core import recipe as recipes
 from vvframe.core.atomic import atomic_json
-from vvframe.core.errors import VvframeError, add_note
+from vvframe.core.errors import VvframeError
 
 STATUS_FILE = "run.json"
 RECIPE_FILE = "recipe.yaml"
@@ -45,15 +45,7 @@ class StageFailed(Exception):
 class RunContext:
     """What every stage of a run shares: the resolved recipe, the run directory, rank, logger, writer, progress."""
 
-    def __init__(
-        self,
-        resolved: recipes.Resolved,
-        run_dir: str | Path,
-        *,
-        rank: int = 0,
-        world_size: int = 1,
-        resumed: bool = False,
-    ):
+    def __init__(self, resolved: recipes.Resolved, run_dir: str | Path, *, rank=0, world_size=1, resumed=False):
         self.resolved, self.recipe = resolved, resolved.to_dict()
         self.name, self.seed = resolved.name, resolved.seed
         self.run_dir, self.rank, self.world_size, self.resumed = Path(run_dir), rank, world_size, resumed
@@ -189,7 +181,7 @@ def _guard(ctx: RunContext, stage: recipes.Stage, doing: str, fn, status: dict):
 
 def _failed(ctx: RunContext, stage: recipes.Stage, doing: str, exc: Exception, status: dict) -> StageFailed:
     """Record a stage's failure, its traceback in log.txt only; the ``StageFailed`` to raise from ``exc``."""
-    add_note(exc, f"while {doing} stage '{stage.name}' ({stage.path})")
+    exc.add_note(f"while {doing} stage '{stage.name}' ({stage.path})")
     _set_status(ctx, status, stage.name, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
     trace = "".join(traceback.format_exception(exc))
     record = logging.LogRecord("vvframe.run", logging.ERROR, __file__, 0, "traceback:\n%s", (trace,), None)
