@@ -9,7 +9,8 @@ defaults). Each side runs in a process of its own (process-wide settings such as
 this process asks them for one step each in turn, after warm-up steps, and each keeps its fastest (other work on
 the machine only ever adds time). The train stage's side is measured lever by lever: the plain loop's choices
 (float32, contiguous, Adam not fused), then with the fused Adam, channels_last, bf16 autocast (where the CPU has
-native bf16), and what the defaults (``precision: auto``, ``memory_format: auto``) choose: the figure of record.
+native bf16), and what the defaults (``precision: auto``, ``memory_format: auto``) choose: the figure of record;
+then ``trainer.compile`` over float32 and over the defaults (compiled in the warm-up steps; not in quick mode).
 
 Then a short real run: ``vvframe run recipes/quickstart.yaml trainer.epochs=2 stages=[train]`` on a generated
 corpus of 320 utterances of 40 speakers (``vvframe data synth``): the last epoch's utterances per second as the
@@ -60,6 +61,12 @@ AUTO = (
     "precision auto, memory_format auto (the defaults)",
     {"trainer": {"precision": "auto", "memory_format": "auto"}},
 )
+# trainer.compile (not in quick mode: compiling takes a minute or more on 2 cores, in the side's warm-up steps)
+FP32_COMPILED = (
+    "fp32, contiguous, compiled",
+    {"trainer": {"precision": "fp32", "memory_format": "contiguous", "compile": True}},
+)
+AUTO_COMPILED = ("the defaults, compiled", {"trainer": {"precision": "auto", "memory_format": "auto", "compile": True}})
 
 
 # ---- the plain loop, as voxceleb_trainer writes it -----------------------------------------------------------
@@ -208,6 +215,7 @@ def step_rows(quick: bool, folder: Path, rounds: int | None = None) -> list[Row]
     """ms per step of the plain loop and of the train stage's variants (the fastest of ``rounds`` each), each
     compared with the plain loop."""
     variants = [UNFUSED, FP32, CHANNELS_LAST] + ([BF16] if native_bf16_cpu() else []) + [AUTO]
+    variants += [] if quick else [FP32_COMPILED, AUTO_COMPILED]
     sides = [(PLAIN, {})] + [("stage", settings) for _, settings in variants]
     seconds = fastest_in_turns(sides, rounds=rounds or (2 if quick else 8), warmup=1 if quick else 2, folder=folder)
     plain, what = seconds[0], f"ResNetSE34L train step, {BATCH} x {SECONDS:g} s"
