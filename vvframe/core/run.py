@@ -45,7 +45,15 @@ class StageFailed(Exception):
 class RunContext:
     """What every stage of a run shares: the resolved recipe, the run directory, rank, logger, writer, progress."""
 
-    def __init__(self, resolved: recipes.Resolved, run_dir: str | Path, *, rank=0, world_size=1, resumed=False):
+    def __init__(
+        self,
+        resolved: recipes.Resolved,
+        run_dir: str | Path,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        resumed: bool = False,
+    ):
         self.resolved, self.recipe = resolved, resolved.to_dict()
         self.name, self.seed = resolved.name, resolved.seed
         self.run_dir, self.rank, self.world_size, self.resumed = Path(run_dir), rank, world_size, resumed
