@@ -72,7 +72,7 @@ def main(rest: list[str], parser) -> int:
             write_snapshot(ctx)
         runs.execute(ctx, opts.stage)
     except runs.StageFailed as exc:
-        print(f"error: {exc.summary()}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
         print(f"{exc or 'interrupted'}; continue with: vvframe run --resume {run_dir}", file=sys.stderr)

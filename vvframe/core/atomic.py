@@ -1,7 +1,5 @@
 """Write files so that a crash never leaves half of one: write a temporary sibling, then rename it."""
 
-from __future__ import annotations
-
 import contextlib
 import json
 import os

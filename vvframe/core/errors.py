@@ -1,7 +1,5 @@
 """The errors vvframe raises for a user's mistake: one base class, each also a matching builtin."""
 
-from __future__ import annotations
-
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass

@@ -1,8 +1,5 @@
-"""Recipes: load YAML (``base:`` inheritance, line numbers), apply ``a.b.c=value`` overrides, validate, snapshot.
-
-Each section but the kernel keys is declared by the stages that read it, so the kernel names no section."""
-
-from __future__ import annotations
+"""Recipes: load YAML (``base:`` inheritance, line numbers), apply ``a.b.c=value`` overrides, validate, snapshot;
+every section but the kernel keys is declared by the stages that read it, so the kernel names no section."""
 
 import copy
 import dataclasses
@@ -36,11 +33,9 @@ class Recipe:
 
     def origin(self, path: str) -> str:
         """Where the value at ``path`` (or its nearest written parent) came from."""
-        while path:
-            if path in self.origins:
-                return self.origins[path]
+        while path and path not in self.origins:
             path = path.rpartition(".")[0]
-        return self.source
+        return self.origins[path] if path else self.source
 
 
 # --- loading ----------------------------------------------------------------------------------------------
@@ -48,12 +43,10 @@ class Recipe:
 
 def load(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     """Read ``path`` with its ``base:`` chain and apply ``overrides``; a ``RecipeError`` lists what is wrong."""
-    path = Path(path)
-    problems: list[Problem] = []
+    path, problems = Path(path), []
     recipe = Recipe(*_load_file(path, (), problems), str(path))
     for i, text in enumerate(overrides, 1):
-        if problem := apply_override(recipe, text, f"command-line override {i} ({text})"):
-            problems.append(problem)
+        problems += filter(None, [apply_override(recipe, text, f"command-line override {i} ({text})")])
     if problems:
         raise RecipeError(str(path), problems)
     return recipe
@@ -67,22 +60,20 @@ def _load_file(path: Path, chain: tuple[Path, ...], problems: list[Problem]) -> 
         cycle = " -> ".join(str(p) for p in (*chain, real)[list(chain).index(real) :])
         raise RecipeError(str(chain[0]), [Problem("base", "", f"base cycle: {cycle}")])
     data, origins = _read_yaml(path, problems)
-    bases = data.pop("base", None)
-    if bases is None:
+    if (bases := data.pop("base", None)) is None:
         return data, origins
     base_origin = origins.pop("base", str(path))
     bases = [bases] if isinstance(bases, str) else bases
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
         problems.append(Problem("base", base_origin, f"expected a file name or a list of them, got {bases!r}"))
         return data, origins
-    merged, merged_origins = {}, {}
-    for base in bases:
-        base_path = Path(os.path.normpath(path.parent / base))
-        if not base_path.is_file():
+    merged: tuple[dict, dict] = ({}, {})
+    for base_path in [Path(os.path.normpath(path.parent / base)) for base in bases]:
+        if base_path.is_file():
+            merged = merge(*merged, *_load_file(base_path, (*chain, real), problems))
+        else:
             problems.append(Problem("base", base_origin, _missing_file(base_path)))
-            continue
-        merged, merged_origins = merge(merged, merged_origins, *_load_file(base_path, (*chain, real), problems))
-    return merge(merged, merged_origins, data, origins)
+    return merge(*merged, data, origins)
 
 
 def _missing_file(path: Path) -> str:
@@ -97,8 +88,7 @@ def _missing_file(path: Path) -> str:
 def _read_yaml(path: Path, problems: list[Problem]) -> tuple[dict, dict]:
     text = path.read_text(encoding="utf-8")
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -106,24 +96,21 @@ def _read_yaml(path: Path, problems: list[Problem]) -> tuple[dict, dict]:
         raise RecipeError(str(path), [Problem("", "", f"{where}: YAML syntax error: {what}")]) from None
     except yaml.YAMLError as exc:
         raise RecipeError(str(path), [Problem("", "", f"{path}: YAML error: {exc}")]) from None
-    if data is None:
-        return {}, {}
-    if not isinstance(data, dict):
+    if data is not None and not isinstance(data, dict):
         got = f"a recipe is a mapping of sections, got a {type(data).__name__}"
         raise RecipeError(str(path), [Problem("", "", f"{path}: {got}")])
     origins: dict[str, str] = {}
     _walk(node, "", path, origins, problems)
-    return data, origins
+    return data or {}, origins
 
 
-def _walk(node: yaml.Node, prefix: str, path: Path, origins: dict, problems: list[Problem]) -> None:
+def _walk(node: yaml.Node | None, prefix: str, path: Path, origins: dict, problems: list[Problem]) -> None:
     items = [(str(k.value), k, v) for k, v in node.value] if isinstance(node, yaml.MappingNode) else []
     if isinstance(node, yaml.SequenceNode):
         items = [(str(i), v, v) for i, v in enumerate(node.value)]
     seen = set()
     for name, marked, child in items:  # marked: the node whose line the key is on
-        key = _join(prefix, name)
-        where = f"{path}:{marked.start_mark.line + 1}"
+        key, where = _join(prefix, name), f"{path}:{marked.start_mark.line + 1}"
         if key in seen:
             problems.append(Problem(key, where, "duplicate key (the later value would silently win)"))
         seen.add(key)
@@ -137,8 +124,7 @@ def merge(base: dict, base_origins: dict, top: dict, top_origins: dict) -> tuple
 
     def go(dst: dict, src: dict, prefix: str) -> None:
         for key, value in src.items():
-            path = _join(prefix, str(key))
-            old = dst.get(key)
+            path, old = _join(prefix, str(key)), dst.get(key)
             both = isinstance(old, dict) and isinstance(value, dict)
             if both and old.get("name", value.get("name")) == value.get("name", old.get("name")):
                 go(old, value, path)
@@ -205,10 +191,8 @@ def section_kind(annotation: Any) -> tuple[str, bool] | None:
     kind("models")]``, ``Annotated[list[Component], kind("augmentors")]``, either ``| None``), else ``None``."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         return next(filter(None, map(section_kind, typing.get_args(annotation))), None)
-    if typing.get_origin(annotation) is not typing.Annotated:
-        return None
-    marks = [m for m in annotation.__metadata__ if isinstance(m, registry.Kind)]
-    base = typing.get_origin(typing.get_args(annotation)[0])
+    marks = [m for m in getattr(annotation, "__metadata__", ()) if isinstance(m, registry.Kind)]
+    base = typing.get_origin(typing.get_args(annotation)[0]) if marks else None
     return (marks[0].name, base in (list, tuple, Sequence)) if marks else None
 
 
@@ -251,11 +235,9 @@ class Resolved:
 
     def stage_arguments(self, stage: Stage) -> dict[str, Any]:
         """The section values ``stage``'s factory asks for (components and settings objects)."""
-        args = {}
+        args = {p.name: self.components[p.name] for p in stage.sections() if p.name in self.components}
         for p in stage.sections():
-            if section_kind(p.annotation) and p.name in self.components:
-                args[p.name] = self.components[p.name]
-            elif (p.name, p.annotation) in self.settings:
+            if not section_kind(p.annotation) and (p.name, p.annotation) in self.settings:
                 args[p.name] = self.settings[(p.name, p.annotation)].value
         return args
 
@@ -265,29 +247,27 @@ class Resolved:
         plugins: dict[str, dict[str, str]] = {}
         for section, comp in self.components.items():
             entries = [c for c in (comp if isinstance(comp, list) else [comp]) if c is not None]
-            plugins.update({c.path: _provenance(c.entry_point) for c in entries})
+            plugins |= {c.path: _provenance(c.entry_point) for c in entries}
             out[section] = [_filled(c) for c in entries] if isinstance(comp, list) else _filled(comp) if comp else None
         for (section, _), sec in self.settings.items():
             out.setdefault(section, {}).update(sec.resolved)
-        plugins.update({stage.path: _provenance(stage.entry_point) for stage in self.stages})
-        return {**out, "plugins": plugins}
+        return {**out, "plugins": plugins | {stage.path: _provenance(stage.entry_point) for stage in self.stages}}
 
 
 def _filled(comp: registry.Component) -> dict[str, Any]:
     supplies = registry.KINDS[comp.kind].supplies
-    defaults = _defaults([p for p in parameters(comp.factory) if p.name not in supplies])
+    defaults = _defaults(p for p in parameters(comp.factory) if p.name not in supplies)
     return plain({"name": comp.name, **defaults, **comp.args})
 
 
-def _defaults(params: list[Param]) -> dict[str, Any]:
+def _defaults(params: typing.Iterable[Param]) -> dict[str, Any]:
     """Defaults that a YAML file can hold, in their annotated type (``momentum=0`` under ``float`` is 0.0)."""
     out = {}
-    for p in params:
-        if not p.required and _representable(p.default):
-            try:
-                out[p.name] = coerce(p.default, p.annotation, p.default)
-            except BadValue:
-                out[p.name] = p.default
+    for p in [p for p in params if not p.required and _representable(p.default)]:
+        try:
+            out[p.name] = coerce(p.default, p.annotation, p.default)
+        except BadValue:
+            out[p.name] = p.default
     return out
 
 
@@ -303,10 +283,8 @@ def _provenance(ep: metadata.EntryPoint) -> dict[str, str]:
 
 def plain(value: Any) -> Any:
     """A coerced value back as plain YAML data (paths as strings, tuples as lists, enums as values)."""
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, enum.Enum):
-        return value.value
+    if isinstance(value, (Path, enum.Enum)):
+        return str(value) if isinstance(value, Path) else value.value
     if isinstance(value, (list, tuple, set, frozenset)):
         return [plain(v) for v in value]
     if isinstance(value, dict):
@@ -340,25 +318,20 @@ def resolve(recipe: Recipe, *, references: bool = True) -> Resolved:
         stage_names = []
         say = "expected a non-empty list of stages to run, e.g. stages: [train, eval]"
         report("stages", say + " (`vvframe plugins stages` lists them)")
-    found = [_stage(entry, f"stages.{i}", references, report) for i, entry in enumerate(stage_names)]
-    stages = [s for s in found if s is not None]
-    readers: Readers = {}
-    for stage in stages:
-        _add_readers(readers, stage)
+    stages = [s for i, entry in enumerate(stage_names) if (s := _stage(entry, f"stages.{i}", references, report))]
+    readers = _readers(stages)
     if "plugins" in data and not isinstance(data["plugins"], dict):
         report("plugins", "expected the mapping a run's recipe.yaml records; remove it from a hand-written recipe")
     unknown = [k for k in data if k not in KERNEL_KEYS and k not in readers]
     if unknown and len(stages) < len(stage_names):
         why = "a stage above could not be resolved, and stages define the settings sections they read"
         report("", f"section(s) {', '.join(unknown)} not checked: {why}")
-    elif unknown:
+    elif unknown:  # a section read by an installed stage this recipe does not run is checked all the same
         others = _installed_readers()
-        for key in unknown:
-            if key in others:  # read by an installed stage this recipe does not run: still checked
-                readers[key] = others[key]
-            else:
-                known = [*KERNEL_KEYS, *readers, *others]
-                report(key, f"unknown section '{key}'{did_you_mean(key, known)}; no installed stage reads it")
+        readers |= {key: others[key] for key in unknown if key in others}
+        for key in [key for key in unknown if key not in others]:
+            known = [*KERNEL_KEYS, *readers, *others]
+            report(key, f"unknown section '{key}'{did_you_mean(key, known)}; no installed stage reads it")
     resolved = Resolved(recipe, name, seed, stages, {}, {})
     for key, readers_of in readers.items():
         kinds = {section_kind(p.annotation) for _, p in readers_of}
@@ -370,8 +343,7 @@ def resolve(recipe: Recipe, *, references: bool = True) -> Resolved:
         else:
             _component_section(key, data, readers_of, resolved.components, report, references)
     for stage in stages:  # the agreements between a stage's components, which only the stage knows
-        check = getattr(stage.factory, "check", None)
-        if check is not None:
+        if (check := getattr(stage.factory, "check", None)) is not None:
             wanted = {p.name for p in parameters(check)}
             for path, message in check(**{k: v for k, v in resolved.stage_arguments(stage).items() if k in wanted}):
                 report(path, message)
@@ -380,9 +352,11 @@ def resolve(recipe: Recipe, *, references: bool = True) -> Resolved:
     return resolved
 
 
-def _add_readers(readers: Readers, stage: Stage) -> None:
-    for p in stage.sections():
-        readers.setdefault(p.name, []).append((stage, p))
+def _readers(stages: typing.Iterable[Stage]) -> Readers:
+    found: Readers = {}
+    for reader in [(stage, p) for stage in stages for p in stage.sections()]:
+        found.setdefault(reader[1].name, []).append(reader)
+    return found
 
 
 def _component_section(key: str, data: dict, readers_of: list, out: dict, report, references: bool) -> None:
@@ -395,13 +369,11 @@ def _component_section(key: str, data: dict, readers_of: list, out: dict, report
     if key not in data and not isinstance(entry, (str, Mapping)):  # the stage keeps its own default
         if needed_by:
             report(key, f"missing section '{key}' ({kind_name}), required by {by} ({choices})")
-        return
-    if entry is None and needed_by:
+    elif entry is None and needed_by:
         verb = "require" if len(needed_by) > 1 else "requires"
         fix = f"name a component there, e.g. {key}: {{name: ...}} ({choices})"
         report(key, f"section '{key}' is null, but {by} {verb} it: {fix}")
-        return
-    if many:
+    elif many:
         items = [] if entry is None else entry if isinstance(entry, list) else [entry]
         found = [_component(kind_name, item, f"{key}.{j}", report, references) for j, item in enumerate(items)]
         out[key] = [c for c in found if c is not None]
@@ -419,25 +391,20 @@ def _component(kind_name: str, entry: Any, path: str, report, references: bool) 
 def _reading_order(problem: Problem) -> tuple:
     """Problems in the order a reader meets them: by file and line, then the overrides in order, then the rest."""
     file, _, line = problem.origin.rpartition(":")
-    if line.isdigit():
-        return (0, file, int(line))
     override = re.match(r"command-line override (\d+)", problem.origin)
-    return (1, "", int(override.group(1))) if override else (2, "", 0)
+    return (0, file, int(line)) if line.isdigit() else (1, "", int(override.group(1))) if override else (2, "", 0)
 
 
 def _stage(entry: Any, path: str, references: bool, report) -> Stage | None:
     """The stage ``entry`` names, or ``None`` with what is wrong reported."""
     if not isinstance(entry, str):
-        report(path, f"expected a stage name, got {entry!r}")
-        return None
+        return report(path, f"expected a stage name, got {entry!r}")
     try:
         ep = registry.find("stages", entry, references=references)
         params = parameters(registry.load(ep))
     except VvframeError as exc:  # not installed, failed to import, no readable signature
-        report(path, str(exc))
-        return None
-    problems = stage_contract(params)
-    for message in problems:
+        return report(path, str(exc))
+    for message in (problems := stage_contract(params)):
         report(path, f"stage '{entry}': {message}")
     return None if problems else Stage(entry, path, ep, params)
 
@@ -446,9 +413,7 @@ def stage_contract(params: list[Param]) -> list[str]:
     """What is wrong with a stage factory's parameters: each must be ``ctx``, a declared component section
     (``Annotated[Component, kind("models")]``, a list of them likewise), or a settings schema."""
     problems = []
-    for p in params:
-        if p.name == "ctx" or section_kind(p.annotation):
-            continue
+    for p in [p for p in params if p.name != "ctx" and not section_kind(p.annotation)]:
         if p.name in KERNEL_KEYS:
             problems.append(f"parameter '{p.name}' is a kernel key, not a section a stage can read")
         elif registry.Component in (p.annotation, *typing.get_args(p.annotation)):
@@ -466,24 +431,21 @@ def stage_contract(params: list[Param]) -> list[str]:
 
 def _installed_readers() -> Readers:
     """The sections that every installed stage reads (for sections of stages a recipe does not run)."""
-    found: Readers = {}
+    stages = []
     for ep in registry.entry_points("stages"):
         try:
             params = parameters(registry.load(ep))
         except VvframeError:  # failed to import, no readable signature
             continue
-        if not stage_contract(params):
-            _add_readers(found, Stage(ep.name, "", ep, params))
-    return found
+        stages += [] if stage_contract(params) else [Stage(ep.name, "", ep, params)]
+    return _readers(stages)
 
 
 def _settings(key: str, data: dict, readers: list, out: dict, report) -> None:
     """Check the settings section ``key`` against the schema of each stage that reads it."""
     if data.get(key) is not None and not isinstance(data[key], dict):
-        report(key, f"expected a mapping of settings, got {data[key]!r}")
-        return
-    given = data.get(key) or {}
-    schemas: dict[Any, list[str]] = {}
+        return report(key, f"expected a mapping of settings, got {data[key]!r}")
+    given, schemas = data.get(key) or {}, {}
     for stage, p in readers:
         schemas.setdefault(p.annotation, []).append(repr(stage.name))
     accepted = {p.name for schema in schemas for p in parameters(schema)}
@@ -495,10 +457,9 @@ def _settings(key: str, data: dict, readers: list, out: dict, report) -> None:
             if message.startswith("missing required") and key not in data:
                 message, path = f"missing section '{key}', required by stage {', '.join(by)} (it needs {path})", ""
             report(_join(key, path), message)
-        if found:
-            continue
         try:
-            out[(key, schema)] = Section(schema(**coerced), plain({**_defaults(params), **coerced}))
+            if not found:
+                out[(key, schema)] = Section(schema(**coerced), plain({**_defaults(params), **coerced}))
         except (TypeError, ValueError) as exc:
             report(key, f"invalid settings: {exc}")
     for k in [k for k in given if k not in accepted] if len(schemas) > 1 else ():

@@ -1,8 +1,5 @@
-"""Component kinds, discovery from entry points, lookup and building.
-
-The entry-point metadata *is* the registry: listing imports nothing; a component's module is imported when used."""
-
-from __future__ import annotations
+"""Component kinds, discovery from entry points (the metadata *is* the registry: listing imports nothing), lookup
+and building."""
 
 import contextlib
 import dataclasses
@@ -22,8 +19,8 @@ GROUP_PREFIX = "vvframe."
 
 @dataclass(frozen=True)
 class Kind:
-    """A kind of component (entry-point group ``vvframe.<name>``): what vvframe supplies by parameter name, what
-    they return, and ``limits`` (``(parameter, Range)`` pairs for signatures that cannot say so, like SGD's lr)."""
+    """A kind (group ``vvframe.<name>``): what vvframe supplies by parameter name, what its components return, and
+    ``limits``, ``(parameter, Range)`` pairs for signatures that cannot say so (SGD's lr)."""
 
     name: str
     supplies: tuple[str, ...]
@@ -89,15 +86,13 @@ def distribution(ep: metadata.EntryPoint) -> tuple[str, str]:
     """``(name, version)`` of the distribution that declares ``ep`` (or provides its module), or ``('-', '')``."""
     if ep.dist is not None:
         return ep.dist.metadata["Name"], ep.dist.version
-    names = _packages().get(ep.value.split(":")[0].split(".")[0]) or ["-"]
+    name = (_packages().get(ep.value.split(":")[0].split(".")[0]) or ["-"])[0]
     with contextlib.suppress(metadata.PackageNotFoundError):
-        return names[0], metadata.version(names[0])
-    return names[0], ""
+        return name, metadata.version(name)
+    return name, ""
 
 
-@functools.cache
-def _packages() -> Mapping[str, list[str]]:
-    return metadata.packages_distributions()
+_packages = functools.cache(metadata.packages_distributions)
 
 
 def where(ep: metadata.EntryPoint) -> str:
@@ -138,15 +133,11 @@ def find(kind_name: str, name: str, *, references: bool = True) -> metadata.Entr
         return matches[0]
     if not entry_points():
         why = "no vvframe components are installed at all; vvframe itself is probably not installed (pip install -e .)"
-    elif not eps:
-        why = f"none of kind {kind_name} is installed (`vvframe plugins` lists what is)"
-    else:
-        names = sorted({ep.name for ep in eps})
-        raise ComponentNotFound(
-            f"no {kind_name} component named '{name}' is installed{did_you_mean(name, names)}"
-            f" (`vvframe plugins {kind_name}` lists all {len(names)})"
-        )
-    raise ComponentNotFound(f"no {kind_name} component named '{name}': {why}")
+        raise ComponentNotFound(f"no {kind_name} component named '{name}': {why}")
+    names = sorted({ep.name for ep in eps})
+    lists = f" (`vvframe plugins {kind_name}` lists all {len(names)})" if names else ""
+    why = f": none of kind {kind_name} is installed (`vvframe plugins` lists what is)" if not names else " is installed"
+    raise ComponentNotFound(f"no {kind_name} component named '{name}'{why}{did_you_mean(name, names)}{lists}")
 
 
 @functools.cache
@@ -183,9 +174,7 @@ class Component:
     path: str = ""
     entry_point: metadata.EntryPoint | None = None
 
-    @property
-    def factory(self) -> Callable:
-        return load(self.entry_point or find(self.kind, self.name))
+    factory = property(lambda self: load(self.entry_point or find(self.kind, self.name)), doc="What builds it.")
 
     def build(self, **supplied: Any) -> Any:
         """Call the factory with the recipe's arguments plus those ``supplied`` values its signature names."""
@@ -198,9 +187,8 @@ class Component:
             )
         passed = {k: v for k, v in supplied.items() if k in params}
         if missing := [n for n, p in params.items() if p.required and n not in passed and n not in self.args]:
-            raise ContractError(
-                f"{self.kind} '{self.name}' needs {', '.join(missing)}, which the caller did not supply ({self.where()})"
-            )
+            why = f"which the caller did not supply ({self.where()})"
+            raise ContractError(f"{self.kind} '{self.name}' needs {', '.join(missing)}, {why}")
         try:
             return self.factory(**self.args, **passed)
         except Exception as exc:
@@ -219,10 +207,9 @@ def resolve(kind_name: str, entry: Any, path: str = "", *, references: bool = Tr
     """A recipe entry (``None``, a name, or a mapping with ``name``) as ``(Component or None, [(path, message)])``;
     nothing is called (a reference is imported and its signature read); ``references`` as for ``find``."""
     entry = {"name": entry} if isinstance(entry, str) else entry
-    if entry is None:
-        return None, []
     if not isinstance(entry, Mapping):
-        return None, [(path, f"expected a {kind_name} name or a mapping with 'name', got {entry!r}")]
+        why = f"expected a {kind_name} name or a mapping with 'name', got {entry!r}"
+        return None, [] if entry is None else [(path, why)]
     at_name = f"{path}.name" if path else "name"
     name = entry.get("name")
     if not isinstance(name, str) or not name:

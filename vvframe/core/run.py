@@ -1,8 +1,5 @@
-"""Running a recipe's stages: the run context they share, the recipe snapshot, and each stage's status.
-
-A run directory holds ``recipe.yaml``, ``run.json``, ``log.txt`` and TensorBoard events; the stages write the rest."""
-
-from __future__ import annotations
+"""Running a recipe's stages: the run context they share, the recipe snapshot, and each stage's status; a run
+directory holds ``recipe.yaml``, ``run.json``, ``log.txt`` and TensorBoard events, and the stages write the rest."""
 
 import copy
 import datetime as _dt
@@ -15,9 +12,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from vvframe.core import recipe as recipes
 from vvframe.core.atomic import atomic_json
 from vvframe.core.errors import VvframeError
+from vvframe.core.recipe import Resolved, Stage, dump, snapshot
 
 STATUS_FILE = "run.json"
 RECIPE_FILE = "recipe.yaml"
@@ -31,28 +28,19 @@ class RunError(VvframeError, RuntimeError):
 
 
 class StageFailed(Exception):
-    """A stage raised; the traceback is in log.txt and ``__cause__`` holds the original exception."""
+    """A stage raised ``cause``; its traceback is in log.txt (``log_file``), and the message says so in one line."""
 
-    def __init__(self, stage: str, log_file: Path):
-        super().__init__(stage)
+    def __init__(self, stage: str, log_file: Path, cause: BaseException):
+        what = f"{type(cause).__name__}: {cause}".splitlines()[0]
+        super().__init__(f"stage '{stage}' failed: {what} (traceback in {log_file})")
         self.stage, self.log_file = stage, log_file
-
-    def summary(self) -> str:
-        what = f"{type(self.__cause__).__name__}: {self.__cause__}".splitlines()[0] if self.__cause__ else "failed"
-        return f"stage '{self.stage}' failed: {what} (traceback in {self.log_file})"
 
 
 class RunContext:
     """What every stage of a run shares: the resolved recipe, the run directory, rank, logger, writer, progress."""
 
     def __init__(
-        self,
-        resolved: recipes.Resolved,
-        run_dir: str | Path,
-        *,
-        rank: int = 0,
-        world_size: int = 1,
-        resumed: bool = False,
+        self, resolved: Resolved, run_dir: str | Path, *, rank: int = 0, world_size: int = 1, resumed: bool = False
     ):
         self.resolved, self.recipe = resolved, resolved.to_dict()
         self.name, self.seed = resolved.name, resolved.seed
@@ -77,8 +65,7 @@ class RunContext:
 
     def path(self, *parts: str) -> Path:
         """A path inside the run directory, its parent folders created."""
-        p = self.run_dir.joinpath(*parts)
-        p.parent.mkdir(parents=True, exist_ok=True)
+        (p := self.run_dir.joinpath(*parts)).parent.mkdir(parents=True, exist_ok=True)
         return p
 
     def progress(self, iterable: Iterable | None = None, **kwargs: Any):
@@ -92,9 +79,8 @@ class RunContext:
         """Picklable for spawned ranks: the TensorBoard writer stays behind (each process opens its own)."""
         return {**self.__dict__, "_writer": None}
 
-    def for_rank(self, rank: int, world_size: int) -> RunContext:
-        """This context as seen by one rank of a distributed run (only rank 0 writes files and logs progress);
-        itself when it is that rank's already."""
+    def for_rank(self, rank: int, world_size: int) -> "RunContext":
+        """This context as one rank of a distributed run sees it (itself when it is that rank's already)."""
         if (rank, world_size) == (self.rank, self.world_size):
             return self
         other = copy.copy(self)
@@ -110,8 +96,7 @@ class RunContext:
 
 def read_status(run_dir: Path) -> dict[str, Any]:
     """The stage statuses of a run (``run.json``), empty for a new run."""
-    path = run_dir / STATUS_FILE
-    if not path.is_file():
+    if not (path := run_dir / STATUS_FILE).is_file():
         return {"stages": {}}
     aside = "move it aside to run every stage again (finished training resumes from its checkpoints)"
     try:
@@ -127,32 +112,30 @@ def execute(ctx: RunContext, only: Sequence[str] = ()) -> None:
     """Build the stages named in ``only`` (all if empty), then run them in order, skipping finished ones on resume;
     a stage that raises stops the run with ``StageFailed``, its traceback in the log."""
     names = [s.name for s in ctx.resolved.stages]
-    for name in only:
-        if name not in names:
-            raise RunError(f"--stage {name}: not a stage of this recipe (its stages: {', '.join(names)})")
+    for name in [name for name in only if name not in names]:
+        raise RunError(f"--stage {name}: not a stage of this recipe (its stages: {', '.join(names)})")
     status = read_status(ctx.run_dir)
-    before = recipes.snapshot(ctx.run_dir / RECIPE_FILE) if ctx.resumed else {}  # the recipe the run started with
+    before = snapshot(ctx.run_dir / RECIPE_FILE) if ctx.resumed else {}  # the recipe the run started with
     drifted = {k for k in {*before, *ctx.recipe} if before and before.get(k) != ctx.recipe.get(k)}
     todo = []
     for stage in ctx.resolved.stages:
         done = status["stages"].get(stage.name, {}).get("status") == "done"
+        changed = ", ".join(p.name for p in stage.sections() if p.name in drifted)
         if only and stage.name not in only and done and todo:
             say = "stage %s: finished before %s runs again, so its results may be out of date; name it with --stage"
             ctx.log.warning(say + " too to bring it up to date", stage.name, todo[0].name)
+        elif done and not only and changed:
+            say = "stage %s: finished already, skipped, although %s changed since; name it with --stage %s"
+            ctx.log.warning(say + " to run it again with the new values", stage.name, changed, stage.name)
         elif done and not only:
-            changed = ", ".join(p.name for p in stage.sections() if p.name in drifted)
-            if changed:
-                say = "stage %s: finished already, skipped, although %s changed since; name it with --stage %s"
-                ctx.log.warning(say + " to run it again with the new values", stage.name, changed, stage.name)
-            else:
-                ctx.log.info("stage %s: finished already, skipped (name it with --stage to run it again)", stage.name)
+            ctx.log.info("stage %s: finished already, skipped (name it with --stage to run it again)", stage.name)
         elif not only or stage.name in only:
             todo.append(stage)
     # build every stage first, so that a mistake in a late one shows before hours of work
     runners = [(stage, _guard(ctx, stage, "building", lambda s=stage: _build(ctx, s), status)) for stage in todo]
     ctx.started = True
     if ctx.is_main:
-        ctx.writer.add_text("recipe", "```\n" + recipes.dump(ctx.recipe) + "\n```")
+        ctx.writer.add_text("recipe", "```\n" + dump(ctx.recipe) + "\n```")
     for stage, runner in runners:
         ctx.log.info("stage %s: started", stage.name)
         _set_status(ctx, status, stage.name, "running")
@@ -162,7 +145,7 @@ def execute(ctx: RunContext, only: Sequence[str] = ()) -> None:
         ctx.log.info("stage %s: done in %.1f s", stage.name, time.monotonic() - start)
 
 
-def _build(ctx: RunContext, stage: recipes.Stage):
+def _build(ctx: RunContext, stage: Stage):
     args = ctx.resolved.stage_arguments(stage)
     runner = stage.factory(**args, **({"ctx": ctx} if any(p.name == "ctx" for p in stage.params) else {}))
     if not callable(runner):
@@ -170,7 +153,7 @@ def _build(ctx: RunContext, stage: recipes.Stage):
     return runner
 
 
-def _guard(ctx: RunContext, stage: recipes.Stage, doing: str, fn, status: dict):
+def _guard(ctx: RunContext, stage: Stage, doing: str, fn, status: dict):
     try:
         return fn()
     except KeyboardInterrupt:
@@ -187,16 +170,15 @@ def _guard(ctx: RunContext, stage: recipes.Stage, doing: str, fn, status: dict):
         raise _failed(ctx, stage, doing, exc, status) from exc
 
 
-def _failed(ctx: RunContext, stage: recipes.Stage, doing: str, exc: Exception, status: dict) -> StageFailed:
+def _failed(ctx: RunContext, stage: Stage, doing: str, exc: Exception, status: dict) -> StageFailed:
     """Record a stage's failure, its traceback in log.txt only; the ``StageFailed`` to raise from ``exc``."""
     exc.add_note(f"while {doing} stage '{stage.name}' ({stage.path})")
     _set_status(ctx, status, stage.name, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
     trace = "".join(traceback.format_exception(exc))
     record = logging.LogRecord("vvframe.run", logging.ERROR, __file__, 0, "traceback:\n%s", (trace,), None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
-    return StageFailed(stage.name, ctx.run_dir / LOG_FILE)
+    for handler in [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]:
+        handler.handle(record)
+    return StageFailed(stage.name, ctx.run_dir / LOG_FILE, exc)
 
 
 def _set_status(ctx: RunContext, status: dict, stage: str, state: str, **extra: Any) -> None:

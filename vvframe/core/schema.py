@@ -1,19 +1,13 @@
-"""A component's signature as its schema: read parameters, coerce YAML values by annotation, bind arguments.
-
-Numbers may be bounded (``Annotated[float, Range(0, 1)]``); floats must be finite, integers fit in 64 bits."""
-
-from __future__ import annotations
+"""A component's signature as its schema: parameters read, YAML values coerced by annotation (numbers finite, in 64
+bits, within any ``Range``), arguments bound."""
 
 import collections.abc as cabc
-import contextlib
 import dataclasses
 import enum
 import inspect
 import math
-import operator
 import types
 import typing
-from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +22,8 @@ SEQUENCES = (list, cabc.Sequence, cabc.Iterable, cabc.MutableSequence, set, froz
 
 @dataclass(frozen=True)
 class Range:
-    """The numbers a parameter accepts (``ge``/``le`` closed bounds, ``gt``/``lt`` open, ``None`` none; finite
-    unless ``finite=False``); on a list, tuple or mapping annotation it bounds each number inside."""
+    """The numbers a parameter (or each number inside a container) accepts: ``ge``/``le`` closed bounds, ``gt``/``lt``
+    open ones; finite unless ``finite=False``."""
 
     ge: float | None = None
     le: float | None = None
@@ -39,23 +33,19 @@ class Range:
     finite: bool = True
 
     def __post_init__(self) -> None:
-        if (self.ge is not None and self.gt is not None) or (self.le is not None and self.lt is not None):
+        if None not in (self.ge, self.gt) or None not in (self.le, self.lt):
             raise ContractError(f"{self!r}: give each bound once (ge or gt, le or lt)")
-        if self.low is not None and self.high is not None and self.low > self.high:
+        if None not in (self.low, self.high) and self.low > self.high:
             raise ContractError(f"{self!r}: the lower bound is above the upper one")
 
-    @property
-    def low(self) -> float | None:
-        return self.ge if self.ge is not None else self.gt
-
-    @property
-    def high(self) -> float | None:
-        return self.le if self.le is not None else self.lt
+    low = property(lambda self: self.gt if self.ge is None else self.ge, doc="The lower bound, closed or open.")
+    high = property(lambda self: self.lt if self.le is None else self.le, doc="The upper bound, closed or open.")
 
     def admits(self, value: float) -> bool:
         """Whether ``value`` lies within the bounds (and is finite, unless ``finite=False``)."""
-        bounds = ((self.ge, operator.ge), (self.gt, operator.gt), (self.le, operator.le), (self.lt, operator.lt))
-        return (math.isfinite(value) or not self.finite) and all(b is None or op(value, b) for b, op in bounds)
+        above = self.low is None or (value >= self.low if self.ge is not None else value > self.low)
+        below = self.high is None or (value <= self.high if self.le is not None else value < self.high)
+        return above and below and (math.isfinite(value) or not self.finite)
 
     def __str__(self) -> str:
         """``in [0, 1]``, ``in (0, 1]``, ``in (0, inf)`` (empty when only finiteness is asked for)."""
@@ -95,7 +85,14 @@ class Param:
         return self.name + typed + (f" = {self.default!r}" if self.default is not EMPTY else "")
 
 
-def parameters(factory: Callable) -> list[Param]:
+REFUSED = {
+    inspect.Parameter.VAR_KEYWORD: "takes **{}; a component lists its parameters explicitly so recipes can be checked",
+    inspect.Parameter.VAR_POSITIONAL: "takes *{}; a component lists its parameters explicitly",
+    inspect.Parameter.POSITIONAL_ONLY: "has positional-only parameter '{}'; recipes pass arguments by name",
+}
+
+
+def parameters(factory: cabc.Callable) -> list[Param]:
     """The keyword parameters of ``factory``; a ``ContractError`` if it has no explicit signature."""
     what = getattr(factory, "__qualname__", repr(factory))
     try:
@@ -103,29 +100,20 @@ def parameters(factory: Callable) -> list[Param]:
     except (TypeError, ValueError) as exc:
         why = "a component needs explicit keyword parameters"
         raise ContractError(f"{what} has no readable signature ({exc}); {why}") from exc
-    hints = _hints(factory)
-    params = []
-    for p in sig.parameters.values():
-        refused = {
-            p.VAR_KEYWORD: f"takes **{p.name}; a component lists its parameters explicitly so recipes can be checked",
-            p.VAR_POSITIONAL: f"takes *{p.name}; a component lists its parameters explicitly",
-            p.POSITIONAL_ONLY: f"has positional-only parameter '{p.name}'; recipes pass arguments by name",
-        }.get(p.kind)
-        if refused:
-            raise ContractError(f"{what} {refused}")
-        annotation = hints.get(p.name, p.annotation)  # still a string: a forward reference that did not resolve
-        params.append(Param(p.name, EMPTY if isinstance(annotation, str) else annotation, p.default))
-    return params
+    if refused := [REFUSED[p.kind].format(p.name) for p in sig.parameters.values() if p.kind in REFUSED]:
+        raise ContractError(f"{what} {refused[0]}")
+    hints = _hints(factory)  # an annotation left a string is a forward reference that did not resolve
+    annotations = {n: hints.get(n, p.annotation) for n, p in sig.parameters.items()}
+    return [Param(n, EMPTY if isinstance(a, str) else a, sig.parameters[n].default) for n, a in annotations.items()]
 
 
-def _hints(factory: Callable) -> dict[str, Any]:
+def _hints(factory: cabc.Callable) -> dict[str, Any]:
     for target in [factory.__init__, factory] if inspect.isclass(factory) else [factory]:
         try:
-            hints = typing.get_type_hints(target, include_extras=True)
+            if hints := typing.get_type_hints(target, include_extras=True):
+                return hints
         except Exception:  # noqa: BLE001 - annotations a plugin wrote may not resolve; fall back to raw ones
             continue
-        if hints:
-            return hints
     return {}
 
 
@@ -167,10 +155,9 @@ def bind(params: list[Param], args: dict[str, Any], *, engine: cabc.Collection[s
                 out[key] = coerce(value, param.annotation, param.default)
             except CoercionError as exc:
                 problems.append((".".join([key, *exc.path]), str(exc)))
-    for p in accepted:
-        if p.required and p.name not in args:
-            typed = f" ({type_name(p.annotation)})" if p.annotation is not EMPTY else ""
-            problems.append((p.name, f"missing required argument '{p.name}' for {owner}{typed}"))
+    for p in [p for p in accepted if p.required and p.name not in args]:
+        typed = f" ({type_name(p.annotation)})" if p.annotation is not EMPTY else ""
+        problems.append((p.name, f"missing required argument '{p.name}' for {owner}{typed}"))
     return out, problems
 
 
@@ -264,40 +251,37 @@ def _coerce_union(value: Any, arms: tuple, ranges: tuple[Range, ...]) -> Any:
     raise CoercionError(f"expected {' or '.join(_expect(a) for a in arms)}, got {value!r}")
 
 
+NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path"}
+
+
 def _expect(annotation: Any) -> str:
     if typing.get_origin(annotation) is typing.Annotated:
         said = [str(r) for r in annotation.__metadata__ if isinstance(r, Range) and str(r)]
         return " ".join([_expect(typing.get_args(annotation)[0]), *said])
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path"}
-    return names.get(annotation, type_name(annotation))
+    return NAMES.get(annotation, type_name(annotation))
 
 
 def _coerce_plain(value: Any, annotation: Any) -> Any:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is bool and isinstance(value, bool):
+    if annotation is bool and isinstance(value, bool) or annotation is str and isinstance(value, str):
         return value
+    if annotation is float and number or annotation is str and number:
+        return annotation(value)
     if annotation is int and number and (isinstance(value, int) or value.is_integer()):
         return int(value)
-    if annotation is float and number:
-        return float(value)
     if annotation in (int, float) and isinstance(value, str):
-        with contextlib.suppress(ValueError):
+        try:
             return annotation(value.strip())
-    if annotation is str and (isinstance(value, str) or number):
-        return str(value)
-    if annotation in (bool, int, float, str):
-        raise CoercionError(f"expected {_expect(annotation)}, got {value!r}")
-    if isinstance(annotation, type) and issubclass(annotation, Path):
-        if isinstance(value, (str, Path)):
-            return Path(value)
-        raise CoercionError(f"expected a path, got {value!r}")
+        except ValueError:
+            pass
+    if isinstance(annotation, type) and issubclass(annotation, Path) and isinstance(value, (str, Path)):
+        return Path(value)
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        for member in annotation:
-            if value in (member.value, member.name):
-                return member
+        if (member := next((m for m in annotation if value in (m.value, m.name)), None)) is not None:
+            return member
         choices = [str(m.value) for m in annotation]
         raise CoercionError(f"expected one of {', '.join(choices)}, got {value!r}{did_you_mean(str(value), choices)}")
-    if isinstance(annotation, type) and isinstance(value, annotation):
+    if isinstance(annotation, type) and isinstance(value, annotation) and annotation not in NAMES:
         return value
     if isinstance(annotation, type) and isinstance(value, dict) and is_schema(annotation):
         return instantiate(annotation, value)
@@ -317,7 +301,7 @@ def is_schema(cls: Any) -> bool:
     return cls.__init__ is not object.__init__
 
 
-def instantiate(cls: Callable, value: dict[str, Any]) -> Any:
+def instantiate(cls: cabc.Callable, value: dict[str, Any]) -> Any:
     """``cls(**value)`` after checking and coercing ``value`` against its signature (nested schemas)."""
     params = [p for p in parameters(cls) if p.name != "self"]
     coerced, problems = bind(params, value, owner=f"'{getattr(cls, '__name__', cls)}'")
