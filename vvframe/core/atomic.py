@@ -11,8 +11,7 @@ from typing import Any
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path next to ``path`` for the block to create (with the usual permissions, as any new file);
-    renamed onto ``path`` when the block succeeds, removed when it fails."""
+    """A temporary sibling of ``path`` for the block to create: renamed onto ``path`` if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")  # one per writer

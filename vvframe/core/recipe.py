@@ -1,5 +1,4 @@
-"""Recipes: load YAML (``base:`` inheritance, line numbers), apply ``a.b.c=value`` overrides, validate, snapshot;
-every section but the kernel keys is declared by the stages that read it, so the kernel names no section."""
+"""Recipes: YAML with ``base:`` inheritance and line numbers, ``a.b.c=value`` overrides, validation, snapshots."""
 
 import copy
 import dataclasses
@@ -20,7 +19,7 @@ from vvframe.core import registry
 from vvframe.core.errors import BadValue, Problem, RecipeError, VvframeError, did_you_mean
 from vvframe.core.schema import Param, bind, coerce, is_schema, parameters
 
-KERNEL_KEYS = ("base", "name", "seed", "stages", "plugins")
+KERNEL_KEYS = ("base", "name", "seed", "stages", "plugins")  # every other section is declared by a stage reading it
 
 
 @dataclass
@@ -187,8 +186,7 @@ def _join(prefix: str, key: str) -> str:
 
 
 def section_kind(annotation: Any) -> tuple[str, bool] | None:
-    """``(kind, many)`` when a stage parameter's annotation declares a component section (``Annotated[Component,
-    kind("models")]``, ``Annotated[list[Component], kind("augmentors")]``, either ``| None``), else ``None``."""
+    """``(kind, many)`` if ``annotation`` declares a component section (``Annotated[list[Component], kind(...)]``)."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         return next(filter(None, map(section_kind, typing.get_args(annotation))), None)
     marks = [m for m in getattr(annotation, "__metadata__", ()) if isinstance(m, registry.Kind)]
@@ -213,9 +211,7 @@ class Stage:
     entry_point: metadata.EntryPoint
     params: list[Param]
 
-    @property
-    def factory(self) -> Any:
-        return registry.load(self.entry_point)
+    factory = property(lambda self: registry.load(self.entry_point), doc="The stage's factory, imported.")
 
     def sections(self) -> list[Param]:
         """The parameters that name recipe sections (all but ``ctx``)."""
@@ -298,8 +294,7 @@ Readers = dict[str, list[tuple[Stage, Param]]]  # section -> the stages reading 
 
 
 def resolve(recipe: Recipe, *, references: bool = True) -> Resolved:
-    """Validate the whole recipe (every problem at once, with its path and origin) and resolve it, building nothing;
-    ``references=False`` (for data being loaded) refuses ``module:attr`` references (see ``registry.find``)."""
+    """Validate the whole recipe (every problem at once, with path and origin) and resolve it, building nothing."""
     data = recipe.data
     problems: dict[Problem, None] = {}  # in order, without repeats (two stages may find the same mistake)
 
@@ -410,8 +405,7 @@ def _stage(entry: Any, path: str, references: bool, report) -> Stage | None:
 
 
 def stage_contract(params: list[Param]) -> list[str]:
-    """What is wrong with a stage factory's parameters: each must be ``ctx``, a declared component section
-    (``Annotated[Component, kind("models")]``, a list of them likewise), or a settings schema."""
+    """What is wrong with a stage's parameters: each must be ``ctx``, a declared component section, or a schema."""
     problems = []
     for p in [p for p in params if p.name != "ctx" and not section_kind(p.annotation)]:
         if p.name in KERNEL_KEYS:

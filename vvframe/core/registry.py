@@ -1,5 +1,4 @@
-"""Component kinds, discovery from entry points (the metadata *is* the registry: listing imports nothing), lookup
-and building."""
+"""Component kinds, discovery from entry-point metadata (listing imports nothing), lookup and building."""
 
 import contextlib
 import dataclasses
@@ -19,17 +18,14 @@ GROUP_PREFIX = "vvframe."
 
 @dataclass(frozen=True)
 class Kind:
-    """A kind (group ``vvframe.<name>``): what vvframe supplies by parameter name, what its components return, and
-    ``limits``, ``(parameter, Range)`` pairs for signatures that cannot say so (SGD's lr)."""
+    """A kind: values vvframe supplies by name, what its components return, ``limits`` unsaid by signatures (lr)."""
 
     name: str
     supplies: tuple[str, ...]
     returns: str
     limits: tuple[tuple[str, Range], ...] = ()
 
-    @property
-    def group(self) -> str:
-        return GROUP_PREFIX + self.name
+    group = property(lambda self: GROUP_PREFIX + self.name, doc="Its entry-point group, ``vvframe.<name>``.")
 
 
 # fmt: off
@@ -107,8 +103,7 @@ def is_reference(name: str) -> bool:
 
 
 def find(kind_name: str, name: str, *, references: bool = True) -> metadata.EntryPoint:
-    """The entry point that ``name`` means for ``kind_name`` (a ``module:attr`` reference is made into one);
-    ``references=False`` refuses references, for entries read from data being loaded (a run, a model file)."""
+    """The entry point ``name`` means (``references=False``: no ``module:attr`` ones, for run directories: data)."""
     group = kind(kind_name).group
     if is_reference(name):
         if not references:
@@ -204,8 +199,7 @@ class Component:
 
 
 def resolve(kind_name: str, entry: Any, path: str = "", *, references: bool = True):
-    """A recipe entry (``None``, a name, or a mapping with ``name``) as ``(Component or None, [(path, message)])``;
-    nothing is called (a reference is imported and its signature read); ``references`` as for ``find``."""
+    """A recipe entry (``None``, a name, or a mapping) as ``(Component or None, [(path, problem)])``, nothing built."""
     entry = {"name": entry} if isinstance(entry, str) else entry
     if not isinstance(entry, Mapping):
         why = f"expected a {kind_name} name or a mapping with 'name', got {entry!r}"

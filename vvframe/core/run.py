@@ -1,5 +1,4 @@
-"""Running a recipe's stages: the run context they share, the recipe snapshot, and each stage's status; a run
-directory holds ``recipe.yaml``, ``run.json``, ``log.txt`` and TensorBoard events, and the stages write the rest."""
+"""Running a recipe's stages: the context they share, and each stage's status in the run directory's run.json."""
 
 import copy
 import datetime as _dt
@@ -49,10 +48,7 @@ class RunContext:
         self.started = False  # set when the first stage starts running (building them is not work yet)
         self._writer = None
 
-    @property
-    def is_main(self) -> bool:
-        """Whether this process is rank 0 (the one that writes files and logs progress)."""
-        return self.rank == 0
+    is_main = property(lambda self: self.rank == 0, doc="Whether this is rank 0 (which writes files, logs progress).")
 
     @property
     def writer(self):
@@ -109,8 +105,7 @@ def read_status(run_dir: Path) -> dict[str, Any]:
 
 
 def execute(ctx: RunContext, only: Sequence[str] = ()) -> None:
-    """Build the stages named in ``only`` (all if empty), then run them in order, skipping finished ones on resume;
-    a stage that raises stops the run with ``StageFailed``, its traceback in the log."""
+    """Build the stages named in ``only`` (all if empty), then run them in order, skipping finished ones on resume."""
     names = [s.name for s in ctx.resolved.stages]
     for name in [name for name in only if name not in names]:
         raise RunError(f"--stage {name}: not a stage of this recipe (its stages: {', '.join(names)})")
@@ -160,25 +155,18 @@ def _guard(ctx: RunContext, stage: Stage, doing: str, fn, status: dict):
         _set_status(ctx, status, stage.name, "interrupted")
         ctx.log.error("stage %s: interrupted while %s", stage.name, doing)
         raise
-    except VvframeError as exc:
-        if doing != "building":
-            raise _failed(ctx, stage, doing, exc, status) from exc
-        # a mistake found while building (a list naming missing files, ...): reported like a recipe mistake
-        _set_status(ctx, status, stage.name, "failed", error=str(exc).splitlines()[0])
-        raise
     except Exception as exc:
-        raise _failed(ctx, stage, doing, exc, status) from exc
-
-
-def _failed(ctx: RunContext, stage: Stage, doing: str, exc: Exception, status: dict) -> StageFailed:
-    """Record a stage's failure, its traceback in log.txt only; the ``StageFailed`` to raise from ``exc``."""
-    exc.add_note(f"while {doing} stage '{stage.name}' ({stage.path})")
-    _set_status(ctx, status, stage.name, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
-    trace = "".join(traceback.format_exception(exc))
-    record = logging.LogRecord("vvframe.run", logging.ERROR, __file__, 0, "traceback:\n%s", (trace,), None)
-    for handler in [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]:
-        handler.handle(record)
-    return StageFailed(stage.name, ctx.run_dir / LOG_FILE, exc)
+        if doing == "building" and isinstance(exc, VvframeError):  # a list naming missing files...: a user's mistake
+            _set_status(ctx, status, stage.name, "failed", error=str(exc).splitlines()[0])
+            raise
+        # any other failure stops the run with StageFailed, its traceback in log.txt only
+        exc.add_note(f"while {doing} stage '{stage.name}' ({stage.path})")
+        _set_status(ctx, status, stage.name, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        trace = "".join(traceback.format_exception(exc))
+        record = logging.LogRecord("vvframe.run", logging.ERROR, __file__, 0, "traceback:\n%s", (trace,), None)
+        for handler in [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]:
+            handler.handle(record)
+        raise StageFailed(stage.name, ctx.run_dir / LOG_FILE, exc) from exc
 
 
 def _set_status(ctx: RunContext, status: dict, stage: str, state: str, **extra: Any) -> None:

@@ -1,5 +1,4 @@
-"""A component's signature as its schema: parameters read, YAML values coerced by annotation (numbers finite, in 64
-bits, within any ``Range``), arguments bound."""
+"""A component's signature as its schema: parameters read, YAML values coerced by annotation, arguments bound."""
 
 import collections.abc as cabc
 import dataclasses
@@ -22,8 +21,7 @@ SEQUENCES = (list, cabc.Sequence, cabc.Iterable, cabc.MutableSequence, set, froz
 
 @dataclass(frozen=True)
 class Range:
-    """The numbers a parameter (or each number inside a container) accepts: ``ge``/``le`` closed bounds, ``gt``/``lt``
-    open ones; finite unless ``finite=False``."""
+    """The numbers a parameter (or each in a container) accepts: ``ge``/``le``/``gt``/``lt``; finite unless told."""
 
     ge: float | None = None
     le: float | None = None
@@ -75,9 +73,7 @@ class Param:
     annotation: Any = EMPTY
     default: Any = EMPTY
 
-    @property
-    def required(self) -> bool:
-        return self.default is EMPTY
+    required = property(lambda self: self.default is EMPTY, doc="Whether the parameter has no default.")
 
     def describe(self) -> str:
         """``name: type = default`` as a reader of ``vvframe plugins KIND NAME`` sees it."""
@@ -136,8 +132,7 @@ def type_name(annotation: Any) -> str:
 
 
 def bind(params: list[Param], args: dict[str, Any], *, engine: cabc.Collection[str] = (), owner: str = ""):
-    """``args`` checked against ``params`` and coerced: ``(coerced, [(relative path, message)])``; ``engine`` names
-    the values vvframe supplies itself, ``owner`` reads like ``losses 'aamsoftmax'``."""
+    """``(coerced args, [(path, problem)])``; ``engine``: names vvframe supplies; ``owner``: ``losses 'aamsoftmax'``."""
     by_name = {p.name: p for p in params}
     accepted = [p for p in params if p.name not in engine]
     out: dict[str, Any] = {}
@@ -162,7 +157,7 @@ def bind(params: list[Param], args: dict[str, Any], *, engine: cabc.Collection[s
 
 
 class CoercionError(BadValue):
-    """A value that does not fit an annotation, at ``path`` inside a nested value (``out_of_range``: of the right type)."""
+    """A value that does not fit an annotation, at ``path`` inside a nested value (``out_of_range``: right type)."""
 
     def __init__(self, message: str, path: tuple[str, ...] = (), out_of_range: bool = False):
         super().__init__(message)
