@@ -15,8 +15,8 @@ from conftest import ROOT, vvframe_cli
 from vvframe.cli.plugins import describe
 from vvframe.core import registry
 from vvframe.core.recipe import check, section_kind
-from vvframe.core.schema import Range, limits, parameters, type_name
-from vvframe.testing import BEHAVIOUR, check_component, check_entry_points, make_noise_folder, make_rir_folder
+from vvframe.core.schema import Range, parameters, type_name
+from vvframe.testing import BEHAVIOUR, check_component, check_entry_points, limits, make_noise_folder, make_rir_folder
 
 CONFIG = configparser.ConfigParser()
 CONFIG.read(ROOT / "setup.cfg")

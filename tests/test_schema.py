@@ -11,7 +11,8 @@ from typing import Annotated, Literal, Optional
 import pytest
 
 from vvframe.core.errors import ContractError, did_you_mean
-from vvframe.core.schema import EMPTY, CoercionError, Param, Range, bind, coerce, limits, parameters, type_name
+from vvframe.core.schema import EMPTY, CoercionError, Param, Range, bind, coerce, parameters, type_name
+from vvframe.testing import limits
 
 
 def test_did_you_mean_normalises_case_and_dashes_then_uses_a_strict_cutoff():

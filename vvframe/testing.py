@@ -26,6 +26,7 @@ import math
 import pickle
 import random
 import re
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from typing import Any
 from vvframe.core import registry
 from vvframe.core.errors import ContractError, PluginImportError, VvframeError, did_you_mean
 from vvframe.core.recipe import stage_contract
-from vvframe.core.schema import CoercionError, Param, coerce, limits, parameters, type_name
+from vvframe.core.schema import CoercionError, Param, Range, coerce, parameters, type_name
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,13 @@ def check_entry_points() -> list[str]:
             problems.append(f"vvframe.{kind_name} '{name}' is declared twice: {' and '.join(sorted(values))}")
     problems += [m for ep, params in stages for m in _stage_problems(ep, params)]
     return problems
+
+
+def limits(annotation: Any) -> list[Range]:
+    """Every ``Range`` an annotation carries, inside unions and containers too."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return [a for a in annotation.__metadata__ if isinstance(a, Range)] + limits(typing.get_args(annotation)[0])
+    return [r for arg in typing.get_args(annotation) if arg is not Ellipsis for r in limits(arg)]
 
 
 def defaults_outside_limits(params: list[Param]) -> list[str]:
@@ -746,6 +754,7 @@ __all__ = [
     "check_all_components",
     "check_entry_points",
     "defaults_outside_limits",
+    "limits",
     "describe_checks",
     "make_noise_folder",
     "make_rir_folder",

@@ -167,7 +167,11 @@ def _extractor(ctx: RunContext, job: Job, dist: Dist) -> Extractor:
 def recipe_entry(ctx: RunContext, component: Component) -> dict[str, Any]:
     """A component's entry as the resolved recipe holds it (defaults filled in), else its own name and arguments."""
     entry = ctx.recipe.get(component.path)
-    return entry if isinstance(entry, dict) and entry.get("name") == component.name else component.to_recipe()
+    return (
+        entry
+        if isinstance(entry, dict) and entry.get("name") == component.name
+        else {"name": component.name, **component.args}
+    )
 
 
 def write_card(ctx: RunContext, job: Job, **more: Any) -> None:

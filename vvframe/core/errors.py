@@ -58,7 +58,8 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
         by_norm.setdefault(_norm(cand), cand)
     norm = _norm(word)
     close = [norm] if norm in by_norm else []
-    close += [c for c in by_norm if _swapped(norm, c)]
+    swaps = {norm[:i] + norm[i + 1] + norm[i] + norm[i + 2 :] for i in range(len(norm) - 1)} - {norm}  # sdg: sgd
+    close += [c for c in by_norm if c in swaps]
     close += [c for c in difflib.get_close_matches(norm, list(by_norm), n=3, cutoff=0.75) if c not in close]
     quoted = " or ".join(f"'{by_norm[c]}'" for c in close[:3])
     return f" (did you mean {quoted}?)" if close else ""
@@ -66,11 +67,6 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
 
 def _norm(text: str) -> str:
     return text.lower().replace("-", "_")
-
-
-def _swapped(a: str, b: str) -> bool:
-    """Whether ``b`` is ``a`` with two neighbouring letters exchanged (``sdg`` for ``sgd``)."""
-    return a != b and any(b == a[:i] + a[i + 1] + a[i] + a[i + 2 :] for i in range(len(a) - 1))
 
 
 def short(exc: BaseException | str, limit: int = 200) -> str:

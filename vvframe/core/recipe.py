@@ -6,10 +6,8 @@ import enum
 import importlib.metadata as metadata
 import os
 import re
-import types
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +15,17 @@ import yaml
 
 from vvframe.core import registry
 from vvframe.core.errors import BadValue, Problem, RecipeError, VvframeError, did_you_mean
-from vvframe.core.schema import Param, bind, coerce, is_schema, parameters
+from vvframe.core.schema import UNIONS, Param, bind, coerce, is_schema, parameters
 
 KERNEL_KEYS = ("base", "name", "seed", "stages", "plugins")  # every other section is declared by a stage reading it
 
 
-@dataclass
+@dataclasses.dataclass
 class Recipe:
     """A merged recipe mapping plus, for each dot path, where its value came from (``file:line`` or an override)."""
 
     data: dict[str, Any]
-    origins: dict[str, str] = field(default_factory=dict)
+    origins: dict[str, str] = dataclasses.field(default_factory=dict)
     source: str = "<recipe>"
 
     def origin(self, path: str) -> str:
@@ -35,9 +33,6 @@ class Recipe:
         while path and path not in self.origins:
             path = path.rpartition(".")[0]
         return self.origins[path] if path else self.source
-
-
-# --- loading ----------------------------------------------------------------------------------------------
 
 
 def load(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
@@ -182,19 +177,16 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix and key else prefix or key
 
 
-# --- resolving --------------------------------------------------------------------------------------------
-
-
 def section_kind(annotation: Any) -> tuple[str, bool] | None:
     """``(kind, many)`` if ``annotation`` declares a component section (``Annotated[list[Component], kind(...)]``)."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+    if typing.get_origin(annotation) in UNIONS:
         return next(filter(None, map(section_kind, typing.get_args(annotation))), None)
     marks = [m for m in getattr(annotation, "__metadata__", ()) if isinstance(m, registry.Kind)]
     base = typing.get_origin(typing.get_args(annotation)[0]) if marks else None
     return (marks[0].name, base in (list, tuple, Sequence)) if marks else None
 
 
-@dataclass
+@dataclasses.dataclass
 class Section:
     """A settings section's value and what it looks like in the resolved recipe (defaults filled in)."""
 
@@ -202,7 +194,7 @@ class Section:
     resolved: dict[str, Any]
 
 
-@dataclass
+@dataclasses.dataclass
 class Stage:
     """A stage of the recipe: its entry point, factory parameters, and the sections it reads."""
 
@@ -218,7 +210,7 @@ class Stage:
         return [p for p in self.params if p.name != "ctx"]
 
 
-@dataclass
+@dataclasses.dataclass
 class Resolved:
     """A validated recipe: kernel values, built-nothing components, settings objects, stages in order."""
 
@@ -232,10 +224,8 @@ class Resolved:
     def stage_arguments(self, stage: Stage) -> dict[str, Any]:
         """The section values ``stage``'s factory asks for (components and settings objects)."""
         args = {p.name: self.components[p.name] for p in stage.sections() if p.name in self.components}
-        for p in stage.sections():
-            if not section_kind(p.annotation) and (p.name, p.annotation) in self.settings:
-                args[p.name] = self.settings[(p.name, p.annotation)].value
-        return args
+        keys = [(p.name, p.annotation) for p in stage.sections() if (p.name, p.annotation) in self.settings]
+        return args | {key[0]: self.settings[key].value for key in keys}
 
     def to_dict(self) -> dict[str, Any]:
         """The fully resolved recipe with defaults filled in and a ``plugins:`` block: it alone reproduces the run."""

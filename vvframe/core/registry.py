@@ -6,7 +6,6 @@ import functools
 import importlib.metadata as metadata
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from vvframe.core import errors
@@ -16,7 +15,7 @@ from vvframe.core.schema import Param, Range, bind, parameters
 GROUP_PREFIX = "vvframe."
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Kind:
     """A kind: values vvframe supplies by name, what its components return, ``limits`` unsaid by signatures (lr)."""
 
@@ -159,13 +158,13 @@ def signature(kind_name: str, factory: Callable) -> list[Param]:
     ]
 
 
-@dataclass
+@dataclasses.dataclass
 class Component:
     """A resolved recipe entry: which component, its checked arguments, and where in the recipe it came from."""
 
     kind: str
     name: str
-    args: dict[str, Any] = field(default_factory=dict)
+    args: dict[str, Any] = dataclasses.field(default_factory=dict)
     path: str = ""
     entry_point: metadata.EntryPoint | None = None
 
@@ -192,10 +191,6 @@ class Component:
 
     def where(self) -> str:
         return f"recipe path '{self.path}'" if self.path else "built directly"
-
-    def to_recipe(self) -> dict[str, Any]:
-        """The entry as a recipe would write it: ``name`` plus arguments."""
-        return {"name": self.name, **self.args}
 
 
 def resolve(kind_name: str, entry: Any, path: str = "", *, references: bool = True):

@@ -18,6 +18,7 @@ from vvframe.core.recipe import Resolved, Stage, dump, snapshot
 STATUS_FILE = "run.json"
 RECIPE_FILE = "recipe.yaml"
 LOG_FILE = "log.txt"
+TRACEBACKS = logging.getLogger("vvframe.run.traceback")  # a failed stage's traceback (for the log file, not a console)
 # the folders of a run directory that the first-party stages write and the Python API reads
 RUN_LAYOUT = {"checkpoints": "checkpoints", "cohort": "cohort", "eval": "eval", "test": "test"}
 
@@ -77,10 +78,8 @@ class RunContext:
 
     def for_rank(self, rank: int, world_size: int) -> "RunContext":
         """This context as one rank of a distributed run sees it (itself when it is that rank's already)."""
-        if (rank, world_size) == (self.rank, self.world_size):
-            return self
-        other = copy.copy(self)
-        other.rank, other.world_size, other._writer = rank, world_size, None
+        other = self if (rank, world_size) == (self.rank, self.world_size) else copy.copy(self)  # no writer: getstate
+        other.rank, other.world_size = rank, world_size
         return other
 
     def close(self) -> None:
@@ -111,11 +110,10 @@ def execute(ctx: RunContext, only: Sequence[str] = ()) -> None:
         raise RunError(f"--stage {name}: not a stage of this recipe (its stages: {', '.join(names)})")
     status = read_status(ctx.run_dir)
     before = snapshot(ctx.run_dir / RECIPE_FILE) if ctx.resumed else {}  # the recipe the run started with
-    drifted = {k for k in {*before, *ctx.recipe} if before and before.get(k) != ctx.recipe.get(k)}
     todo = []
     for stage in ctx.resolved.stages:
         done = status["stages"].get(stage.name, {}).get("status") == "done"
-        changed = ", ".join(p.name for p in stage.sections() if p.name in drifted)
+        changed = ", ".join(p.name for p in stage.sections() if before and before.get(p.name) != ctx.recipe.get(p.name))
         if only and stage.name not in only and done and todo:
             say = "stage %s: finished before %s runs again, so its results may be out of date; name it with --stage"
             ctx.log.warning(say + " too to bring it up to date", stage.name, todo[0].name)
@@ -162,10 +160,7 @@ def _guard(ctx: RunContext, stage: Stage, doing: str, fn, status: dict):
         # any other failure stops the run with StageFailed, its traceback in log.txt only
         exc.add_note(f"while {doing} stage '{stage.name}' ({stage.path})")
         _set_status(ctx, status, stage.name, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
-        trace = "".join(traceback.format_exception(exc))
-        record = logging.LogRecord("vvframe.run", logging.ERROR, __file__, 0, "traceback:\n%s", (trace,), None)
-        for handler in [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]:
-            handler.handle(record)
+        TRACEBACKS.error("traceback:\n%s", "".join(traceback.format_exception(exc)))  # the log set-up: file only
         raise StageFailed(stage.name, ctx.run_dir / LOG_FILE, exc) from exc
 
 

@@ -5,9 +5,7 @@ import dataclasses
 import enum
 import inspect
 import math
-import types
 import typing
-from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +13,17 @@ from vvframe.core.errors import BadValue, ContractError, did_you_mean
 
 EMPTY = inspect.Parameter.empty
 INT64 = (-(2**63), 2**63 - 1)
-UNIONS = (typing.Union, types.UnionType)
+UNIONS = (typing.Union, type(int | str))
 SEQUENCES = (list, cabc.Sequence, cabc.Iterable, cabc.MutableSequence, set, frozenset, cabc.Collection)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Range:
     """The numbers a parameter (or each in a container) accepts: ``ge``/``le``/``gt``/``lt``; finite unless told."""
 
     ge: float | None = None
     le: float | None = None
-    _: KW_ONLY
+    _: dataclasses.KW_ONLY
     gt: float | None = None
     lt: float | None = None
     finite: bool = True
@@ -58,14 +56,7 @@ def _number(x: float) -> str:
     return str(x) if isinstance(x, int) else f"{x:.10g}"
 
 
-def limits(annotation: Any) -> list[Range]:
-    """Every ``Range`` an annotation carries, inside unions and containers too."""
-    if typing.get_origin(annotation) is typing.Annotated:
-        return [a for a in annotation.__metadata__ if isinstance(a, Range)] + limits(typing.get_args(annotation)[0])
-    return [r for arg in typing.get_args(annotation) if arg is not Ellipsis for r in limits(arg)]
-
-
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Param:
     """One keyword parameter of a component: its name, its annotation (or ``EMPTY``) and its default (or ``EMPTY``)."""
 
@@ -217,17 +208,15 @@ def _limit(result: Any, value: Any, ranges: tuple[Range, ...]) -> Any:
     """``result`` (``value`` as coerced) if it is within ``ranges``, finite and fits in 64 bits."""
     if isinstance(result, bool) or not isinstance(result, (int, float)):
         return result
-    what = "an integer" if isinstance(result, int) else "a number"
-    for r in ranges:
-        if not r.admits(result):
-            if isinstance(result, float) and not math.isfinite(result) and r.finite and None in (r.low, r.high):
-                what = "a finite number"  # inf > 0 holds: say why it is refused all the same
-            raise CoercionError(f"expected {what} {r}".rstrip() + f", got {value!r}", out_of_range=True)
-    said = "".join(f" {r}" for r in ranges if str(r))
+    infinite, said = isinstance(result, float) and not math.isfinite(result), "".join(f" {r}" for r in ranges if str(r))
+    if r := next((r for r in ranges if not r.admits(result)), None):  # inf > 0 holds: say why inf is refused
+        what = "a finite number" if infinite and r.finite and None in (r.low, r.high) else "a number"
+        what = "an integer" if isinstance(result, int) else what
+        raise CoercionError(f"expected {what} {r}".rstrip() + f", got {value!r}", out_of_range=True)
     if isinstance(result, int) and not INT64[0] <= result <= INT64[1]:
         fits = "that fits in 64 bits (below 2**63 in size)"
         raise CoercionError(f"expected an integer{said} {fits}, got {value!r}", out_of_range=True)
-    if isinstance(result, float) and not math.isfinite(result) and all(r.finite for r in ranges):
+    if infinite and all(r.finite for r in ranges):
         raise CoercionError(f"expected a finite number{said}, got {value!r}", out_of_range=True)
     return result
 
@@ -287,13 +276,11 @@ def _coerce_plain(value: Any, annotation: Any) -> Any:
 
 def is_schema(cls: Any) -> bool:
     """Whether ``cls`` can hold a recipe mapping: a dataclass, or a class with an explicit ``__init__`` signature."""
-    if not isinstance(cls, type) or dataclasses.is_dataclass(cls):
-        return isinstance(cls, type)
-    try:
-        parameters(cls)
+    try:  # a class whose signature parameters() refuses is none
+        explicit = isinstance(cls, type) and cls.__init__ is not object.__init__ and parameters(cls) is not None
     except ContractError:
-        return False
-    return cls.__init__ is not object.__init__
+        explicit = False
+    return isinstance(cls, type) and dataclasses.is_dataclass(cls) or explicit
 
 
 def instantiate(cls: cabc.Callable, value: dict[str, Any]) -> Any:

@@ -35,6 +35,7 @@ import torch.distributed as tdist
 from torch import nn
 
 from vvframe.core.errors import BadValue, VvframeError
+from vvframe.core.run import TRACEBACKS
 
 if TYPE_CHECKING:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -191,6 +192,7 @@ def setup_logging(log_file: Path | None, *, rank: int = 0, verbose: bool = False
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     console.setFormatter(logging.Formatter("%(message)s" if rank == 0 else f"[rank {rank}] %(message)s"))
+    console.addFilter(lambda record: record.name != TRACEBACKS.name)  # a failed stage's traceback: the file only
     handlers: list[logging.Handler] = [console]
     if log_file is not None and rank == 0:
         log_file = Path(log_file)
