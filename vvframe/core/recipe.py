@@ -167,8 +167,7 @@ def apply_override(recipe: Recipe, text: str, origin: str) -> Problem | None:
     return None
 
 
-def _forget(origins: dict[str, str], key: str) -> None:
-    """Drop the origins of everything under ``key`` (its value replaced whole)."""
+def _forget(origins: dict[str, str], key: str) -> None:  # drop the origins under ``key``, its value replaced whole
     for stale in [k for k in origins if k.startswith(key + ".")]:
         del origins[stale]
 
@@ -186,9 +185,8 @@ def section_kind(annotation: Any) -> tuple[str, bool] | None:
     return (marks[0].name, base in (list, tuple, Sequence)) if marks else None
 
 
-@dataclasses.dataclass
-class Section:
-    """A settings section's value and what it looks like in the resolved recipe (defaults filled in)."""
+class Section(typing.NamedTuple):
+    """A settings section's value (its schema's object) and what it looks like in the resolved recipe."""
 
     value: Any
     resolved: dict[str, Any]
@@ -246,8 +244,7 @@ def _filled(comp: registry.Component) -> dict[str, Any]:
     return plain({"name": comp.name, **defaults, **comp.args})
 
 
-def _defaults(params: typing.Iterable[Param]) -> dict[str, Any]:
-    """Defaults that a YAML file can hold, in their annotated type (``momentum=0`` under ``float`` is 0.0)."""
+def _defaults(params: typing.Iterable[Param]) -> dict[str, Any]:  # those YAML can hold, typed: momentum=0 is 0.0
     out = {}
     for p in [p for p in params if not p.required and _representable(p.default)]:
         try:
@@ -345,7 +342,6 @@ def _readers(stages: typing.Iterable[Stage]) -> Readers:
 
 
 def _component_section(key: str, data: dict, readers_of: list, out: dict, report, references: bool) -> None:
-    """Resolve the component section ``key`` (or the default entry its first reader declares)."""
     kind_name, many = section_kind(readers_of[0][1].annotation)
     needed_by = [repr(s.name) for s, p in readers_of if p.required and s.path]
     by = f"stage{'s' if len(needed_by) > 1 else ''} {', '.join(needed_by)}"
@@ -374,14 +370,13 @@ def _component(kind_name: str, entry: Any, path: str, report, references: bool) 
 
 
 def _reading_order(problem: Problem) -> tuple:
-    """Problems in the order a reader meets them: by file and line, then the overrides in order, then the rest."""
+    # in the order a reader meets them: by file and line, then the overrides in order, then the rest
     file, _, line = problem.origin.rpartition(":")
     override = re.match(r"command-line override (\d+)", problem.origin)
     return (0, file, int(line)) if line.isdigit() else (1, "", int(override.group(1))) if override else (2, "", 0)
 
 
 def _stage(entry: Any, path: str, references: bool, report) -> Stage | None:
-    """The stage ``entry`` names, or ``None`` with what is wrong reported."""
     if not isinstance(entry, str):
         return report(path, f"expected a stage name, got {entry!r}")
     try:
@@ -414,7 +409,6 @@ def stage_contract(params: list[Param]) -> list[str]:
 
 
 def _installed_readers() -> Readers:
-    """The sections that every installed stage reads (for sections of stages a recipe does not run)."""
     stages = []
     for ep in registry.entry_points("stages"):
         try:
@@ -426,7 +420,6 @@ def _installed_readers() -> Readers:
 
 
 def _settings(key: str, data: dict, readers: list, out: dict, report) -> None:
-    """Check the settings section ``key`` against the schema of each stage that reads it."""
     if data.get(key) is not None and not isinstance(data[key], dict):
         return report(key, f"expected a mapping of settings, got {data[key]!r}")
     given, schemas = data.get(key) or {}, {}

@@ -2,6 +2,7 @@
 
 import copy
 import datetime as _dt
+import functools
 import json
 import logging
 import sys
@@ -47,18 +48,17 @@ class RunContext:
         self.run_dir, self.rank, self.world_size, self.resumed = Path(run_dir), rank, world_size, resumed
         self.log = logging.getLogger("vvframe.run")
         self.started = False  # set when the first stage starts running (building them is not work yet)
-        self._writer = None
 
     is_main = property(lambda self: self.rank == 0, doc="Whether this is rank 0 (which writes files, logs progress).")
 
-    @property
+    @functools.cached_property
     def writer(self):
         """TensorBoard ``SummaryWriter`` writing into the run directory (rank 0), else ``None``."""
-        if self._writer is None and self.is_main:
-            from torch.utils.tensorboard import SummaryWriter  # heavy: imported when first used
+        if not self.is_main:
+            return None
+        from torch.utils.tensorboard import SummaryWriter  # heavy: imported when first used
 
-            self._writer = SummaryWriter(log_dir=str(self.run_dir))
-        return self._writer
+        return SummaryWriter(log_dir=str(self.run_dir))
 
     def path(self, *parts: str) -> Path:
         """A path inside the run directory, its parent folders created."""
@@ -69,12 +69,13 @@ class RunContext:
         """A tqdm progress bar, shown only on rank 0 and only when stderr is a terminal."""
         from tqdm.auto import tqdm
 
-        kwargs.setdefault("disable", not (self.is_main and sys.stderr.isatty()))
-        return tqdm(iterable, **{"dynamic_ncols": True, **kwargs})
+        return tqdm(
+            iterable, **{"dynamic_ncols": True, "disable": not (self.is_main and sys.stderr.isatty()), **kwargs}
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         """Picklable for spawned ranks: the TensorBoard writer stays behind (each process opens its own)."""
-        return {**self.__dict__, "_writer": None}
+        return {k: v for k, v in self.__dict__.items() if k != "writer"}
 
     def for_rank(self, rank: int, world_size: int) -> "RunContext":
         """This context as one rank of a distributed run sees it (itself when it is that rank's already)."""
@@ -84,9 +85,8 @@ class RunContext:
 
     def close(self) -> None:
         """Close the TensorBoard writer (a later use opens a new one)."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        if (writer := self.__dict__.pop("writer", None)) is not None:
+            writer.close()
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:

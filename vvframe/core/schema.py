@@ -14,6 +14,7 @@ from vvframe.core.errors import BadValue, ContractError, did_you_mean
 EMPTY = inspect.Parameter.empty
 INT64 = (-(2**63), 2**63 - 1)
 UNIONS = (typing.Union, type(int | str))
+NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path"}  # as said
 SEQUENCES = (list, cabc.Sequence, cabc.Iterable, cabc.MutableSequence, set, frozenset, cabc.Collection)
 
 
@@ -104,15 +105,17 @@ def _hints(factory: cabc.Callable) -> dict[str, Any]:
     return {}
 
 
-def type_name(annotation: Any) -> str:
-    """A short readable name for an annotation (``float``, ``list[int]``, ``'fp32' | 'bf16'``, ``int in [1, 64]``)."""
+def type_name(annotation: Any, spoken: bool = False) -> str:
+    """A readable name for an annotation: ``list[int]``, ``int in [1, 64]``, ``'a' | 'b'``; spoken: ``a path``."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if annotation is EMPTY or annotation is type(None):
         return "any" if annotation is EMPTY else "None"
     if origin is typing.Annotated:
-        base = type_name(args[0])
-        base = f"({base})" if typing.get_origin(args[0]) in UNIONS else base
+        base = type_name(args[0], spoken)
+        base = f"({base})" if typing.get_origin(args[0]) in UNIONS and not spoken else base
         return " ".join([base, *(str(r) for r in args[1:] if isinstance(r, Range) and str(r))])
+    if spoken and annotation in NAMES:
+        return NAMES[annotation]
     if origin is typing.Literal or origin in UNIONS:
         return " | ".join(repr(a) if origin is typing.Literal else type_name(a) for a in args)
     if isinstance(annotation, type) and not args:
@@ -126,8 +129,7 @@ def bind(params: list[Param], args: dict[str, Any], *, engine: cabc.Collection[s
     """``(coerced args, [(path, problem)])``; ``engine``: names vvframe supplies; ``owner``: ``losses 'aamsoftmax'``."""
     by_name = {p.name: p for p in params}
     accepted = [p for p in params if p.name not in engine]
-    out: dict[str, Any] = {}
-    problems: list[tuple[str, str]] = []
+    out, problems = {}, []  # coerced arguments; (relative path, message)
     for key, value in args.items():
         key, param = str(key), by_name.get(str(key))
         if key in engine and param is not None:
@@ -168,7 +170,7 @@ def _coerce(value: Any, annotation: Any, default: Any, ranges: tuple[Range, ...]
     if value is None:
         if default is None or annotation is type(None) or type(None) in typing.get_args(annotation):
             return None
-        raise CoercionError(f"expected {_expect(annotation)}, got null")
+        raise CoercionError(f"expected {type_name(annotation, True)}, got null")
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Annotated:
         marks = tuple(a for a in annotation.__metadata__ if isinstance(a, Range))
@@ -232,17 +234,7 @@ def _coerce_union(value: Any, arms: tuple, ranges: tuple[Range, ...]) -> Any:
     outside = [e for e in errors if e.out_of_range]  # the value has the type of an arm, but not its range
     if len(errors) == 1 or outside:
         raise (outside or errors)[0]
-    raise CoercionError(f"expected {' or '.join(_expect(a) for a in arms)}, got {value!r}")
-
-
-NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path"}
-
-
-def _expect(annotation: Any) -> str:
-    if typing.get_origin(annotation) is typing.Annotated:
-        said = [str(r) for r in annotation.__metadata__ if isinstance(r, Range) and str(r)]
-        return " ".join([_expect(typing.get_args(annotation)[0]), *said])
-    return NAMES.get(annotation, type_name(annotation))
+    raise CoercionError(f"expected {' or '.join(type_name(a, True) for a in arms)}, got {value!r}")
 
 
 def _coerce_plain(value: Any, annotation: Any) -> Any:
@@ -270,7 +262,7 @@ def _coerce_plain(value: Any, annotation: Any) -> Any:
     if isinstance(annotation, type) and isinstance(value, dict) and is_schema(annotation):
         return instantiate(annotation, value)
     if isinstance(annotation, type):
-        raise CoercionError(f"expected {_expect(annotation)}, got {value!r}")
+        raise CoercionError(f"expected {type_name(annotation, True)}, got {value!r}")
     return value
 
 
