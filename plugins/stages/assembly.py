@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from vvframe import Component, RunContext, VvframeError
-from vvframe.core.run import RUN_LAYOUT
 from vvframe.data.dataset import AugmentingCollate, CropDataset
 from vvframe.data.lists import Utterance, read_utterances, speaker_labels
 from vvframe.training import checkpoint as ckpt
@@ -199,7 +198,7 @@ def init_from(net: Net, source: str, speakers: list[str], num_classes: int) -> N
     path = Path(source)
     if path.is_dir():
         path = ckpt.latest_run(path) or path
-        folder = path / RUN_LAYOUT["checkpoints"]
+        folder = path / ckpt.FOLDER
         named = [folder / n for n in (ckpt.AVERAGE, ckpt.BEST) if (folder / n).is_file()]
         found = (ckpt.load(named[0]), named[0]) if named else ckpt.load_latest(folder)
         if found is None:

@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 
-from vvframe.core.run import RUN_LAYOUT
 from vvframe.training import checkpoint as ckpt
 from vvframe.training.launch import Dist
 from vvframe_plugins.stages.assembly import Job, assemble
@@ -35,7 +34,7 @@ class Trainer:
         self.out = TrainLog(ctx, self.cfg.epochs, self.cfg.log_every)
         self.steps = Steps(self.parts, self.cfg, self.progress, dist, ctx.seed, self.out)
         self.checkpoints = Checkpoints(
-            ctx.run_dir / RUN_LAYOUT["checkpoints"],
+            ctx.run_dir / ckpt.FOLDER,
             dist,
             self.parts,
             self.progress,

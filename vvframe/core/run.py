@@ -7,7 +7,6 @@ import json
 import logging
 import sys
 import time
-import traceback
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,6 @@ STATUS_FILE = "run.json"
 RECIPE_FILE = "recipe.yaml"
 LOG_FILE = "log.txt"
 TRACEBACKS = logging.getLogger("vvframe.run.traceback")  # a failed stage's traceback (for the log file, not a console)
-# the folders of a run directory that the first-party stages write and the Python API reads
-RUN_LAYOUT = {"checkpoints": "checkpoints", "cohort": "cohort", "eval": "eval", "test": "test"}
 
 
 class RunError(VvframeError, RuntimeError):
@@ -160,7 +157,7 @@ def _guard(ctx: RunContext, stage: Stage, doing: str, fn, status: dict):
         # any other failure stops the run with StageFailed, its traceback in log.txt only
         exc.add_note(f"while {doing} stage '{stage.name}' ({stage.path})")
         _set_status(ctx, status, stage.name, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
-        TRACEBACKS.error("traceback:\n%s", "".join(traceback.format_exception(exc)))  # the log set-up: file only
+        TRACEBACKS.error("stage %s failed:", stage.name, exc_info=exc)  # the log set-up writes it to the file only
         raise StageFailed(stage.name, ctx.run_dir / LOG_FILE, exc) from exc
 
 

@@ -35,7 +35,6 @@ import numpy as np
 
 from vvframe.core.atomic import atomic_json
 from vvframe.core.errors import BadValue, did_you_mean
-from vvframe.core.run import RUN_LAYOUT
 from vvframe.scoring.metrics import _as_array, _check, _check_costs, actual_dcf, cllr, min_dcf
 
 log = logging.getLogger(__name__)
@@ -444,7 +443,7 @@ def _plain_name(normalizer: str | None) -> str | None:
 
 def calibration_file(run_dir: str | Path) -> Path:
     """Where the calibrate stage saves a run's calibration: ``calibration/calibration.json``."""
-    return Path(run_dir) / RUN_LAYOUT.get("calibration", "calibration") / CALIBRATION_FILE
+    return Path(run_dir) / "calibration" / CALIBRATION_FILE
 
 
 # ---- fitting --------------------------------------------------------------------------------------------------

@@ -30,7 +30,6 @@ import torch
 from torch import Tensor, nn
 
 from vvframe.core.atomic import atomic_path
-from vvframe.core.run import RUN_LAYOUT
 from vvframe.core.schema import Range
 from vvframe.data import audio
 from vvframe.data import vad as activity
@@ -39,6 +38,7 @@ from vvframe.training import checkpoint
 from vvframe.training.launch import Dist
 
 log = logging.getLogger(__name__)
+COHORT_DIR, EVAL_DIR = "cohort", "eval"  # the back-end stages' folders in a run directory (the API reads them)
 
 
 @dataclass
@@ -335,7 +335,7 @@ class Embedder(nn.Module):
 # ---- what the back end leaves in a run directory (DESIGN section 6), read again by the stages and the API ----
 def cohort_files(run_dir: str | Path) -> tuple[Path, Path]:
     """Where :func:`save_cohort` puts the cohort embeddings and the mean embedding of a run: ``cohort/*.pt``."""
-    folder = Path(run_dir) / RUN_LAYOUT["cohort"]
+    folder = Path(run_dir) / COHORT_DIR
     return folder / "embeddings.pt", folder / "mean.pt"
 
 
@@ -367,4 +367,4 @@ def load_cohort(run_dir: str | Path) -> tuple[Tensor | None, Tensor | None]:
 
 def thresholds_file(run_dir: str | Path) -> Path:
     """Where the tuned thresholds are (``eval/thresholds.json``: name -> value, and ``tuned_on``)."""
-    return Path(run_dir) / RUN_LAYOUT["eval"] / "thresholds.json"
+    return Path(run_dir) / EVAL_DIR / "thresholds.json"

@@ -29,6 +29,7 @@ from vvframe.core.errors import BadValue, VvframeError
 
 log = logging.getLogger(__name__)
 
+FOLDER = "checkpoints"  # in a run directory
 LAST = "last.pt"
 BEST = "best.pt"
 AVERAGE = "avg.pt"
@@ -82,7 +83,7 @@ def for_inference(source: str | Path) -> Path:
     source = Path(source)
     if source.is_file():
         return source
-    folder = source / "checkpoints"
+    folder = source / FOLDER
     for name in (AVERAGE, BEST, LAST):
         if (folder / name).is_file():
             return folder / name
@@ -351,7 +352,7 @@ def _unplain(value: Any) -> Any:
     return value
 
 
-def latest_run(folder: str | Path, needs: str = "checkpoints") -> Path | None:
+def latest_run(folder: str | Path, needs: str = FOLDER) -> Path | None:
     """The newest usable run directory under ``folder`` (``runs/<recipe name>``: timestamped runs): one that
     holds ``needs`` (for ``checkpoints``: at least one checkpoint file, so a failed or empty attempt never
     counts); ``folder`` itself when it is such a run; None when there is none. The choice is logged."""
@@ -359,7 +360,7 @@ def latest_run(folder: str | Path, needs: str = "checkpoints") -> Path | None:
 
     def usable(run: Path) -> bool:
         target = run / needs
-        if needs == "checkpoints":
+        if needs == FOLDER:
             return target.is_dir() and any(p.suffix == ".pt" for p in target.iterdir())
         return target.exists()
 
