@@ -37,7 +37,7 @@ from vvframe.scoring.calibration import (
     summary,
     utterance_quality,
 )
-from vvframe.scoring.embed import EVAL_DIR, EmbedSettings, cohort_files, load_cohort
+from vvframe.scoring.embed import RUN_LAYOUT, EmbedSettings, cohort_files, load_cohort
 from vvframe_plugins.stages import backend  # its helpers: the same weights, embedding cache and card entries
 from vvframe_plugins.stages.settings import DataSettings, Frontend, Model, Normalizer
 
@@ -138,7 +138,7 @@ def _eval_scores(
 ) -> np.ndarray | None:
     """The eval stage's final scores of ``trials`` when it wrote them for exactly these trials with the weights,
     embedding settings and normalizer of this recipe (as the card records them); else None."""
-    scores_file = ctx.run_dir / EVAL_DIR / f"{Path(path).stem}.scores"
+    scores_file = ctx.run_dir / RUN_LAYOUT["eval"] / f"{Path(path).stem}.scores"
     card_file = ctx.run_dir / card.CARD_FILE
     if not scores_file.is_file() or not card_file.is_file():
         return None

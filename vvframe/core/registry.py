@@ -54,11 +54,9 @@ def kind(name: str) -> Kind:
 
 
 def _entry_points() -> list[metadata.EntryPoint]:
-    """Every ``vvframe.*`` entry point of every installed distribution: the one seam tests replace."""
-    first: dict[str, metadata.Distribution] = {}
-    for dist in metadata.distributions():  # the same distribution twice on sys.path: the first wins, as in importlib
-        first.setdefault((dist.metadata["Name"] or "").lower().replace("_", "-"), dist)
-    return [ep for dist in first.values() for ep in dist.entry_points if ep.group.startswith(GROUP_PREFIX)]
+    """Every ``vvframe.*`` entry point (of a distribution installed twice, the first copy): the seam tests replace."""
+    eps = metadata.entry_points()
+    return [ep for group in sorted(eps.groups) if group.startswith(GROUP_PREFIX) for ep in eps.select(group=group)]
 
 
 @functools.cache

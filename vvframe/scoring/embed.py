@@ -38,7 +38,8 @@ from vvframe.training import checkpoint
 from vvframe.training.launch import Dist
 
 log = logging.getLogger(__name__)
-COHORT_DIR, EVAL_DIR = "cohort", "eval"  # the back-end stages' folders in a run directory (the API reads them)
+# the folders of a run directory that the back-end stages write and the Python API reads (DESIGN section 6)
+RUN_LAYOUT = {"cohort": "cohort", "eval": "eval", "test": "test"}
 
 
 @dataclass
@@ -335,7 +336,7 @@ class Embedder(nn.Module):
 # ---- what the back end leaves in a run directory (DESIGN section 6), read again by the stages and the API ----
 def cohort_files(run_dir: str | Path) -> tuple[Path, Path]:
     """Where :func:`save_cohort` puts the cohort embeddings and the mean embedding of a run: ``cohort/*.pt``."""
-    folder = Path(run_dir) / COHORT_DIR
+    folder = Path(run_dir) / RUN_LAYOUT["cohort"]
     return folder / "embeddings.pt", folder / "mean.pt"
 
 
@@ -367,4 +368,4 @@ def load_cohort(run_dir: str | Path) -> tuple[Tensor | None, Tensor | None]:
 
 def thresholds_file(run_dir: str | Path) -> Path:
     """Where the tuned thresholds are (``eval/thresholds.json``: name -> value, and ``tuned_on``)."""
-    return Path(run_dir) / EVAL_DIR / "thresholds.json"
+    return Path(run_dir) / RUN_LAYOUT["eval"] / "thresholds.json"
