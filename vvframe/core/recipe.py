@@ -83,13 +83,13 @@ def _read_yaml(path: Path, problems: list[Problem]) -> tuple[dict, dict]:
     text = path.read_text(encoding="utf-8")
     try:
         node, data = yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+    except (
+        yaml.YAMLError
+    ) as exc:  # a MarkedYAMLError says where and what; a ReaderError (a control character) only what
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        what = " ".join(filter(None, [exc.context, exc.problem]))
+        what = " ".join(filter(None, [getattr(exc, "context", None), getattr(exc, "problem", None)])) or str(exc)
         raise RecipeError(str(path), [Problem("", "", f"{where}: YAML syntax error: {what}")]) from None
-    except yaml.YAMLError as exc:
-        raise RecipeError(str(path), [Problem("", "", f"{path}: YAML error: {exc}")]) from None
     if data is not None and not isinstance(data, dict):
         got = f"a recipe is a mapping of sections, got a {type(data).__name__}"
         raise RecipeError(str(path), [Problem("", "", f"{path}: {got}")])
@@ -294,8 +294,7 @@ def resolve(recipe: Recipe, *, references: bool = True) -> Resolved:
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         report("seed", f"expected an integer, got {seed!r}")
-    stage_names = data.get("stages")
-    stage_names = [stage_names] if isinstance(stage_names, str) else stage_names
+    stage_names = [data["stages"]] if isinstance(data.get("stages"), str) else data.get("stages")
     if not isinstance(stage_names, list) or not stage_names:
         stage_names = []
         say = "expected a non-empty list of stages to run, e.g. stages: [train, eval]"
@@ -408,15 +407,9 @@ def stage_contract(params: list[Param]) -> list[str]:
     return problems
 
 
-def _installed_readers() -> Readers:
-    stages = []
-    for ep in registry.entry_points("stages"):
-        try:
-            params = parameters(registry.load(ep))
-        except VvframeError:  # failed to import, no readable signature
-            continue
-        stages += [] if stage_contract(params) else [Stage(ep.name, "", ep, params)]
-    return _readers(stages)
+def _installed_readers() -> Readers:  # the sections of every installed stage that loads and keeps the contract
+    stages = (_stage(ep.name, "", True, lambda *_: None) for ep in registry.entry_points("stages"))
+    return _readers(filter(None, stages))
 
 
 def _settings(key: str, data: dict, readers: list, out: dict, report) -> None:

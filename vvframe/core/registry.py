@@ -90,8 +90,7 @@ _packages = functools.cache(metadata.packages_distributions)
 
 def where(ep: metadata.EntryPoint) -> str:
     """``name==version`` of the distribution that provides ``ep``."""
-    name, version = distribution(ep)
-    return f"{name}=={version}" if version else name
+    return "==".join(filter(None, distribution(ep)))
 
 
 def is_reference(name: str) -> bool:
@@ -142,8 +141,6 @@ def load(ep: metadata.EntryPoint) -> Callable:
         raise PluginImportError(
             f"{kind_name} '{ep.name}' ({ep.value}, from {where(ep)}) failed to import: {type(exc).__name__}: {exc}"
         ) from exc
-    if not callable(obj):
-        raise ContractError(f"{kind_name} '{ep.name}' ({ep.value}) is a {type(obj).__name__}, not a callable")
     return obj
 
 
@@ -170,17 +167,13 @@ class Component:
 
     def build(self, **supplied: Any) -> Any:
         """Call the factory with the recipe's arguments plus those ``supplied`` values its signature names."""
-        params = {p.name: p for p in parameters(self.factory)}
         supplies = KINDS[self.kind].supplies
         if unknown := sorted(set(supplied) - set(supplies)):
             raise ArgumentError(
                 f"{', '.join(unknown)} not among the values vvframe supplies to {self.kind}"
                 f" ({', '.join(supplies) or 'none'})"
             )
-        passed = {k: v for k, v in supplied.items() if k in params}
-        if missing := [n for n, p in params.items() if p.required and n not in passed and n not in self.args]:
-            why = f"which the caller did not supply ({self.where()})"
-            raise ContractError(f"{self.kind} '{self.name}' needs {', '.join(missing)}, {why}")
+        passed = {k: v for k, v in supplied.items() if k in {p.name for p in parameters(self.factory)}}
         try:
             return self.factory(**self.args, **passed)
         except Exception as exc:

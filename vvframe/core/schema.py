@@ -1,6 +1,7 @@
 """A component's signature as its schema: parameters read, YAML values coerced by annotation, arguments bound."""
 
 import collections.abc as cabc
+import contextlib
 import dataclasses
 import enum
 import inspect
@@ -206,8 +207,7 @@ def _at(key: Any, value: Any, annotation: Any, ranges: tuple[Range, ...]) -> Any
         raise CoercionError(str(exc), (str(key), *exc.path), exc.out_of_range) from None
 
 
-def _limit(result: Any, value: Any, ranges: tuple[Range, ...]) -> Any:
-    """``result`` (``value`` as coerced) if it is within ``ranges``, finite and fits in 64 bits."""
+def _limit(result: Any, value: Any, ranges: tuple[Range, ...]) -> Any:  # result if within ranges, finite, in 64 bits
     if isinstance(result, bool) or not isinstance(result, (int, float)):
         return result
     infinite, said = isinstance(result, float) and not math.isfinite(result), "".join(f" {r}" for r in ranges if str(r))
@@ -246,10 +246,8 @@ def _coerce_plain(value: Any, annotation: Any) -> Any:
     if annotation is int and number and (isinstance(value, int) or value.is_integer()):
         return int(value)
     if annotation in (int, float) and isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             return annotation(value.strip())
-        except ValueError:
-            pass
     if isinstance(annotation, type) and issubclass(annotation, Path) and isinstance(value, (str, Path)):
         return Path(value)
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
