@@ -395,15 +395,11 @@ def stage_contract(params: list[Param]) -> list[str]:
         if p.name in KERNEL_KEYS:
             problems.append(f"parameter '{p.name}' is a kernel key, not a section a stage can read")
         elif registry.Component in (p.annotation, *typing.get_args(p.annotation)):
-            problems.append(
-                f"parameter '{p.name}' is a component: declare its kind, {p.name}: Annotated[Component, kind(KIND)]"
-                f" with KIND one of {', '.join(registry.KINDS)}"
-            )
+            declare = f"{p.name}: Annotated[Component, kind(KIND)] with KIND one of {', '.join(registry.KINDS)}"
+            problems.append(f"parameter '{p.name}' is a component: declare its kind, {declare}")
         elif not is_schema(p.annotation):
-            problems.append(
-                f"parameter '{p.name}' names a settings section, so it needs a schema annotation"
-                " (a dataclass or a class with explicit keyword parameters)"
-            )
+            schema = "a schema annotation (a dataclass or a class with explicit keyword parameters)"
+            problems.append(f"parameter '{p.name}' names a settings section, so it needs {schema}")
     return problems
 
 

@@ -17,7 +17,7 @@ GROUP_PREFIX = "vvframe."
 
 @dataclasses.dataclass(frozen=True)
 class Kind:
-    """A kind: values vvframe supplies by name, what its components return, ``limits`` unsaid by signatures (lr)."""
+    """A kind: what vvframe supplies (by parameter name), what components return, bounds signatures omit (SGD's lr)."""
 
     name: str
     supplies: tuple[str, ...]
@@ -99,7 +99,7 @@ def is_reference(name: str) -> bool:
 
 
 def find(kind_name: str, name: str, *, references: bool = True) -> metadata.EntryPoint:
-    """The entry point ``name`` means (``references=False``: no ``module:attr`` ones, for run directories: data)."""
+    """The entry point ``name`` means; ``references=False`` refuses ``module:attr`` ones (for data being loaded)."""
     group = kind(kind_name).group
     if is_reference(name):
         if not references:
@@ -116,10 +116,8 @@ def find(kind_name: str, name: str, *, references: bool = True) -> metadata.Entr
     matches = [ep for ep in eps if ep.name == name]
     if len({ep.value for ep in matches}) > 1:
         both = " and ".join(f"{ep.value} (from {where(ep)})" for ep in matches)
-        raise ComponentNotFound(
-            f"two installed {kind_name} components are named '{name}': {both}; name the one"
-            f" you mean directly, e.g. name: {matches[0].value}"
-        )
+        fix = f"name the one you mean directly, e.g. name: {matches[0].value}"
+        raise ComponentNotFound(f"two installed {kind_name} components are named '{name}': {both}; {fix}")
     if matches:
         return matches[0]
     if not entry_points():
@@ -136,21 +134,17 @@ def load(ep: metadata.EntryPoint) -> Callable:
     """Import what ``ep`` points at; a ``PluginImportError`` naming the plugin and its distribution if that fails."""
     kind_name = ep.group[len(GROUP_PREFIX) :]
     try:
-        obj = ep.load()
+        return ep.load()
     except Exception as exc:  # noqa: BLE001 - any failure inside a plugin's import is reported as the plugin's
-        raise PluginImportError(
-            f"{kind_name} '{ep.name}' ({ep.value}, from {where(ep)}) failed to import: {type(exc).__name__}: {exc}"
-        ) from exc
-    return obj
+        what = f"{kind_name} '{ep.name}' ({ep.value}, from {where(ep)})"
+        raise PluginImportError(f"{what} failed to import: {type(exc).__name__}: {exc}") from exc
 
 
 def signature(kind_name: str, factory: Callable) -> list[Param]:
     """The parameters of ``factory`` as a component of ``kind_name``: its annotations plus the kind's ``limits``."""
     extra = dict(KINDS[kind_name].limits) if kind_name in KINDS else {}
-    return [
-        dataclasses.replace(p, annotation=Annotated[p.annotation, extra[p.name]]) if p.name in extra else p
-        for p in parameters(factory)
-    ]
+    bound = lambda p: dataclasses.replace(p, annotation=Annotated[p.annotation, extra[p.name]])
+    return [bound(p) if p.name in extra else p for p in parameters(factory)]
 
 
 @dataclasses.dataclass
@@ -169,10 +163,8 @@ class Component:
         """Call the factory with the recipe's arguments plus those ``supplied`` values its signature names."""
         supplies = KINDS[self.kind].supplies
         if unknown := sorted(set(supplied) - set(supplies)):
-            raise ArgumentError(
-                f"{', '.join(unknown)} not among the values vvframe supplies to {self.kind}"
-                f" ({', '.join(supplies) or 'none'})"
-            )
+            given = ", ".join(supplies) or "none"
+            raise ArgumentError(f"{', '.join(unknown)} not among the values vvframe supplies to {self.kind} ({given})")
         passed = {k: v for k, v in supplied.items() if k in {p.name for p in parameters(self.factory)}}
         try:
             return self.factory(**self.args, **passed)

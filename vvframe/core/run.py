@@ -66,9 +66,8 @@ class RunContext:
         """A tqdm progress bar, shown only on rank 0 and only when stderr is a terminal."""
         from tqdm.auto import tqdm
 
-        return tqdm(
-            iterable, **{"dynamic_ncols": True, "disable": not (self.is_main and sys.stderr.isatty()), **kwargs}
-        )
+        kwargs.setdefault("disable", not (self.is_main and sys.stderr.isatty()))
+        return tqdm(iterable, **{"dynamic_ncols": True, **kwargs})
 
     def __getstate__(self) -> dict[str, Any]:
         """Picklable for spawned ranks: the TensorBoard writer stays behind (each process opens its own)."""
@@ -76,7 +75,7 @@ class RunContext:
 
     def for_rank(self, rank: int, world_size: int) -> "RunContext":
         """This context as one rank of a distributed run sees it (itself when it is that rank's already)."""
-        other = self if (rank, world_size) == (self.rank, self.world_size) else copy.copy(self)  # no writer: getstate
+        other = self if (rank, world_size) == (self.rank, self.world_size) else copy.copy(self)  # copied: no writer
         other.rank, other.world_size = rank, world_size
         return other
 

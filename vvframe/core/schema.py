@@ -15,13 +15,13 @@ from vvframe.core.errors import BadValue, ContractError, did_you_mean
 EMPTY = inspect.Parameter.empty
 INT64 = (-(2**63), 2**63 - 1)
 UNIONS = (typing.Union, type(int | str))
-NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path"}  # as said
+NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path"}  # in messages
 SEQUENCES = (list, cabc.Sequence, cabc.Iterable, cabc.MutableSequence, set, frozenset, cabc.Collection)
 
 
 @dataclasses.dataclass(frozen=True)
 class Range:
-    """The numbers a parameter (or each in a container) accepts: ``ge``/``le``/``gt``/``lt``; finite unless told."""
+    """The numbers a parameter (or each in a container) accepts: bounds ``ge``/``le``/``gt``/``lt``; ``finite``."""
 
     ge: float | None = None
     le: float | None = None
