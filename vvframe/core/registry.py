@@ -163,7 +163,7 @@ class Component:
         """Call the factory with the recipe's arguments plus those ``supplied`` values its signature names."""
         supplies = KINDS[self.kind].supplies
         if unknown := sorted(set(supplied) - set(supplies)):
-            given = ", ".join(supplies) or "none"
+            given = f"{', '.join(supplies) or 'none'}"  # in a message (a normalizer is called none)
             raise ArgumentError(f"{', '.join(unknown)} not among the values vvframe supplies to {self.kind} ({given})")
         passed = {k: v for k, v in supplied.items() if k in {p.name for p in parameters(self.factory)}}
         try:
