@@ -83,9 +83,7 @@ def _read_yaml(path: Path, problems: list[Problem]) -> tuple[dict, dict]:
     text = path.read_text(encoding="utf-8")
     try:
         node, data = yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
-    except (
-        yaml.YAMLError
-    ) as exc:  # a MarkedYAMLError says where and what; a ReaderError (a control character) only what
+    except yaml.YAMLError as exc:  # a MarkedYAMLError says where and what; a ReaderError only what
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         what = " ".join(filter(None, [getattr(exc, "context", None), getattr(exc, "problem", None)])) or str(exc)

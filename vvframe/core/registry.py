@@ -165,7 +165,8 @@ class Component:
         if unknown := sorted(set(supplied) - set(supplies)):
             given = f"{', '.join(supplies) or 'none'}"  # in a message (a normalizer is called none)
             raise ArgumentError(f"{', '.join(unknown)} not among the values vvframe supplies to {self.kind} ({given})")
-        passed = {k: v for k, v in supplied.items() if k in {p.name for p in parameters(self.factory)}}
+        takes = {p.name for p in parameters(self.factory)}  # read once: the signature is parsed with its hints
+        passed = {k: v for k, v in supplied.items() if k in takes}
         try:
             return self.factory(**self.args, **passed)
         except Exception as exc:

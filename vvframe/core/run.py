@@ -75,7 +75,7 @@ class RunContext:
 
     def for_rank(self, rank: int, world_size: int) -> "RunContext":
         """This context as one rank of a distributed run sees it (itself when it is that rank's already)."""
-        other = self if (rank, world_size) == (self.rank, self.world_size) else copy.copy(self)  # copied: no writer
+        other = self if (rank, world_size) == (self.rank, self.world_size) else copy.copy(self)  # a copy has no writer
         other.rank, other.world_size = rank, world_size
         return other
 

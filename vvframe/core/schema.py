@@ -171,7 +171,7 @@ def _coerce(value: Any, annotation: Any, default: Any, ranges: tuple[Range, ...]
     if value is None:
         if default is None or annotation is type(None) or type(None) in typing.get_args(annotation):
             return None
-        raise CoercionError(f"expected {type_name(annotation, True)}, got null")
+        raise CoercionError(f"expected {type_name(annotation, spoken=True)}, got null")
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Annotated:
         marks = tuple(a for a in annotation.__metadata__ if isinstance(a, Range))
@@ -234,7 +234,7 @@ def _coerce_union(value: Any, arms: tuple, ranges: tuple[Range, ...]) -> Any:
     outside = [e for e in errors if e.out_of_range]  # the value has the type of an arm, but not its range
     if len(errors) == 1 or outside:
         raise (outside or errors)[0]
-    raise CoercionError(f"expected {' or '.join(type_name(a, True) for a in arms)}, got {value!r}")
+    raise CoercionError(f"expected {' or '.join(type_name(a, spoken=True) for a in arms)}, got {value!r}")
 
 
 def _coerce_plain(value: Any, annotation: Any) -> Any:
@@ -260,7 +260,7 @@ def _coerce_plain(value: Any, annotation: Any) -> Any:
     if isinstance(annotation, type) and isinstance(value, dict) and is_schema(annotation):
         return instantiate(annotation, value)
     if isinstance(annotation, type):
-        raise CoercionError(f"expected {type_name(annotation, True)}, got {value!r}")
+        raise CoercionError(f"expected {type_name(annotation, spoken=True)}, got {value!r}")
     return value
 
 
